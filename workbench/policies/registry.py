@@ -1,0 +1,157 @@
+"""Layer 2 (policies): the registry of policies by name, policy specs and presets.
+
+A *spec* is what YAML, the CLI and Python accept: a name (``"blind-retry"``), a mapping
+(``{"policy": "blind-retry", "max_retries": null}``) or an import path of a user's class
+(``"mypkg.mymod:MyPolicy"``). A *policy set* names one policy per call site; a *preset* is a
+named policy set (``workbench policies`` lists them).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, fields, replace
+
+from .base import Policy, Site
+
+REGISTRY: dict[str, type] = {}
+
+
+class PolicyError(ValueError):
+    """A policy spec cannot be understood; the message is one line."""
+
+
+def register(cls=None, *, name: str | None = None):
+    """Class decorator (or call) that makes a policy usable by name everywhere."""
+    def add(c):
+        key = name or c.name
+        if not key:
+            raise PolicyError(f"{c.__name__} needs a class attribute 'name'")
+        if not callable(getattr(c, "on_busy", None)):
+            raise PolicyError(f"{c.__name__} needs an on_busy(ctx, rng) method")
+        c.name = key
+        REGISTRY[key] = c
+        return c
+    return add(cls) if cls is not None else add
+
+
+def _import(path: str) -> type:
+    mod, _, attr = path.replace(":", ".").rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise PolicyError(f"cannot import policy {path!r}: {err}") from None
+    return register(cls, name=getattr(cls, "name", "") or path)
+
+
+def make_policy(spec) -> Policy:
+    """A policy instance from a spec (name, mapping, import path, or an instance)."""
+    if isinstance(spec, Policy) or (hasattr(spec, "on_busy") and not isinstance(spec, (str, dict))):
+        return spec
+    params = {}
+    if isinstance(spec, dict):
+        params = dict(spec)
+        spec = params.pop("policy", None)
+    if not isinstance(spec, str):
+        raise PolicyError(f"a policy spec is a name or a mapping with 'policy', not {spec!r}")
+    cls = REGISTRY.get(spec) or (_import(spec) if (":" in spec or "." in spec) else None)
+    if cls is None:
+        raise PolicyError(f"unknown policy {spec!r} (known: {', '.join(sorted(REGISTRY))})")
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as err:
+        raise PolicyError(f"policy {spec!r}: {err}") from None
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """One policy per call site."""
+    fault: Policy
+    zap: Policy
+    vp_enter: Policy
+    accept: Policy
+    name: str = "custom"
+
+    def for_site(self, site: Site) -> Policy:
+        return getattr(self, site.value)
+
+    def spec(self) -> dict:
+        return {"preset": self.name,
+                **{f.name: self.for_site(Site(f.name)).spec() for f in fields(self)
+                   if f.name != "name"}}
+
+
+PRESETS: dict[str, dict] = {
+    "upstream": dict(
+        doc="what Linux merged (6.16+, 6.19 form): local retry on faults, kick + one retry on zaps",
+        fault="local-retry", zap="kick-and-retry-once", vp_enter="fastpath-reenter",
+        accept="linux-guest"),
+    "patch-09-21": dict(
+        doc="Rick's Sep 2024 series: retry BUSY|SEPT 16 times on faults, loop without bound on zaps",
+        fault={"policy": "blind-retry", "max_retries": 16},
+        zap={"policy": "blind-retry", "max_retries": None}, vp_enter="fastpath-reenter",
+        accept="linux-guest"),
+    "paolo-bounded": dict(
+        doc="Paolo's proposal: count retries, warn at 16 and doubling, KVM_BUG_ON at 1024",
+        fault="bounded-retry", zap="bounded-retry", vp_enter="fastpath-reenter",
+        accept="linux-guest"),
+    "zero-tolerance": dict(
+        doc="Sean's SGX rule: never retry in KVM; every BUSY is an error exit to userspace",
+        fault="exit-to-userspace", zap="exit-to-userspace", vp_enter="exit-to-userspace",
+        accept="linux-guest"),
+    "sean-per-path": dict(
+        doc="Sean's rules per path (Zt-LmzUSyljHGcMO): resume the guest on faults, kick + one retry on zaps",
+        fault="resume-guest", zap="kick-and-retry-once", vp_enter="fastpath-reenter",
+        accept="linux-guest"),
+    "host-priority-retry": dict(
+        doc="the host retries until it wins and relies on the module's HOST_PRIORITY",
+        fault={"policy": "blind-retry", "max_retries": None},
+        zap={"policy": "blind-retry", "max_retries": None}, vp_enter="fastpath-reenter",
+        accept="linux-guest"),
+    "vm-spinlock": dict(
+        doc="a VM-wide spinlock around every S-EPT SEAMCALL (rejected: faults stop being parallel)",
+        fault="vm-spinlock", zap="vm-spinlock", vp_enter="fastpath-reenter", accept="linux-guest"),
+    "mmu-lock-write": dict(
+        doc="mmu_lock taken for write by S-EPT faults (the 'hard no' of the seed thread)",
+        fault="mmu-lock-write", zap="kick-and-retry-once", vp_enter="fastpath-reenter",
+        accept="linux-guest"),
+}
+SITE_NAMES = tuple(s.value for s in Site)
+
+
+def resolve_policy(spec="upstream") -> PolicySet:
+    """A :class:`PolicySet` from a preset name, a single policy (used at every site it
+    serves; the others keep upstream), or a mapping ``{preset?, fault?, zap?, ...}``."""
+    if isinstance(spec, PolicySet):
+        return spec
+    if isinstance(spec, str) and spec in PRESETS:
+        return _preset(spec)
+    if isinstance(spec, dict) and ("preset" in spec or set(spec) & set(SITE_NAMES)):
+        unknown = set(spec) - set(SITE_NAMES) - {"preset"}
+        if unknown:
+            raise PolicyError(f"policy: unknown call site {sorted(unknown)[0]!r} "
+                              f"(sites: {', '.join(SITE_NAMES)})")
+        base = _preset(spec.get("preset", "upstream"))
+        chosen = {s: make_policy(spec[s]) for s in SITE_NAMES if s in spec}
+        for s, pol in chosen.items():
+            _check_site(pol, Site(s))
+        label = spec.get("preset", "upstream") if not chosen else _label(chosen, spec)
+        return replace(base, name=label, **chosen)
+    pol = make_policy(spec)
+    base = _preset("upstream")
+    return replace(base, name=pol.name, **{s.value: pol for s in pol.sites})
+
+
+def _label(chosen: dict, spec: dict) -> str:
+    parts = [f"{s}={p.name}" for s, p in chosen.items()]
+    return "+".join(([spec["preset"]] if "preset" in spec else []) + parts)
+
+
+def _preset(name: str) -> PolicySet:
+    if name not in PRESETS:
+        raise PolicyError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    p = PRESETS[name]
+    return PolicySet(name=name, **{s: make_policy(p[s]) for s in SITE_NAMES})
+
+
+def _check_site(pol: Policy, site: Site) -> None:
+    if site not in getattr(pol, "sites", tuple(Site)):
+        raise PolicyError(f"policy {pol.name!r} does not serve the {site.value} site")

@@ -1,0 +1,153 @@
+"""Layer 2 (policies): the policies of the LKML debate (domain.md §5), one class each."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import (GIVE_UP, BugVm, BusyContext, ExitToUserspace, GuestFail, KickAndRetry,
+                   Policy, ResumeGuest, Retry, Site)
+from .registry import register
+
+HOST_SITES = (Site.FAULT, Site.ZAP, Site.VP_ENTER)
+
+
+@register
+class LocalRetry(Policy):
+    name = "local-retry"
+    origin = "merged (6.16+): tdx_handle_ept_violation retries RET_PF_RETRY inside KVM, no count limit"
+    sites = (Site.FAULT,)
+
+    def on_busy(self, ctx: BusyContext, rng: np.random.Generator):
+        return ResumeGuest() if ctx.events_pending else Retry()
+
+
+@register
+class ResumeGuestPolicy(Policy):
+    name = "resume-guest"
+    origin = "Sean, Zt-LmzUSyljHGcMO: in the fault path resume the guest and let it fault again"
+    sites = (Site.FAULT,)
+
+    def on_busy(self, ctx, rng):
+        return ResumeGuest()
+
+
+@register
+class KickAndRetryOnce(Policy):
+    name = "kick-and-retry-once"
+    origin = "merged: tdh_do_no_vcpus sets wait_for_sept_zap, kicks all vCPUs, retries once, else KVM_BUG_ON"
+    sites = HOST_SITES
+
+    def on_busy(self, ctx, rng):
+        return BugVm() if ctx.kicked else KickAndRetry()
+
+
+@register
+class FastpathReenter(Policy):
+    name = "fastpath-reenter"
+    origin = "merged: a BUSY TDH.VP.ENTER is EXIT_FASTPATH_EXIT_HANDLED and is simply tried again"
+    sites = (Site.VP_ENTER,)
+
+    def on_busy(self, ctx, rng):
+        return Retry()
+
+
+@register
+class BlindRetry(Policy):
+    name = "blind-retry"
+    origin = "patch 09/21: tdx_seamcall_sept retried BUSY up to SEAMCALL_RETRY_MAX=16; REMOVE/TRACK without bound"
+    sites = HOST_SITES
+
+    def __init__(self, max_retries: int | None = 16, delay_us: float = 0.0):
+        self.max_retries, self.delay_us = max_retries, delay_us
+
+    def on_busy(self, ctx, rng):
+        if self.max_retries is None or ctx.attempt <= self.max_retries:
+            return Retry(self.delay_us)
+        return GIVE_UP[ctx.site]
+
+
+@register
+class BoundedRetry(Policy):
+    name = "bounded-retry"
+    origin = "Paolo, 1bbe3a78: count retries, warn at 16 with the limit doubling, KVM_BUG_ON at 1024"
+    sites = HOST_SITES
+
+    def __init__(self, warn_at: int = 16, bug_at: int = 1024, backoff: str = "none",
+                 delay_us: float = 1.0, max_delay_us: float = 100.0):
+        if backoff not in ("none", "fixed", "exponential", "jitter"):
+            raise ValueError(f"backoff must be none|fixed|exponential|jitter, not {backoff!r}")
+        self.warn_at, self.bug_at, self.backoff = warn_at, bug_at, backoff
+        self.delay_us, self.max_delay_us = delay_us, max_delay_us
+
+    def on_busy(self, ctx, rng):
+        if ctx.attempt >= self.bug_at:
+            return BugVm()
+        # warn at warn_at, then each time the count doubles (16, 32, 64, ...)
+        ratio, rem = divmod(ctx.attempt, self.warn_at)
+        warn = rem == 0 and ratio > 0 and ratio & (ratio - 1) == 0
+        return Retry(self._delay(ctx.attempt, rng), warn=warn)
+
+    def _delay(self, attempt: int, rng) -> float:
+        if self.backoff == "none":
+            return 0.0
+        if self.backoff == "fixed":
+            return self.delay_us
+        cap = min(self.max_delay_us, self.delay_us * 2 ** min(attempt - 1, 30))
+        return cap if self.backoff == "exponential" else float(rng.uniform(0.0, cap))
+
+
+@register
+class ExitToUserspacePolicy(Policy):
+    name = "exit-to-userspace"
+    origin = "Sean, Zt9kmVe1nkjVjoEg: zero tolerance as in SGX; any BUSY is a KVM bug, report it to userspace"
+    sites = HOST_SITES
+
+    def on_busy(self, ctx, rng):
+        return ExitToUserspace()
+
+
+@register
+class VmSpinlock(Policy):
+    name = "vm-spinlock"
+    origin = "proposed and rejected (ZuBQYvY6Ib4ZYBgx): one VM-wide spinlock around every S-EPT SEAMCALL"
+    sites = (Site.FAULT, Site.ZAP)
+    sept_lock = "vm_spinlock"
+
+    def on_busy(self, ctx, rng):
+        return Retry()
+
+
+@register
+class MmuLockWrite(Policy):
+    name = "mmu-lock-write"
+    origin = "Paolo's aside, Sean's 'hard no': take mmu_lock for write around S-EPT operations"
+    sites = (Site.FAULT, Site.ZAP)
+    sept_lock = "mmu_lock_write"
+
+    def on_busy(self, ctx, rng):
+        return Retry()
+
+
+@register
+class LinuxGuest(Policy):
+    name = "linux-guest"
+    origin = "torvalds/linux tdx-shared.c: any non-zero ACCEPT status is failure; 1G->2M->4K, then panic"
+    sites = (Site.ACCEPT,)
+
+    def on_busy(self, ctx, rng):
+        return GuestFail()
+
+
+@register
+class RetryingGuest(Policy):
+    name = "retrying-guest"
+    origin = "a guest that retries a BUSY ACCEPT after a pause instead of failing (not Linux)"
+    sites = (Site.ACCEPT,)
+
+    def __init__(self, delay_us: float = 1.0, max_retries: int | None = None):
+        self.delay_us, self.max_retries = delay_us, max_retries
+
+    def on_busy(self, ctx, rng):
+        if self.max_retries is not None and ctx.attempt > self.max_retries:
+            return GuestFail()
+        return Retry(self.delay_us)
+
