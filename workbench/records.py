@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 
 CALL_COLUMNS = ("t_start_us", "t_end_us", "leaf", "caller", "gpa", "status")
 OP_COLUMNS = ("op", "actor", "gpa", "t_start_us", "t_end_us", "attempts", "busy", "outcome")
-OUTCOMES = ("ok", "exit_to_userspace", "vm_bugged", "guest_panic", "hp_timeout", "unfinished")
+# resumed: the fault path gave up and re-entered the guest (RET_PF_RETRY), which faults again.
+# guest_error: a guest call failed without killing the guest (-EIO on a conversion).
+OUTCOMES = ("ok", "resumed", "exit_to_userspace", "vm_bugged", "guest_panic", "guest_error",
+            "hp_timeout", "unfinished")
 VCPU_STATES = ("guest", "kvm", "retry", "userspace", "mmu_wait", "zap_wait", "idle", "stopped")
 
 

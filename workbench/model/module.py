@@ -37,7 +37,7 @@ class TdVcpu:
     """The module's per-vCPU state (TDVPS): zero-step counter, epoch hold, HP streak."""
 
     __slots__ = ("name", "tdvpr", "entry_rip", "epf_count", "epf_gpas", "epoch_parity",
-                 "hp_streak_start", "armings")
+                 "hp_streak_start", "armings", "irq_pending", "interruptible", "proc")
 
     def __init__(self, name: str, hp_enabled: bool):
         self.name = name
@@ -48,6 +48,9 @@ class TdVcpu:
         self.epoch_parity = None      # which epoch refcount this vCPU holds while in the TD
         self.hp_streak_start = None
         self.armings = 0
+        self.irq_pending = False      # an IPI arrived while the vCPU was in the TD
+        self.interruptible = False    # the vCPU sits where an interrupt exits at once
+        self.proc = None              # the SimPy process running this vCPU
 
     @property
     def zero_step_armed(self) -> bool:
@@ -268,6 +271,15 @@ class TdxModule:
         self.rec.call(t0, self.env.now, "TDH.VP.ENTER", v.name, gpa, st)
         return st, gpa
 
+    def post_interrupt(self, v: TdVcpu) -> None:
+        """An IPI reaches a vCPU in the TD: it exits at once where it is interruptible
+        (guest code, between the pages of a 2 MB ACCEPT), else when its TDCALL is done."""
+        if v.in_td and not v.irq_pending:
+            v.irq_pending = True
+            if v.interruptible:
+                v.interruptible = False
+                v.proc.interrupt("ipi")
+
     def td_exit(self, v: TdVcpu, rip: int, private_ept_violation_gpa: int | None = None):
         """The TD exits to the host at ``rip``. A host-visible private EPT violation feeds
         the zero-step counter (ACCEPT-synthesised exits do not: MOD 1.5.01)."""
@@ -276,7 +288,7 @@ class TdxModule:
             self._count_epf(v, private_ept_violation_gpa)
         yield self.env.timeout(self.duration(self.cal.td_exit_us))
         self.epoch_refcount[v.epoch_parity] -= 1
-        v.epoch_parity = None
+        v.epoch_parity, v.irq_pending = None, False
         v.tdvpr.release(v.name, SHARED)
         self.tdr.release(v.name, SHARED)
 
@@ -354,9 +366,13 @@ class TdxModule:
         env, per_page = self.env, self.cal.accept_2m_us / 512
         left, t0 = 512 - e.accept_counter, env.now
         try:
+            if v.irq_pending:
+                raise simpy.Interrupt("ipi")
+            v.interruptible = True
             yield env.timeout(left * per_page)
+            v.interruptible = False
         except simpy.Interrupt:
-            done = min(left, math.ceil((env.now - t0) / per_page + 1e-9))
+            done = max(1, min(left, math.ceil((env.now - t0) / per_page - 1e-9)))
             yield env.timeout(max(0.0, t0 + done * per_page - env.now))  # finish this page
             e.accept_counter += done
             if e.accept_counter < 512:

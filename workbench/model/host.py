@@ -1,0 +1,364 @@
+"""Layer 3 (model): KVM and the VMM for one TD (domain.md §1, §5 "Merged").
+
+- ``mmu_lock``: a queued reader/writer lock (a waiting writer holds back new readers, as
+  qrwlock does). Faults take it for read, zaps for write.
+- Frozen mirror SPTEs: only one host task issues a SEAMCALL for an S-EPT entry at a time;
+  a fault that finds the SPTE frozen gets RET_PF_RETRY.
+- The private fault path, the per-4 KB zap path, TDH.VP.ENTER, and the kick of all vCPUs.
+  Wherever a call comes back BUSY, the policy of that call site decides what happens next;
+  the ``upstream`` preset reproduces what Linux merged.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import simpy
+
+from ..policies import (BugVm, BusyContext, ExitToUserspace, KickAndRetry, PolicySet,
+                        ResumeGuest, Retry, Site)
+from ..tdx_errno import (OPERAND_ID_RCX, TDX_EXIT_EPT_VIOLATION, TDX_GPA_RANGE_ALREADY_BLOCKED,
+                         TDX_SUCCESS, is_error, status_class, tdx_operand_busy)
+from .sept import LEAF_STATES, LEVEL_4K, PAGE_4K, State
+
+READ, WRITE = "read", "write"
+FROZEN = -1          # internal: the mirror SPTE was frozen, no SEAMCALL was made
+RESUME, USERSPACE, STOPPED = "resume", "userspace", "stopped"
+
+
+class QueuedRwLock:
+    """A fair reader/writer spinlock (Linux qrwlock): FIFO once anyone waits."""
+
+    def __init__(self, env: simpy.Environment, name: str):
+        self.env, self.name = env, name
+        self.readers, self.writer = 0, False
+        self.queue: deque = deque()
+
+    def acquire(self, mode: str):
+        """None when granted at once, else an event that fires when granted."""
+        if not self.queue and self._can(mode):
+            self._grant(mode)
+            return None
+        ev = self.env.event()
+        self.queue.append((ev, mode))
+        return ev
+
+    def release(self, mode: str) -> None:
+        if mode == WRITE:
+            self.writer = False
+        else:
+            self.readers -= 1
+        while self.queue and self._can(self.queue[0][1]):
+            ev, m = self.queue.popleft()
+            self._grant(m)
+            ev.succeed()
+
+    def _can(self, mode: str) -> bool:
+        return not self.writer and (mode == READ or self.readers == 0)
+
+    def _grant(self, mode: str) -> None:
+        if mode == WRITE:
+            self.writer = True
+        else:
+            self.readers += 1
+
+
+class Kvm:
+    """KVM's side of one TD: locks, fault path, zap path, entry, kicks."""
+
+    def __init__(self, td):
+        self.td, self.env, self.module, self.cal = td, td.env, td.module, td.cal
+        self.rec, self.policy = td.rec, td.policy
+        self.mmu_lock = QueuedRwLock(self.env, "mmu_lock")
+        self.vm_spinlock = QueuedRwLock(self.env, "vm_spinlock")
+        self.frozen: set = set()
+        self.wait_for_sept_zap = 0           # a count, so nested zappers cannot clear it early
+        self.zap_done = self.env.event()
+        self.shared_gpas: set = set()         # memory attributes: 4 KB GPAs that are shared
+        self.busy_calls = 0
+
+    # ------------------------------------------------------------------ helpers
+    def _ctx(self, site, leaf, st, attempt, kicked, t0, events=False):
+        n_calls = len(self.rec.calls) or 1
+        return BusyContext(site, leaf, st, attempt, kicked, self.env.now - t0,
+                           self.td.n_vcpus, events or self.td.stopped,
+                           self.busy_calls / n_calls)
+
+    def _decide(self, site: Site, ctx: BusyContext):
+        pol = self.policy.for_site(site)
+        action = pol.on_busy(ctx, self.td.policy_rng)
+        if isinstance(action, Retry) and action.warn:
+            self.rec.event(self.env.now, "retry_warning", site.value, ctx.leaf)
+        return action
+
+    def lock(self, v, lock: QueuedRwLock, mode: str):
+        ev = lock.acquire(mode)
+        if ev is not None:
+            prev = v.state if v is not None else None
+            if v is not None:
+                v.set_state("mmu_wait")
+            yield ev
+            if v is not None:
+                v.set_state(prev)
+
+    def sept_lock_mode(self, site: Site) -> str:
+        return self.policy.for_site(site).sept_lock
+
+    # ------------------------------------------------------------------ kicks
+    def kick_all(self, kicker: str):
+        """kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE) with KVM_REQUEST_WAIT:
+        IPI every vCPU in guest mode and wait until each has left it."""
+        targets = [(v, v.entries) for v in self.td.vcpus if v.in_guest_mode]
+        for v, _ in targets:
+            self.module.post_interrupt(v.tdv)
+        self.rec.count("kicks")
+        self.rec.count("ipis", len(targets))
+        yield self.env.timeout(self.cal.kick_base_us + self.cal.kick_per_vcpu_us * self.td.n_vcpus)
+        for v, entries in targets:
+            if v.in_guest_mode and v.entries == entries:
+                yield v.left_guest_mode()
+
+    def _begin_no_vcpus(self):
+        if not self.wait_for_sept_zap:
+            self.zap_done = self.env.event()
+        self.wait_for_sept_zap += 1
+
+    def _end_no_vcpus(self):
+        self.wait_for_sept_zap -= 1
+        if not self.wait_for_sept_zap:
+            self.zap_done.succeed()
+
+    # ------------------------------------------------------------------ fault path
+    def handle_ept_violation(self, v, gpa: int, accept: bool):
+        """tdx_handle_ept_violation for a private GPA. Returns RESUME, USERSPACE or STOPPED.
+        One ``private_fault`` op; the loop is the merged local retry when the fault-site
+        policy says Retry."""
+        env, t0 = self.env, self.env.now
+        attempt, busy, kicked = 0, 0, False
+        self.td.faults_in_flight.add(t0, +1)
+        v.faults += 1
+        outcome, result = "ok", RESUME
+        while True:
+            attempt += 1
+            v.set_state("kvm" if attempt == 1 else "retry")
+            yield env.timeout(self.cal.kvm_fault_us)
+            if self.td.stopped:
+                outcome, result = "unfinished", STOPPED
+                break
+            if (gpa // PAGE_4K) * PAGE_4K in self.shared_gpas:
+                outcome, result = "exit_to_userspace", USERSPACE   # KVM_EXIT_MEMORY_FAULT
+                v.exit_reason = ("memory_fault", gpa)
+                break
+            if not accept and self.module.sept.entry(gpa, LEVEL_4K).state is State.PENDING:
+                self.td.stop("vm_dead", v.name, "guest access before accept")
+                outcome, result = "vm_bugged", STOPPED
+                break
+            st = yield from self.map_private(v, gpa)
+            if st == TDX_SUCCESS:
+                break
+            if st != FROZEN and not tdx_operand_busy(st):
+                self.td.stop("vm_bugged", v.name, f"TDX_BUG_ON fault {st:#x}")
+                outcome, result = "vm_bugged", STOPPED
+                break
+            busy += st != FROZEN
+            leaf = "FROZEN_SPTE" if st == FROZEN else v.last_leaf
+            action = self._decide(Site.FAULT, self._ctx(Site.FAULT, leaf, max(st, 0), attempt,
+                                                        kicked, t0))
+            if isinstance(action, Retry):
+                if action.delay_us:
+                    yield env.timeout(action.delay_us)
+                continue
+            if isinstance(action, KickAndRetry) and not kicked:
+                kicked = True
+                yield from self._kicked(v.name)
+                continue
+            if isinstance(action, ResumeGuest):
+                outcome = "resumed"
+            elif isinstance(action, ExitToUserspace):
+                outcome, result = "exit_to_userspace", USERSPACE
+                v.exit_reason = ("error", max(st, 0))
+            else:
+                self.td.stop("vm_bugged", v.name, f"KVM_BUG_ON fault after {attempt} tries")
+                outcome, result = "vm_bugged", STOPPED
+            break
+        self.td.faults_in_flight.add(env.now, -1)
+        self.rec.op("private_fault", v.name, gpa, t0, env.now, attempt, busy, outcome)
+        return result
+
+    def _kicked(self, who: str):
+        self._begin_no_vcpus()
+        yield from self.kick_all(who)
+        self._end_no_vcpus()
+
+    def map_private(self, v, gpa: int):
+        """The TDP MMU installing a 4 KB private mapping: SEPT.ADD for each missing
+        level, then AUG, under mmu_lock (read, or write under ``mmu-lock-write``)."""
+        mode = WRITE if self.sept_lock_mode(Site.FAULT) == "mmu_lock_write" else READ
+        yield from self.lock(v, self.mmu_lock, mode)
+        try:
+            sept = self.module.sept
+            for level in sept.missing_levels(gpa, LEVEL_4K):
+                st = yield from self._install(v, gpa, level, self.module.tdh_mem_sept_add)
+                if st != TDX_SUCCESS:
+                    return st
+            if sept.entry(gpa, LEVEL_4K).state in (State.PENDING, State.MAPPED):
+                return TDX_SUCCESS    # another vCPU mapped it: RET_PF_SPURIOUS
+            return (yield from self._install(v, gpa, LEVEL_4K, self.module.tdh_mem_page_aug))
+        finally:
+            self.mmu_lock.release(mode)
+
+    def _install(self, v, gpa: int, level: int, seamcall):
+        key = (level, gpa >> (12 + 9 * level))
+        if key in self.frozen:
+            return FROZEN
+        self.frozen.add(key)          # try_cmpxchg64(sptep, old, FROZEN_SPTE)
+        try:
+            st = yield from self._sept_seamcall(v, Site.FAULT, seamcall, v.name, gpa, level)
+        finally:
+            self.frozen.discard(key)
+        v.last_leaf = seamcall.__name__
+        if st == TDX_SUCCESS:
+            self.rec.count("aug_ok" if level == LEVEL_4K else "sept_add_ok")
+        return st
+
+    def _sept_seamcall(self, v, site, seamcall, *args):
+        """One S-EPT SEAMCALL, inside the VM-wide spinlock when the policy wants one."""
+        spin = self.sept_lock_mode(site) == "vm_spinlock"
+        if spin:
+            yield from self.lock(v, self.vm_spinlock, WRITE)
+        try:
+            st = yield from seamcall(*args)
+        finally:
+            if spin:
+                self.vm_spinlock.release(WRITE)
+        if tdx_operand_busy(st):
+            self.busy_calls += 1
+        return st
+
+    # ------------------------------------------------------------------ zap path
+    def set_memory_attributes(self, v, gpa: int, size: int, shared: bool):
+        """KVM_SET_MEMORY_ATTRIBUTES from the VMM thread of vCPU ``v``: private -> shared
+        zaps every private leaf in the range. Returns False if the ioctl failed."""
+        yield self.env.timeout(self.cal.set_attributes_us)
+        pages = range(gpa, gpa + size, PAGE_4K)
+        ok = True
+        if shared:
+            sept = self.module.sept
+            mapped = [p for p in pages if not sept.would_fault(p)
+                      or sept.entry(p, LEVEL_4K).state is State.BLOCKED]
+            if mapped:
+                yield from self.lock(v, self.mmu_lock, WRITE)
+                try:
+                    for p in mapped:
+                        ok = yield from self.zap_4k(f"zap:{v.name}", p)
+                        if not ok:
+                            break
+                finally:
+                    self.mmu_lock.release(WRITE)
+        if ok:
+            (self.shared_gpas.update if shared else self.shared_gpas.difference_update)(pages)
+        return ok
+
+    def zap_4k(self, zapper: str, gpa: int):
+        """tdx_sept_remove_leaf_spte: BLOCK, TRACK + unconditional kick, REMOVE, WBINVD."""
+        t0 = self.env.now
+        tries, busy = 0, 0
+        steps = []
+        if self.module.sept.entry(gpa, LEVEL_4K).state is not State.BLOCKED:
+            steps.append((self.module.tdh_mem_range_block, (zapper, gpa)))
+        steps += [(self.module.tdh_mem_track, (zapper,)),
+                  (self.module.tdh_mem_page_remove, (zapper, gpa))]
+        outcome = "ok"
+        for seamcall, args in steps:
+            st, n, b = yield from self.tdh_do_no_vcpus(zapper, seamcall, *args)
+            tries, busy = tries + n, busy + b
+            if st in (TDX_SUCCESS, TDX_GPA_RANGE_ALREADY_BLOCKED | OPERAND_ID_RCX):
+                if seamcall == self.module.tdh_mem_track:
+                    yield from self.kick_all(zapper)          # tdx_track: unconditional
+                continue
+            outcome = "vm_bugged" if self.td.stopped else "exit_to_userspace"
+            break
+        else:
+            yield from self.module.tdh_phymem_page_wbinvd(zapper, gpa)
+            self.rec.count("zapped_pages")
+        self.rec.op("zap_4k", zapper, gpa, t0, self.env.now, tries, busy, outcome)
+        return outcome == "ok"
+
+    def tdh_do_no_vcpus(self, zapper: str, seamcall, *args):
+        """The merged macro, generalised: call; on BUSY ask the zap-site policy (upstream:
+        kick every vCPU with wait_for_sept_zap set, retry once, else KVM_BUG_ON).
+        Returns (status, tries, busy)."""
+        t0, tries, busy, kicked = self.env.now, 0, 0, False
+        flag = False
+        try:
+            while True:
+                tries += 1
+                st = yield from self._sept_seamcall(None, Site.ZAP, seamcall, *args)
+                if not tdx_operand_busy(st):
+                    break
+                busy += 1
+                action = self._decide(Site.ZAP, self._ctx(Site.ZAP, _leaf(seamcall), st,
+                                                          tries, kicked, t0))
+                if isinstance(action, Retry):
+                    if action.delay_us:
+                        yield self.env.timeout(action.delay_us)
+                    continue
+                if isinstance(action, KickAndRetry) and not kicked:
+                    kicked = flag = True
+                    self._begin_no_vcpus()
+                    yield from self.kick_all(zapper)
+                    continue
+                if isinstance(action, ExitToUserspace):
+                    self.rec.event(self.env.now, "ioctl_error", zapper, f"{st:#x}")
+                    return st, tries, busy
+                break
+        finally:
+            if flag:
+                self._end_no_vcpus()
+        if is_error(st):
+            self.td.stop("vm_bugged", zapper, f"TDX_BUG_ON {_leaf(seamcall)} {st:#x}")
+        return st, tries, busy
+
+    # ------------------------------------------------------------------ entry
+    def enter(self, v):
+        """tdx_vcpu_run up to VM entry. Returns (status, gpa): SUCCESS, an EPFS exit, or
+        an error that goes to userspace."""
+        t0, attempt, busy = self.env.now, 0, 0
+        while True:
+            if self.td.stopped:
+                return None, -1
+            if self.wait_for_sept_zap:
+                v.set_state("zap_wait")
+                yield self.zap_done
+                v.set_state("kvm")
+                continue
+            attempt += 1
+            st, gpa = yield from self.module.tdh_vp_enter(v.tdv, v.guest.rip)
+            if not tdx_operand_busy(st):
+                break
+            busy += 1
+            self.busy_calls += 1
+            action = self._decide(Site.VP_ENTER, self._ctx(Site.VP_ENTER, "TDH.VP.ENTER", st,
+                                                           attempt, False, t0))
+            if isinstance(action, Retry):
+                if action.delay_us:
+                    yield self.env.timeout(action.delay_us)
+                continue
+            if isinstance(action, BugVm):
+                self.td.stop("vm_bugged", v.name, f"KVM_BUG_ON VP.ENTER {st:#x}")
+                st = None
+            break
+        outcome = "ok" if st in (TDX_SUCCESS, TDX_EXIT_EPT_VIOLATION) else \
+            ("unfinished" if st is None else "exit_to_userspace")
+        if attempt > 1 or outcome != "ok":
+            self.rec.op("vp_enter", v.name, gpa, t0, self.env.now, attempt, busy, outcome)
+        return st, gpa
+
+
+def _leaf(seamcall) -> str:
+    return {"tdh_mem_range_block": "TDH.MEM.RANGE.BLOCK", "tdh_mem_track": "TDH.MEM.TRACK",
+            "tdh_mem_page_remove": "TDH.MEM.PAGE.REMOVE", "tdh_mem_page_aug": "TDH.MEM.PAGE.AUG",
+            "tdh_mem_sept_add": "TDH.MEM.SEPT.ADD"}.get(seamcall.__name__, seamcall.__name__)
+
+
+__all__ = ["Kvm", "QueuedRwLock", "RESUME", "USERSPACE", "STOPPED", "LEAF_STATES",
+           "status_class"]

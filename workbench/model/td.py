@@ -1,0 +1,250 @@
+"""Layer 3 (model): one trust domain wired together: the TDX module, KVM, the VMM and the
+guest's vCPUs, run for a scenario's horizon with one policy set and one seed.
+
+Each vCPU is one SimPy process: the VMM's vCPU thread in KVM_RUN, entering the guest,
+running guest instructions until an exit, handling the exit in KVM or userspace.
+"""
+from __future__ import annotations
+
+import simpy
+
+from ..config import Calibration, ScenarioConfig
+from ..policies import PolicySet
+from ..records import VCPU_STATES, Recorder, TimeAverage
+from ..rng import stream
+from ..tdx_errno import TDX_EXIT_EPT_VIOLATION, TDX_SUCCESS
+from .guest import ExitKind, GuestCpu, GuestKernel
+from .host import STOPPED, USERSPACE, Kvm
+from .module import TdxModule
+from .sept import LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, ROOT_LEVEL, State
+from .workload import NEEDS_AREA, ROLES
+
+MB2 = LEVEL_SIZE[LEVEL_2M]
+
+
+class Vcpu:
+    """A TD vCPU as KVM and its VMM thread see it."""
+
+    def __init__(self, td: "Td", name: str, role: str):
+        self.td, self.name, self.role = td, name, role
+        self.tdv = td.module.add_vcpu(name)
+        self.guest: GuestCpu | None = None
+        self.in_guest_mode = False
+        self.entries = 0
+        self.faults = 0
+        self.exit_reason = None
+        self.last_leaf = ""
+        self._left = None
+        self.state, self._t = "kvm", 0.0
+        self.times = dict.fromkeys(VCPU_STATES, 0.0)
+
+    def set_state(self, state: str) -> None:
+        now = self.td.env.now
+        self.times[self.state] += now - self._t
+        self.state, self._t = state, now
+
+    def left_guest_mode(self) -> simpy.Event:
+        if self._left is None:
+            self._left = self.td.env.event()
+        return self._left
+
+    def _exited(self) -> None:
+        self.in_guest_mode = False
+        if self._left is not None:
+            self._left.succeed()
+            self._left = None
+
+    def thread(self):
+        """KVM_RUN, forever: enter, run the guest, handle its exit."""
+        td, kvm, vmm = self.td, self.td.kvm, self.td.vmm
+        while not td.stopped:
+            self.set_state("kvm")
+            st, gpa = yield from kvm.enter(self)
+            if st is None:
+                break
+            if st == TDX_EXIT_EPT_VIOLATION:           # EPFS: synthesised, never entered
+                r = yield from kvm.handle_ept_violation(self, gpa, accept=False)
+                if r == USERSPACE:
+                    yield from vmm.handle(self)
+                continue
+            if st != TDX_SUCCESS:                     # an error exit to userspace
+                self.exit_reason = ("error", st)
+                yield from vmm.handle(self)
+                continue
+            self.entries += 1
+            self.in_guest_mode = True
+            self.set_state("guest")
+            ex = yield from self.guest.run()
+            self.set_state("kvm")
+            counted = ex.gpa if ex.kind is ExitKind.EPT_VIOLATION else None
+            yield from td.module.td_exit(self.tdv, ex.rip, counted)
+            self._exited()
+            if not (yield from self._handle(ex)):
+                break
+        self.set_state("stopped" if td.stopped else "idle")
+
+    def _handle(self, ex):
+        """Handle one TD exit; False when this vCPU stops running."""
+        td, kvm, vmm = self.td, self.td.kvm, self.td.vmm
+        kind = ex.kind
+        if kind in (ExitKind.EPT_VIOLATION, ExitKind.ACCEPT_EPT_VIOLATION):
+            r = yield from kvm.handle_ept_violation(
+                self, ex.gpa, accept=kind is ExitKind.ACCEPT_EPT_VIOLATION)
+            if r == USERSPACE:
+                yield from vmm.handle(self)
+            return r != STOPPED
+        if kind is ExitKind.MAP_GPA:
+            yield from vmm.map_gpa(self, ex.instr)
+            self.guest.instr, self.guest.result = None, TDX_SUCCESS
+            return True
+        if kind is ExitKind.HP_TIMEOUT:
+            self.exit_reason = ("hp_timeout", ex.gpa)
+            yield from vmm.handle(self)
+            return True
+        if kind is ExitKind.DONE:
+            return False
+        if kind is ExitKind.PANIC:
+            td.stop("guest_panic", self.name, ex.instr.reason)
+            self.guest.close_open_op(td.env.now, "guest_panic")
+            return False
+        return True                                    # INTERRUPT: the request is handled
+
+
+class Vmm:
+    """Userspace (QEMU-like): exits to userspace, MapGPA, memory attributes."""
+
+    def __init__(self, td: "Td"):
+        self.td, self.env, self.cal, self.opts = td, td.env, td.cal, td.config.host
+
+    def handle(self, v: Vcpu):
+        kind, arg = v.exit_reason
+        self.td.rec.count("exits_to_userspace")
+        v.set_state("userspace")
+        yield self.env.timeout(self.cal.vmm_turnaround_us)
+        if kind == "memory_fault" and self.opts.memory_fault_action == "convert":
+            page = arg // PAGE_4K * PAGE_4K
+            yield from self.td.kvm.set_memory_attributes(v, page, PAGE_4K, shared=False)
+        elif kind != "memory_fault" and self.opts.vmm_on_error == "stop":
+            self.td.stop("vmm_stop", v.name, f"{kind} {arg:#x}")
+        v.set_state("kvm")
+
+    def map_gpa(self, v: Vcpu, ins):
+        """TDG.VP.VMCALL<MapGPA>: KVM exits to userspace once per 2 MB chunk
+        (TDX_MAP_GPA_MAX_LEN); the VMM sets the memory attributes of each chunk."""
+        t0, exits = self.env.now, 0
+        gpa, end = ins.gpa, ins.gpa + ins.size
+        outcome = "ok"
+        while gpa < end and outcome == "ok":
+            chunk = min(end, (gpa // MB2 + 1) * MB2) - gpa
+            while True:
+                exits += 1
+                self.td.rec.count("exits_to_userspace")
+                v.set_state("userspace")
+                yield self.env.timeout(self.cal.vmm_turnaround_us)
+                ok = yield from self.td.kvm.set_memory_attributes(v, gpa, chunk, ins.shared)
+                if ok or self.td.stopped or self.opts.vmm_on_error == "stop":
+                    break
+            if not ok:
+                outcome = "vm_bugged" if self.td.stopped else "exit_to_userspace"
+                if not self.td.stopped:
+                    self.td.stop("vmm_stop", v.name, "KVM_SET_MEMORY_ATTRIBUTES failed")
+            gpa += chunk
+        v.set_state("kvm")
+        self.td.rec.op("conversion", v.name, ins.gpa, t0, self.env.now, exits, 0, outcome)
+
+
+class Td:
+    """One run: build the TD for ``config``, run it to the horizon, keep the records."""
+
+    def __init__(self, config: ScenarioConfig, policy: PolicySet, cal: Calibration,
+                 seed: int, replication: int = 0):
+        self.config, self.policy, self.cal = config, policy, cal
+        self.seed, self.replication = seed, replication
+        self.env = simpy.Environment()
+        self.rec = Recorder()
+        self.module = TdxModule(self.env, cal, config.module, self.rec,
+                                stream(seed, "module", replication))
+        self.policy_rng = stream(seed, "policy", replication)
+        self.kvm = Kvm(self)
+        self.vmm = Vmm(self)
+        self.stopped: str | None = None
+        self.faults_in_flight = TimeAverage()
+        self.kernel = GuestKernel(self.env)
+        self.vcpus: list[Vcpu] = []
+        self._build()
+
+    @property
+    def n_vcpus(self) -> int:
+        return len(self.vcpus)
+
+    def stop(self, reason: str, actor: str, detail: str = "") -> None:
+        """The TD ends: guest panic, VM bugged or dead, or the VMM gave up."""
+        if not self.stopped:
+            self.stopped = reason
+            self.rec.event(self.env.now, reason, actor, detail)
+
+    # ------------------------------------------------------------------ build
+    def _build(self) -> None:
+        cfg = self.config
+        mem = cfg.memory_bytes
+        n_area = sum(g.count for g in cfg.vcpus if g.role in NEEDS_AREA)
+        area = max(MB2, max((g.range_kb * 1024 * 8 for g in cfg.vcpus if g.role == "converter"),
+                            default=MB2) // MB2 * MB2)
+        cursor = 0
+        names = []
+        for g in cfg.vcpus:
+            for _ in range(g.count):
+                names.append((f"vcpu{len(names)}", g))
+        for name, g in names:
+            if g.role in NEEDS_AREA:
+                self.kernel.areas[name] = (cursor, area)
+                self._prebuild(cursor, area)
+                cursor += area
+        rest = max(0, mem - cursor)
+        lazy = any(g.role == "lazy_accept" for g in cfg.vcpus)
+        storm = [g for g in cfg.vcpus if g.role == "fault_storm"]
+        lazy_bytes = rest // 2 // MB2 * MB2 if (lazy and storm) else (rest if lazy else 0)
+        if lazy:
+            first = cursor // MB2
+            self.kernel.remaining_units = list(range(first, first + lazy_bytes // MB2))
+        storm_base = cursor + lazy_bytes
+        del n_area
+        storm_i = 0
+        storm_n = sum(g.count for g in storm)
+        for name, g in names:
+            v = Vcpu(self, name, g.role)
+            rng = stream(self.seed, f"workload/{name}", self.replication)
+            args = (self.kernel, g, rng, name)
+            if g.role == "fault_storm":
+                program = ROLES[g.role](*args, storm_i, storm_n, storm_base, cursor + rest)
+                storm_i += 1
+            else:
+                program = ROLES[g.role](*args)
+            v.guest = GuestCpu(name, self.env, self.module, v.tdv, program, self.policy.accept,
+                               stream(self.seed, f"guest-policy/{name}", self.replication),
+                               self.rec, cfg.n_vcpus)
+            self.vcpus.append(v)
+
+    def _prebuild(self, start: int, size: int) -> None:
+        """Memory added and accepted before the run (build time, TDH.MEM.PAGE.ADD)."""
+        sept = self.module.sept
+        for gpa in range(start, start + size, PAGE_4K):
+            for level in range(ROOT_LEVEL, LEVEL_4K, -1):
+                sept.entry(gpa, level).state = State.NON_LEAF
+            sept.entry(gpa, LEVEL_4K).state = State.MAPPED
+        self.prebuilt_pages = getattr(self, "prebuilt_pages", 0) + size // PAGE_4K
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> "Td":
+        for v in self.vcpus:
+            v.tdv.proc = self.env.process(v.thread())
+        self.env.run(until=self.config.horizon_scaled_us)
+        self._close()
+        return self
+
+    def _close(self) -> None:
+        now = self.env.now
+        for v in self.vcpus:
+            v.set_state(v.state)
+            v.guest.close_open_op(now, "unfinished")
+        self.fault_mean_in_flight = self.faults_in_flight.mean(now)

@@ -1,0 +1,112 @@
+"""Layer 3 (model): guest programs, one per vCPU role of a scenario.
+
+Each is a generator of guest instructions (see ``guest.py``). Randomness comes from the
+vCPU's own workload stream, so replication r runs the same workload under every policy.
+"""
+from __future__ import annotations
+
+from .guest import (Accept, AttrWr, Compute, GuestKernel, MapGpa, Panic, SpinWait, Touch,
+                    tdx_accept_memory)
+from .sept import LEVEL_4K, PAGE_4K
+
+RIP_USER = 0x40_0000   # ordinary code: every touch has its own RIP unless a role pins one
+
+
+def lazy_accept(g: GuestKernel, group, rng, me: str):
+    """Linux with unaccepted memory: the page allocator accepts 2 MB units on first use;
+    a vCPU that wants a unit another vCPU is accepting spins (accept_memory's list)."""
+    env = g.env
+    while g.remaining_units:
+        i = int(rng.integers(len(g.remaining_units)))
+        unit = g.remaining_units[i]
+        if unit in g.accepting:
+            yield SpinWait(g.accepting[unit])
+            continue
+        g.accepting[unit] = env.event()
+        start = unit * g.unit_size
+        ok = yield from tdx_accept_memory(start, start + g.unit_size)
+        g.remaining_units.remove(unit)
+        g.accepting.pop(unit).succeed()
+        if not ok:
+            yield Panic("TDX: Failed to accept memory")
+            return
+        yield Compute(float(rng.exponential(group.think_us)) if group.think_us else 0.0)
+
+
+def fault_storm(g: GuestKernel, group, rng, me: str, index: int, count: int, base: int,
+                limit: int):
+    """``count`` vCPUs accept interleaved 4 KB pages of one region after another, so they
+    all race for the same non-leaf S-EPT entries at every new region."""
+    region = max(PAGE_4K, int(group.region_mb * 2**20) // PAGE_4K * PAGE_4K)
+    start = base
+    while start + region <= limit:
+        for gpa in range(start + index * PAGE_4K, start + region, count * PAGE_4K):
+            ok = yield from tdx_accept_memory(gpa, gpa + PAGE_4K)
+            if not ok:
+                yield Panic("TDX: Failed to accept memory")
+                return
+            if group.think_us:
+                yield Compute(float(rng.exponential(group.think_us)))
+        start += region
+
+
+def converter(g: GuestKernel, group, rng, me: str):
+    """Converts random ranges of its area private -> shared and back, then accepts them
+    again (``tdx_enc_status_changed``): every conversion zaps through the host."""
+    area_start, area_size = g.areas[me]
+    size = group.range_kb * 1024
+    slots = max(1, area_size // size)
+    while True:
+        gpa = area_start + int(rng.integers(slots)) * size
+        g.converting[me] = (gpa, size)
+        yield MapGpa(gpa, size, shared=True)
+        g.shared.update(range(gpa, gpa + size, PAGE_4K))
+        yield Compute(float(rng.exponential(group.think_us)) if group.think_us else 0.0)
+        yield MapGpa(gpa, size, shared=False)
+        g.shared.difference_update(range(gpa, gpa + size, PAGE_4K))
+        ok = yield from tdx_accept_memory(gpa, gpa + size)   # -EIO, not a panic, on failure
+        g.converting.pop(me, None)
+        if not ok:
+            g.conversion_errors += 1
+        yield Compute(float(rng.exponential(group.interval_us)) if group.interval_us else 0.0)
+
+
+def _spam_target(g: GuestKernel, rng) -> int:
+    """A page of a conversion in flight if there is one, else any page of the areas."""
+    if g.converting:
+        gpa, size = list(g.converting.values())[int(rng.integers(len(g.converting)))]
+        return gpa + int(rng.integers(size // PAGE_4K)) * PAGE_4K
+    start, size = list(g.areas.values())[int(rng.integers(len(g.areas)))]
+    return start + int(rng.integers(size // PAGE_4K)) * PAGE_4K
+
+
+def accept_spammer(g: GuestKernel, group, rng, me: str):
+    """Hostile: TDG.MEM.PAGE.ACCEPT in a loop on pages the host is converting."""
+    while True:
+        yield Accept(_spam_target(g, rng), LEVEL_4K)
+        if group.gap_us:
+            yield Compute(group.gap_us)
+
+
+def attr_spammer(g: GuestKernel, group, rng, me: str):
+    """Hostile: TDG.MEM.PAGE.ATTR.WR in a loop on pages the host is converting."""
+    while True:
+        yield AttrWr(_spam_target(g, rng))
+        if group.gap_us:
+            yield Compute(group.gap_us)
+
+
+def refaulter(g: GuestKernel, group, rng, me: str):
+    """Hostile or buggy: makes a page shared, then keeps touching it as private from one
+    RIP. Each touch is a KVM_EXIT_MEMORY_FAULT round trip at an unchanged RIP."""
+    area_start, _ = g.areas[me]
+    yield MapGpa(area_start, PAGE_4K, shared=True)
+    g.shared.add(area_start)
+    while True:
+        yield Touch(area_start, rip=RIP_USER + 0x66)
+
+
+ROLES = {"lazy_accept": lazy_accept, "fault_storm": fault_storm, "converter": converter,
+         "accept_spammer": accept_spammer, "attr_spammer": attr_spammer,
+         "refaulter": refaulter}
+NEEDS_AREA = ("converter", "refaulter")
