@@ -174,7 +174,7 @@ def with_overrides(config: ScenarioConfig, sets: list[str] | dict) -> ScenarioCo
     """A copy of ``config`` with dotted overrides (``module.host_priority=false``,
     ``vcpus.0.count=4``)."""
     items = sets.items() if isinstance(sets, dict) else [_split(s) for s in sets]
-    data = config.model_dump()
+    data = config.model_dump(mode="json")
     for key, value in items:
         node, parts = data, key.split(".")
         for p in parts[:-1]:

@@ -86,6 +86,8 @@ class Kvm:
     def _decide(self, site: Site, ctx: BusyContext):
         pol = self.policy.for_site(site)
         action = pol.on_busy(ctx, self.td.policy_rng)
+        if isinstance(action, (Retry, KickAndRetry)):
+            self.rec.count("retries")
         if isinstance(action, Retry) and action.warn:
             self.rec.event(self.env.now, "retry_warning", site.value, ctx.leaf)
         return action

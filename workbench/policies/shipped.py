@@ -102,6 +102,8 @@ class ExitToUserspacePolicy(Policy):
     sites = HOST_SITES
 
     def on_busy(self, ctx, rng):
+        if ctx.site is Site.FAULT and not ctx.status:
+            return ResumeGuest()    # a frozen SPTE is KVM's own business, not a module BUSY
         return ExitToUserspace()
 
 

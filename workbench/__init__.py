@@ -1,0 +1,22 @@
+"""TDX contention workbench: simulate how KVM handles TDX_OPERAND_BUSY from the TDX module.
+
+Public API::
+
+    import workbench
+    r = workbench.run("lazy-accept-boot", seed=1, policy="upstream")
+    r.calls, r.ops, r.vcpus, r.summary
+    c = workbench.compare("malicious-accept", ["upstream", "zero-tolerance"], reps=3)
+    c.table
+"""
+__version__ = "0.1.0"
+
+from .config import ConfigError, ScenarioConfig, load_calibration, with_overrides  # noqa: E402
+from .policies import (PRESETS, REGISTRY, Policy, PolicyError, PolicySet, make_policy,  # noqa: E402
+                       register, resolve_policy)
+from .scenarios import describe as describe_scenarios, load_scenario, scenario_names  # noqa: E402
+from .experiments import Comparison, RunResult, compare, run  # noqa: E402
+
+__all__ = ["__version__", "run", "compare", "load_scenario", "scenario_names",
+           "describe_scenarios", "RunResult", "Comparison", "ScenarioConfig", "ConfigError",
+           "load_calibration", "with_overrides", "PRESETS", "REGISTRY", "Policy",
+           "PolicyError", "PolicySet", "make_policy", "register", "resolve_policy"]

@@ -1,0 +1,137 @@
+"""Layer 8: the command line (``workbench`` or ``python -m workbench``).
+
+    workbench scenarios
+    workbench policies
+    workbench run SCENARIO [--seed N] [--policy P] [--set key=value ...] [--out DIR]
+    workbench compare SCENARIO --policies a,b,c [--reps R] [--seed N] [--out DIR]
+
+Bad input gives one line on stderr and exit status 2; nothing already on disk is touched.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+RUN_COLUMNS = ["stopped", "private_fault_n", "private_fault_p50_us", "private_fault_p99_us",
+               "zap_4k_n", "zap_4k_p99_us", "conversion_p99_us", "busy_rate", "retries",
+               "kicks", "exits_to_userspace", "zero_step_armings", "hp_timeouts",
+               "pages_accepted", "accept_throughput_per_ms", "jain_guest_time"]
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="workbench", description="Simulate how KVM handles TDX_OPERAND_BUSY.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    sub.add_parser("scenarios", help="list the scenarios and the question each answers")
+    sub.add_parser("policies", help="list the presets and the registered policies")
+    sub.add_parser("calibration", help="show the timing parameters and how sure we are")
+    for name in ("run", "compare"):
+        c = sub.add_parser(name, help=f"{name} a scenario")
+        c.add_argument("scenario", help="a scenario name or a YAML path")
+        c.add_argument("--seed", type=int, default=0)
+        c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a scenario field, e.g. module.host_priority=false")
+        c.add_argument("--out", help="folder to write the parquet tables and manifest to")
+        c.add_argument("--import", dest="imports", action="append", default=[],
+                       metavar="MODULE", help="import a module that registers policies")
+    sub.choices["run"].add_argument("--policy", help="preset, policy name or mod:Class")
+    cmp_ = sub.choices["compare"]
+    cmp_.add_argument("--policies", required=True, help="comma-separated presets/policies")
+    cmp_.add_argument("--reps", type=int, default=3)
+    cmp_.add_argument("--workers", type=int, default=1)
+    return p
+
+
+def _fmt(df):
+    import pandas as pd
+    with pd.option_context("display.width", 200, "display.max_columns", 60,
+                           "display.float_format", lambda x: f"{x:.3g}"):
+        return df.to_string(index=False)
+
+
+def cmd_scenarios(args) -> None:
+    from .scenarios import describe
+    for name, question in describe():
+        print(f"{name:18s} {question}")
+
+
+def cmd_policies(args) -> None:
+    from .policies import PRESETS, REGISTRY
+    print("presets (one policy per call site: fault, zap, vp_enter, accept):")
+    for name, p in PRESETS.items():
+        print(f"  {name:20s} {p['doc']}")
+    print("policies:")
+    for name, cls in sorted(REGISTRY.items()):
+        sites = ",".join(s.value for s in cls.sites)
+        print(f"  {name:20s} [{sites}] {cls.origin}")
+
+
+def cmd_calibration(args) -> None:
+    from .config import load_calibration
+    _, meta = load_calibration()
+    for k, q in meta.items():
+        print(f"  {k:20s} {q['value']:>9} {q['status']:9s} {q['source']}")
+
+
+def _imports(args) -> None:
+    import importlib
+    from .config import ConfigError
+    for m in args.imports:
+        try:
+            importlib.import_module(m)
+        except Exception as err:
+            raise ConfigError(f"--import {m}: {type(err).__name__}: {err}") from None
+
+
+def cmd_run(args) -> None:
+    from .experiments import run
+    _imports(args)
+    r = run(args.scenario, seed=args.seed, policy=args.policy, sets=args.set)
+    s = r.summary.iloc[0]
+    print(f"{s['scenario']}  policy={s['policy']}  seed={s['seed']}  "
+          f"simulated {s['horizon_us'] / 1000:.1f} ms, {len(r.calls)} SEAMCALL/TDCALL attempts")
+    cols = [c for c in RUN_COLUMNS if c in r.summary.columns]
+    print(_fmt(r.summary[cols].T.reset_index().rename(columns={"index": "metric", 0: "value"})))
+    if args.out:
+        print(f"wrote {r.save(args.out)}")
+
+
+def cmd_compare(args) -> None:
+    from .experiments import compare
+    _imports(args)
+    if args.reps < 1:
+        raise UsageError("--reps must be at least 1")
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    c = compare(args.scenario, policies, reps=args.reps, seed=args.seed, sets=args.set,
+                workers=args.workers)
+    print(f"{args.scenario}: {len(policies)} policies x {args.reps} replications "
+          f"(seed {args.seed}, common random numbers)")
+    print(_fmt(c.table))
+    if args.out:
+        print(f"wrote {c.save(args.out)}")
+
+
+def main(argv=None) -> int:
+    from .config import ConfigError
+    from .policies import PolicyError
+    try:
+        args = build_parser().parse_args(argv)
+        globals()[f"cmd_{args.cmd}"](args)
+    except (UsageError, ConfigError, PolicyError) as err:
+        print(f"workbench: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

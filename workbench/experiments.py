@@ -1,0 +1,146 @@
+"""Layer 6: one run, replications and comparisons, and the results on disk.
+
+``run`` builds a TD for a scenario and a policy set, runs it and returns the four tables.
+``compare`` runs several policies on the same replications: the seed of replication r
+depends only on (seed, r), so every policy sees the same workload (common random numbers).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from . import __version__
+from .config import ConfigError, ScenarioConfig, load_calibration
+from .metrics import calls_table, compare_table, ops_table, summary_table, vcpus_table
+from .model.td import Td
+from .policies import PolicySet, resolve_policy
+from .scenarios import load_scenario
+
+TABLES = ("calls", "ops", "vcpus", "summary")
+
+
+@dataclass
+class RunResult:
+    """The tables of one run (pandas DataFrames) and its manifest."""
+    calls: pd.DataFrame
+    ops: pd.DataFrame
+    vcpus: pd.DataFrame
+    summary: pd.DataFrame
+    manifest: dict = field(default_factory=dict)
+    events: pd.DataFrame | None = None
+
+    def save(self, out_dir) -> Path:
+        """Write the tables as parquet plus ``manifest.json``. Written to a temporary
+        folder first, so an existing result is replaced whole or not at all."""
+        out = Path(out_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        try:
+            for name in TABLES:
+                getattr(self, name).to_parquet(tmp / f"{name}.parquet", index=False)
+            (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=2, default=str))
+            if out.exists():
+                shutil.rmtree(out)
+            tmp.rename(out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+    @classmethod
+    def load(cls, path) -> "RunResult":
+        path = Path(path)
+        try:
+            tables = {n: pd.read_parquet(path / f"{n}.parquet") for n in TABLES}
+            manifest = json.loads((path / "manifest.json").read_text())
+        except Exception as err:  # any unreadable file is a corrupt result
+            raise ConfigError(f"{path}: not a readable result ({type(err).__name__})") from None
+        return cls(**tables, manifest=manifest)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def run(scenario="lazy-accept-boot", *, seed: int = 0, policy=None, replication: int = 0,
+        sets=None, calibration: str | None = None) -> RunResult:
+    """Run one scenario (name, path or config) once. ``policy`` is a preset name, a policy
+    name, a spec mapping or a :class:`PolicySet`; default: the scenario's (``upstream``)."""
+    cfg = load_scenario(scenario, sets)
+    pset = resolve_policy(cfg.policy if policy is None else policy)
+    cal, _ = load_calibration(calibration or cfg.calibration)
+    td = Td(cfg, pset, cal, seed, replication).run()
+    tags = {"run_id": f"{cfg.name}/{pset.name}/s{seed}/r{replication}", "scenario": cfg.name,
+            "policy": pset.name, "seed": seed, "replication": replication}
+    calls = calls_table(td.rec.calls, tags)
+    ops = ops_table(td.rec.ops, tags)
+    vcpus = vcpus_table(td, tags)
+    summary = summary_table(td, calls, ops, vcpus, tags)
+    events = pd.DataFrame(td.rec.events, columns=["t_us", "event", "actor", "detail"])
+    manifest = {"scenario": cfg.model_dump(mode="json"), "policy": pset.spec(), "seed": seed,
+                "replication": replication, "calibration": cal.model_dump(),
+                "version": __version__, "git_commit": git_commit(),
+                "events": len(events)}
+    return RunResult(calls, ops, vcpus, summary, manifest, events)
+
+
+def _one(args) -> tuple[pd.DataFrame, pd.DataFrame]:
+    cfg, policy, seed, rep = args
+    r = run(cfg, seed=seed, policy=policy, replication=rep)
+    return r.summary, r.ops
+
+
+@dataclass
+class Comparison:
+    """Per-run summary rows, per-op rows, and the one-row-per-policy table."""
+    summary: pd.DataFrame
+    ops: pd.DataFrame
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return compare_table(self.summary)
+
+    def save(self, out_dir) -> Path:
+        """``summary.parquet``, ``ops.parquet`` and ``table.csv``, replaced whole."""
+        out = Path(out_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        try:
+            self.summary.to_parquet(tmp / "summary.parquet", index=False)
+            self.ops.to_parquet(tmp / "ops.parquet", index=False)
+            self.table.to_csv(tmp / "table.csv", index=False)
+            if out.exists():
+                shutil.rmtree(out)
+            tmp.rename(out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+
+def compare(scenario, policies=("upstream",), *, reps: int = 3, seed: int = 0, sets=None,
+            workers: int = 1) -> Comparison:
+    """Every policy on the same ``reps`` replications (common random numbers)."""
+    cfg = load_scenario(scenario, sets)
+    psets = [resolve_policy(p) for p in policies]
+    jobs = [(cfg, p, seed, r) for p in psets for r in range(reps)]
+    if workers > 1:
+        with ProcessPoolExecutor(min(workers, os.cpu_count() or 1)) as pool:
+            results = list(pool.map(_one, jobs))
+    else:
+        results = [_one(j) for j in jobs]
+    return Comparison(pd.concat([s for s, _ in results], ignore_index=True),
+                      pd.concat([o for _, o in results], ignore_index=True))
+
+
+__all__ = ["RunResult", "Comparison", "run", "compare", "PolicySet", "ScenarioConfig"]

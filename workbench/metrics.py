@@ -1,0 +1,109 @@
+"""Layer 5: pure functions from a finished run's records to tidy pandas tables
+(the data contract of design.md: ``calls``, ``ops``, ``vcpus``, ``summary``)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .records import CALL_COLUMNS, OP_COLUMNS, VCPU_STATES
+from .tdx_errno import OPERAND_NAMES, STATUS_NAMES, TDX_OPERAND_BUSY
+
+LATENCY_OPS = ("private_fault", "zap_4k", "conversion", "accept_4K", "vp_enter")
+QUANTILES = {"p50": 0.5, "p99": 0.99, "p999": 0.999}
+
+
+def _tag(df: pd.DataFrame, tags: dict) -> pd.DataFrame:
+    for k, v in reversed(tags.items()):
+        df.insert(0, k, v)
+    return df
+
+
+def calls_table(calls: list, tags: dict) -> pd.DataFrame:
+    df = pd.DataFrame(calls, columns=list(CALL_COLUMNS))
+    status = df["status"].astype("uint64")
+    cls = status & np.uint64(0xFFFF_FFFF_0000_0000)
+    df["status_name"] = cls.map(lambda c: STATUS_NAMES.get(int(c), f"0x{int(c):016X}"))
+    is_busy = df["status_name"].isin(["TDX_OPERAND_BUSY", "TDX_OPERAND_BUSY_HOST_PRIORITY"])
+    op = (status & np.uint64(0xFFFF_FFFF)).astype("int64")
+    df["operand"] = np.where(is_busy, op.map(lambda o: OPERAND_NAMES.get(o, f"0x{o:X}")), "")
+    df["status"] = status
+    df["host_priority"] = df["status_name"] == "TDX_OPERAND_BUSY_HOST_PRIORITY"
+    return _tag(df, tags)
+
+
+def ops_table(ops: list, tags: dict) -> pd.DataFrame:
+    df = pd.DataFrame(ops, columns=list(OP_COLUMNS))
+    df.insert(5, "latency_us", df["t_end_us"] - df["t_start_us"])
+    return _tag(df, tags)
+
+
+def vcpus_table(td, tags: dict) -> pd.DataFrame:
+    rows = [{"vcpu": v.name, "role": v.role,
+             **{f"{s}_us": v.times[s] for s in VCPU_STATES},
+             "faults": v.faults, "entries": v.entries,
+             "zero_step_armings": v.tdv.armings, "pages_accepted": v.guest.accepted}
+            for v in td.vcpus]
+    return _tag(pd.DataFrame(rows), tags)
+
+
+def jain(x) -> float:
+    """Jain's fairness index: 1 when all equal, 1/n when one takes everything."""
+    x = np.asarray(x, dtype=float)
+    return float(x.sum() ** 2 / (len(x) * (x ** 2).sum())) if len(x) and (x ** 2).sum() else 1.0
+
+
+def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame) -> dict:
+    """One row of headline numbers for a run."""
+    rec, horizon = td.rec, td.env.now
+    row = {"horizon_us": horizon, "vcpus": td.n_vcpus, "stopped": td.stopped or ""}
+    for op in LATENCY_OPS:
+        lat = ops.loc[ops["op"] == op, "latency_us"]
+        row[f"{op}_n"] = len(lat)
+        for q, p in QUANTILES.items():
+            row[f"{op}_{q}_us"] = float(lat.quantile(p)) if len(lat) else np.nan
+        row[f"{op}_max_us"] = float(lat.max()) if len(lat) else np.nan
+    busy = calls["status"] & np.uint64(0xFFFF_FFFF_0000_0000) == np.uint64(TDX_OPERAND_BUSY)
+    busy_host = calls[busy & calls["leaf"].str.startswith("TDH.")]
+    row.update(
+        calls=len(calls), busy_calls=int(busy.sum()),
+        busy_rate=float(busy.mean()) if len(calls) else 0.0,
+        retries=rec.counts.get("retries", 0),
+        exits_to_userspace=rec.counts.get("exits_to_userspace", 0),
+        vm_bugged=int(td.stopped in ("vm_bugged", "vm_dead")),
+        guest_panics=int(td.stopped == "guest_panic"),
+        hp_timeouts=rec.counts.get("hp_timeout", 0),
+        zero_step_armings=int(vcpus["zero_step_armings"].sum()),
+        kicks=rec.counts.get("kicks", 0), ipis=rec.counts.get("ipis", 0),
+        retry_warnings=rec.counts.get("retry_warning", 0),
+        host_retry_cpu_us=float(vcpus["retry_us"].sum() +
+                                (busy_host["t_end_us"] - busy_host["t_start_us"]).sum()),
+        pages_accepted=int(vcpus["pages_accepted"].sum()),
+        accept_throughput_per_ms=float(vcpus["pages_accepted"].sum() / (horizon / 1000.0)),
+        zapped_pages=rec.counts.get("zapped_pages", 0),
+        jain_guest_time=jain(vcpus["guest_us"]),
+        faults_in_flight_mean=td.fault_mean_in_flight,
+    )
+    return row
+
+
+def summary_table(td, calls, ops, vcpus, tags: dict) -> pd.DataFrame:
+    return _tag(pd.DataFrame([summary_row(td, calls, ops, vcpus)]), tags)
+
+
+HEADLINE = ["policy", "private_fault_p50_us", "private_fault_p99_us", "private_fault_max_us",
+            "zap_4k_p50_us", "zap_4k_p99_us", "zap_4k_max_us", "conversion_p99_us",
+            "busy_rate", "retries", "exits_to_userspace", "vm_bugged", "guest_panics",
+            "hp_timeouts", "zero_step_armings", "kicks", "host_retry_cpu_us",
+            "accept_throughput_per_ms", "jain_guest_time"]
+
+
+def compare_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per policy: means over replications of the headline numbers (counts of
+    bugged VMs and panics are summed: how many replications ended that way)."""
+    sums = ["vm_bugged", "guest_panics"]
+    cols = [c for c in HEADLINE if c in summary.columns and c != "policy"]
+    g = summary.groupby("policy", sort=False)
+    out = g[cols].mean()
+    out[sums] = g[sums].sum()
+    out.insert(0, "reps", g.size())
+    return out.reset_index()

@@ -1,0 +1,36 @@
+"""Layer 4: named workloads. Each scenario is a YAML file in ``data/scenarios/`` validated
+into a frozen :class:`~workbench.config.ScenarioConfig`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import DATA, ConfigError, ScenarioConfig, read_yaml, validate, with_overrides
+
+SCENARIO_DIR = DATA / "scenarios"
+
+
+def scenario_names() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+
+
+def load_scenario(name_or_path, sets=None) -> ScenarioConfig:
+    """A scenario by name (``"fault-storm"``) or YAML path, with optional ``--set``
+    overrides (``["module.host_priority=false"]`` or a dict)."""
+    if isinstance(name_or_path, ScenarioConfig):
+        cfg = name_or_path
+    else:
+        path = Path(name_or_path)
+        if path.suffix not in (".yaml", ".yml"):
+            path = SCENARIO_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(f"unknown scenario {str(name_or_path)!r} "
+                              f"(known: {', '.join(scenario_names())})")
+        data = read_yaml(path)
+        data.setdefault("name", path.stem)
+        cfg = validate(ScenarioConfig, data, f"scenario {path.name}")
+    return with_overrides(cfg, sets) if sets else cfg
+
+
+def describe() -> list[tuple[str, str]]:
+    """(name, question) of every shipped scenario."""
+    return [(n, " ".join(load_scenario(n).question.split())) for n in scenario_names()]
