@@ -35,7 +35,7 @@ class Calibration(Frozen):
     page_remove_us: float = us
     track_us: float = us
     wbinvd_4k_us: float = us
-    seamcall_busy_us: float = us
+    seamcall_busy_us: float = Field(gt=0.0)
     vp_enter_us: float = us
     td_exit_us: float = us
     epoch_hold_us: float = us
@@ -46,6 +46,7 @@ class Calibration(Frozen):
     accept_probe_us: float = us
     attr_wr_us: float = us
     kvm_fault_us: float = Field(gt=0.0)  # also the cost of one local-retry iteration
+    # >0: every retry of a call costs time, so no policy can loop without time passing
     kick_base_us: float = us
     kick_per_vcpu_us: float = us
     vmm_turnaround_us: float = Field(gt=0.0)

@@ -34,7 +34,7 @@ class ResumeGuestPolicy(Policy):
 class KickAndRetryOnce(Policy):
     name = "kick-and-retry-once"
     origin = "merged: tdh_do_no_vcpus sets wait_for_sept_zap, kicks all vCPUs, retries once, else KVM_BUG_ON"
-    sites = HOST_SITES
+    sites = (Site.FAULT, Site.ZAP)
 
     def on_busy(self, ctx, rng):
         return BugVm() if ctx.kicked else KickAndRetry()
