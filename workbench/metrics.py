@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .model.sept import State
 from .records import CALL_COLUMNS, OP_COLUMNS, VCPU_STATES
-from .tdx_errno import OPERAND_NAMES, STATUS_NAMES, TDX_OPERAND_BUSY
+from .tdx_errno import OPERAND_NAMES, TDX_OPERAND_BUSY, status_name
 
 LATENCY_OPS = ("private_fault", "zap_4k", "conversion", "accept_4K", "vp_enter")
 QUANTILES = {"p50": 0.5, "p99": 0.99, "p999": 0.999}
@@ -21,8 +22,8 @@ def _tag(df: pd.DataFrame, tags: dict) -> pd.DataFrame:
 def calls_table(calls: list, tags: dict) -> pd.DataFrame:
     df = pd.DataFrame(calls, columns=list(CALL_COLUMNS))
     status = df["status"].astype("uint64")
-    cls = status & np.uint64(0xFFFF_FFFF_0000_0000)
-    df["status_name"] = cls.map(lambda c: STATUS_NAMES.get(int(c), f"0x{int(c):016X}"))
+    names = {int(s): status_name(int(s)) for s in status.unique()}
+    df["status_name"] = status.map(lambda s: names[int(s)])
     is_busy = df["status_name"].isin(["TDX_OPERAND_BUSY", "TDX_OPERAND_BUSY_HOST_PRIORITY"])
     op = (status & np.uint64(0xFFFF_FFFF)).astype("int64")
     df["operand"] = np.where(is_busy, op.map(lambda o: OPERAND_NAMES.get(o, f"0x{o:X}")), "")
@@ -80,6 +81,11 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
         pages_accepted=int(vcpus["pages_accepted"].sum()),
         accept_throughput_per_ms=float(vcpus["pages_accepted"].sum() / (horizon / 1000.0)),
         zapped_pages=rec.counts.get("zapped_pages", 0),
+        aug_ok=rec.counts.get("aug_ok", 0),
+        prebuilt_pages=td.prebuilt_pages,
+        pages_mapped=td.module.sept.count(State.MAPPED),
+        pages_pending=td.module.sept.count(State.PENDING),
+        pages_blocked=td.module.sept.count(State.BLOCKED),
         jain_guest_time=jain(vcpus["guest_us"]),
         faults_in_flight_mean=td.fault_mean_in_flight,
     )

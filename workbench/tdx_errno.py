@@ -78,7 +78,11 @@ def is_error(status: int) -> bool:
 
 
 def status_name(status: int) -> str:
-    """Name of a status's class, e.g. ``TDX_OPERAND_BUSY``; unknown classes in hex."""
+    """Name of a status's class, e.g. ``TDX_OPERAND_BUSY``; unknown classes in hex. A TD
+    exit for an EPT violation (a TDCALL or VP.ENTER that ended in one) is
+    ``EXIT_REASON_EPT_VIOLATION``."""
+    if status == TDX_EXIT_EPT_VIOLATION:
+        return "EXIT_REASON_EPT_VIOLATION"
     cls = status_class(status)
     return STATUS_NAMES.get(cls, f"0x{cls:016X}")
 

@@ -171,6 +171,7 @@ class Td:
         self.faults_in_flight = TimeAverage()
         self.kernel = GuestKernel(self.env)
         self.vcpus: list[Vcpu] = []
+        self.prebuilt_pages = 0
         self._build()
 
     @property
@@ -187,7 +188,6 @@ class Td:
     def _build(self) -> None:
         cfg = self.config
         mem = cfg.memory_bytes
-        n_area = sum(g.count for g in cfg.vcpus if g.role in NEEDS_AREA)
         area = max(MB2, max((g.range_kb * 1024 * 8 for g in cfg.vcpus if g.role == "converter"),
                             default=MB2) // MB2 * MB2)
         cursor = 0
@@ -208,7 +208,6 @@ class Td:
             first = cursor // MB2
             self.kernel.remaining_units = list(range(first, first + lazy_bytes // MB2))
         storm_base = cursor + lazy_bytes
-        del n_area
         storm_i = 0
         storm_n = sum(g.count for g in storm)
         for name, g in names:
@@ -232,7 +231,7 @@ class Td:
             for level in range(ROOT_LEVEL, LEVEL_4K, -1):
                 sept.entry(gpa, level).state = State.NON_LEAF
             sept.entry(gpa, LEVEL_4K).state = State.MAPPED
-        self.prebuilt_pages = getattr(self, "prebuilt_pages", 0) + size // PAGE_4K
+        self.prebuilt_pages += size // PAGE_4K
 
     # ------------------------------------------------------------------ run
     def run(self) -> "Td":
