@@ -1,0 +1,75 @@
+"""The command line as a user runs it: output, files, and one-line errors."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_scenarios_lists_each_with_its_question():
+    out = cli("scenarios")
+    assert out.returncode == 0
+    for name in ("lazy-accept-boot", "fault-storm", "conversion-storm", "zero-step",
+                 "malicious-accept", "scale"):
+        line = next(l for l in out.stdout.splitlines() if l.startswith(name))
+        assert len(line.split()) > 8
+
+
+def test_policies_lists_presets_and_origins():
+    out = cli("policies").stdout
+    for name in ("upstream", "patch-09-21", "paolo-bounded", "zero-tolerance",
+                 "host-priority-retry", "vm-spinlock", "mmu-lock-write", "kick-and-retry-once"):
+        assert name in out
+
+
+def test_run_prints_a_summary_and_writes_the_tables(tmp_path):
+    out = cli("run", "lazy-accept-boot", "--seed", "4", "--set", "horizon_us=2000",
+              "--out", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    assert "private_fault_p99_us" in out.stdout and "policy=upstream" in out.stdout
+    for f in ("calls.parquet", "ops.parquet", "vcpus.parquet", "summary.parquet"):
+        assert len(pd.read_parquet(tmp_path / "r" / f)) > 0
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["seed"] == 4 and manifest["scenario"]["horizon_us"] == 2000
+
+
+def test_compare_prints_one_row_per_policy(tmp_path):
+    out = cli("compare", "malicious-accept", "--policies", "upstream,zero-tolerance",
+              "--reps", "2", "--set", "horizon_us=2000", "--out", str(tmp_path / "c"))
+    assert out.returncode == 0, out.stderr
+    rows = [l for l in out.stdout.splitlines() if l.strip().startswith(("upstream", "zero-tolerance"))]
+    assert len(rows) == 2
+    assert len(pd.read_parquet(tmp_path / "c" / "summary.parquet")) == 4
+
+
+@pytest.mark.parametrize("args, words", [
+    (("run", "no-such-scenario"), "unknown scenario"),
+    (("run", "fault-storm", "--set", "vcpus.0.count=zero"), "vcpus.0.count"),
+    (("run", "fault-storm", "--policy", "retry-harder"), "unknown policy"),
+    (("run", "fault-storm", "--policy", "nosuchmodule:Policy"), "cannot import policy"),
+    (("run", "fault-storm", "--seed", "x"), "invalid int value"),
+    (("compare", "fault-storm", "--policies", "upstream", "--reps", "0"), "--reps"),
+    (("compare", "fault-storm"), "--policies"),
+    (("frobnicate",), "invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, words):
+    out = cli(*args)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], out.stderr
+
+
+def test_a_failed_run_leaves_an_existing_result_alone(tmp_path):
+    good = cli("run", "fault-storm", "--set", "horizon_us=1000", "--out", str(tmp_path / "r"))
+    assert good.returncode == 0
+    before = (tmp_path / "r" / "manifest.json").read_text()
+    bad = cli("run", "fault-storm", "--set", "size=-1", "--out", str(tmp_path / "r"))
+    assert bad.returncode == 2
+    assert (tmp_path / "r" / "manifest.json").read_text() == before

@@ -1,0 +1,53 @@
+"""Conservation laws and an independent cross-check (Little's law) on whole runs."""
+import pytest
+
+from workbench.records import OUTCOMES, VCPU_STATES
+
+SCENARIOS = ["lazy-accept-boot", "fault-storm", "conversion-storm", "zero-step",
+             "malicious-accept", "scale"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_op_ends_in_exactly_one_known_outcome(sim, scenario):
+    ops = sim(scenario).ops
+    assert ops["outcome"].isin(OUTCOMES).all()
+    assert (ops["latency_us"] >= 0).all()
+    assert (ops["attempts"] >= 1).all()
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_vcpu_time_adds_up_to_the_simulated_time(sim, scenario):
+    r = sim(scenario)
+    horizon = r.summary["horizon_us"].iloc[0]
+    total = r.vcpus[[f"{s}_us" for s in VCPU_STATES]].sum(axis=1)
+    assert total.to_numpy() == pytest.approx(horizon, rel=1e-9)
+    assert (r.vcpus[[f"{s}_us" for s in VCPU_STATES]] >= 0).all().all()
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_page_the_host_added_is_mapped_pending_or_zapped(sim, scenario):
+    s = sim(scenario).summary.iloc[0]
+    assert s["aug_ok"] + s["prebuilt_pages"] == \
+        s["pages_mapped"] + s["pages_pending"] + s["pages_blocked"] + s["zapped_pages"]
+
+
+def test_pages_accepted_plus_pending_equal_pages_asked_for(sim):
+    r = sim("lazy-accept-boot")
+    s = r.summary.iloc[0]
+    # the guest asked for a page each time its ACCEPT exited and KVM AUGed it
+    assert s["pages_accepted"] + s["pages_pending"] == s["aug_ok"]
+    assert s["pages_accepted"] == s["pages_mapped"] - s["prebuilt_pages"]
+    ok_accepts = r.ops[(r.ops["op"] == "accept_4K") & (r.ops["outcome"] == "ok")]
+    assert len(ok_accepts) == s["pages_accepted"]
+
+
+def test_littles_law_faults_in_flight(sim):
+    """The model's own time-weighted count of faults in flight against arrival rate x
+    mean latency measured from the ops table."""
+    r = sim("conversion-storm", horizon_us=100_000)
+    s = r.summary.iloc[0]
+    faults = r.ops[r.ops["op"] == "private_fault"]
+    lam = len(faults) / s["horizon_us"]
+    w = faults["latency_us"].mean()
+    assert len(faults) > 10_000
+    assert s["faults_in_flight_mean"] == pytest.approx(lam * w, rel=0.05)
