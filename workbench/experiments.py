@@ -79,7 +79,7 @@ def run(scenario="lazy-accept-boot", *, seed: int = 0, policy=None, replication:
     name, a spec mapping or a :class:`PolicySet`; default: the scenario's (``upstream``)."""
     cfg = load_scenario(scenario, sets)
     pset = resolve_policy(cfg.policy if policy is None else policy)
-    cal, _ = load_calibration(calibration or cfg.calibration)
+    cal, _ = load_calibration(calibration or cfg.calibration, cfg.timings)
     td = Td(cfg, pset, cal, seed, replication).run()
     tags = {"run_id": f"{cfg.name}/{pset.name}/s{seed}/r{replication}", "scenario": cfg.name,
             "policy": pset.name, "seed": seed, "replication": replication}

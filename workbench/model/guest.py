@@ -24,6 +24,7 @@ from .sept import LEVEL_1G, LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, State
 RIP_TDCALL_ACCEPT = 0xFFFF_FFFF_8100_1000   # the TDCALL in try_accept_one: one RIP for all
 RIP_TDCALL_ATTR = 0xFFFF_FFFF_8100_2000
 RIP_TDVMCALL = 0xFFFF_FFFF_8100_3000
+RIP_VE_HANDLER = 0xFFFF_FFFF_8100_4000
 
 
 # ------------------------------------------------------------------------ instructions
@@ -175,10 +176,20 @@ class GuestCpu:
 
     def _Touch(self, ins):
         sept = self.module.sept
-        if sept.would_fault(ins.gpa) or sept.entry(ins.gpa, LEVEL_4K).state is State.PENDING:
+        pending = sept.entry(ins.gpa, LEVEL_4K).state is State.PENDING
+        if pending and not self.module.opts.sept_ve_disable:
+            # #VE in the guest: its handler accepts the page, then the access re-executes
+            st, exit_st = yield from self.module.tdg_mem_page_accept(
+                self.tdv, RIP_VE_HANDLER, ins.gpa, LEVEL_4K)
+            if exit_st is not None:
+                return Exit(ExitKind.INTERRUPT if exit_st == TDX_INTERRUPTED_RESUMABLE
+                            else ExitKind.ACCEPT_EPT_VIOLATION, RIP_VE_HANDLER, ins.gpa, ins)
+            if st == TDX_SUCCESS:
+                self.accepted += 1
+            return (yield from self._Touch(ins))
+        if pending or sept.would_fault(ins.gpa):
             return Exit(ExitKind.EPT_VIOLATION, ins.rip, ins.gpa, ins)
         return None
-        yield
 
     def _MapGpa(self, ins):
         return Exit(ExitKind.MAP_GPA, ins.rip, ins.gpa, ins)

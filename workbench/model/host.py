@@ -334,7 +334,10 @@ class Kvm:
                 v.set_state("kvm")
                 continue
             attempt += 1
+            v.entering()
             st, gpa = yield from self.module.tdh_vp_enter(v.tdv, v.guest.rip)
+            if st != TDX_SUCCESS:
+                v.failed_entry()
             if not tdx_operand_busy(st):
                 break
             busy += 1

@@ -272,9 +272,10 @@ class TdxModule:
         return st, gpa
 
     def post_interrupt(self, v: TdVcpu) -> None:
-        """An IPI reaches a vCPU in the TD: it exits at once where it is interruptible
-        (guest code, between the pages of a 2 MB ACCEPT), else when its TDCALL is done."""
-        if v.in_td and not v.irq_pending:
+        """An IPI for a vCPU in guest mode: it exits at once where it is interruptible
+        (guest code, between the pages of a 2 MB ACCEPT), else when its TDCALL is done,
+        or right after VM entry if it is still in TDH.VP.ENTER."""
+        if not v.irq_pending:
             v.irq_pending = True
             if v.interruptible:
                 v.interruptible = False

@@ -30,7 +30,7 @@ class Vcpu:
         self.tdv = td.module.add_vcpu(name)
         self.guest: GuestCpu | None = None
         self.in_guest_mode = False
-        self.entries = 0
+        self.entries = 0              # TDH.VP.ENTER attempts (kicks tell re-entries apart)
         self.faults = 0
         self.exit_reason = None
         self.last_leaf = ""
@@ -47,6 +47,17 @@ class Vcpu:
         if self._left is None:
             self._left = self.td.env.event()
         return self._left
+
+    def entering(self) -> None:
+        """vcpu->mode = IN_GUEST_MODE, set before TDH.VP.ENTER: a kick from here on sends
+        an IPI and waits for this vCPU, which exits right after entry if it is pending."""
+        self.entries += 1
+        self.in_guest_mode = True
+
+    def failed_entry(self) -> None:
+        """VP.ENTER did not enter: back outside guest mode; a pending kick is served."""
+        self.tdv.irq_pending = False
+        self._exited()
 
     def _exited(self) -> None:
         self.in_guest_mode = False
@@ -71,8 +82,6 @@ class Vcpu:
                 self.exit_reason = ("error", st)
                 yield from vmm.handle(self)
                 continue
-            self.entries += 1
-            self.in_guest_mode = True
             self.set_state("guest")
             ex = yield from self.guest.run()
             self.set_state("kvm")

@@ -41,6 +41,9 @@ def fault_storm(g: GuestKernel, group, rng, me: str, index: int, count: int, bas
     start = base
     while start + region <= limit:
         for gpa in range(start + index * PAGE_4K, start + region, count * PAGE_4K):
+            if group.access == "touch":      # ordinary code: a RIP of its own per access
+                yield Touch(gpa, rip=RIP_USER + gpa // PAGE_4K * 16)
+                continue
             ok = yield from tdx_accept_memory(gpa, gpa + PAGE_4K)
             if not ok:
                 yield Panic("TDX: Failed to accept memory")
@@ -80,9 +83,13 @@ def _spam_target(g: GuestKernel, rng) -> int:
     return start + int(rng.integers(size // PAGE_4K)) * PAGE_4K
 
 
+def _attacking(g: GuestKernel, group) -> bool:
+    return not group.attack_us or g.env.now < group.attack_us
+
+
 def accept_spammer(g: GuestKernel, group, rng, me: str):
     """Hostile: TDG.MEM.PAGE.ACCEPT in a loop on pages the host is converting."""
-    while True:
+    while _attacking(g, group):
         yield Accept(_spam_target(g, rng), LEVEL_4K)
         if group.gap_us:
             yield Compute(group.gap_us)
@@ -90,7 +97,7 @@ def accept_spammer(g: GuestKernel, group, rng, me: str):
 
 def attr_spammer(g: GuestKernel, group, rng, me: str):
     """Hostile: TDG.MEM.PAGE.ATTR.WR in a loop on pages the host is converting."""
-    while True:
+    while _attacking(g, group):
         yield AttrWr(_spam_target(g, rng))
         if group.gap_us:
             yield Compute(group.gap_us)
