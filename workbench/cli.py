@@ -114,7 +114,14 @@ def cmd_compare(args) -> None:
                 workers=args.workers)
     print(f"{args.scenario}: {len(policies)} policies x {args.reps} replications "
           f"(seed {args.seed}, common random numbers)")
-    print(_fmt(c.table))
+    print("\nOutcomes and costs per run (mean over replications; vm_bugged and guest_panics "
+          "count replications):")
+    print(_fmt(c.table.drop(columns=[x for x in c.table.columns if x.endswith("_us")
+                                     and "retry" not in x])))
+    print("\nLatency per operation (us, all replications pooled):")
+    lat = c.latency
+    lat = lat[lat["op"].isin(["private_fault", "zap_4k", "conversion", "accept_4K", "vp_enter"])]
+    print(_fmt(lat.sort_values(["op", "policy"], kind="stable")))
     if args.out:
         print(f"wrote {c.save(args.out)}")
 

@@ -19,7 +19,8 @@ import pandas as pd
 
 from . import __version__
 from .config import ConfigError, ScenarioConfig, load_calibration
-from .metrics import calls_table, compare_table, ops_table, summary_table, vcpus_table
+from .metrics import (calls_table, compare_table, latency_table, ops_table, summary_table,
+                      vcpus_table)
 from .model.td import Td
 from .policies import PolicySet, resolve_policy
 from .scenarios import load_scenario
@@ -109,7 +110,13 @@ class Comparison:
 
     @property
     def table(self) -> pd.DataFrame:
+        """One row per policy: outcomes and costs, means over replications."""
         return compare_table(self.summary)
+
+    @property
+    def latency(self) -> pd.DataFrame:
+        """One row per policy and op kind: latency percentiles over all replications."""
+        return latency_table(self.ops)
 
     def save(self, out_dir) -> Path:
         """``summary.parquet``, ``ops.parquet`` and ``table.csv``, replaced whole."""
@@ -120,6 +127,7 @@ class Comparison:
             self.summary.to_parquet(tmp / "summary.parquet", index=False)
             self.ops.to_parquet(tmp / "ops.parquet", index=False)
             self.table.to_csv(tmp / "table.csv", index=False)
+            self.latency.to_csv(tmp / "latency.csv", index=False)
             if out.exists():
                 shutil.rmtree(out)
             tmp.rename(out)

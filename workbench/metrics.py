@@ -70,6 +70,14 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
         busy_rate=float(busy.mean()) if len(calls) else 0.0,
         retries=rec.counts.get("retries", 0),
         exits_to_userspace=rec.counts.get("exits_to_userspace", 0),
+        # by reason: KVM error exits (what zero tolerance causes), KVM_EXIT_MEMORY_FAULT,
+        # MapGPA chunks, HOST_PRIORITY_BUSY_TIMEOUT
+        error_exits=rec.counts.get("exits_error", 0),
+        memory_fault_exits=rec.counts.get("exits_memory_fault", 0),
+        map_gpa_exits=rec.counts.get("exits_map_gpa", 0),
+        retries_fault=rec.counts.get("retries_fault", 0),
+        retries_zap=rec.counts.get("retries_zap", 0),
+        retries_vp_enter=rec.counts.get("retries_vp_enter", 0),
         vm_bugged=int(td.stopped in ("vm_bugged", "vm_dead")),
         guest_panics=int(td.stopped == "guest_panic"),
         hp_timeouts=rec.counts.get("hp_timeout", 0),
@@ -96,11 +104,22 @@ def summary_table(td, calls, ops, vcpus, tags: dict) -> pd.DataFrame:
     return _tag(pd.DataFrame([summary_row(td, calls, ops, vcpus)]), tags)
 
 
-HEADLINE = ["policy", "private_fault_p50_us", "private_fault_p99_us", "private_fault_max_us",
-            "zap_4k_p50_us", "zap_4k_p99_us", "zap_4k_max_us", "conversion_p99_us",
-            "busy_rate", "retries", "exits_to_userspace", "vm_bugged", "guest_panics",
-            "hp_timeouts", "zero_step_armings", "kicks", "host_retry_cpu_us",
-            "accept_throughput_per_ms", "jain_guest_time"]
+HEADLINE = ["policy", "busy_rate", "retries_fault", "retries_zap", "retries_vp_enter",
+            "error_exits", "memory_fault_exits", "vm_bugged",
+            "guest_panics", "hp_timeouts", "zero_step_armings", "kicks", "ipis",
+            "host_retry_cpu_us", "accept_throughput_per_ms", "jain_guest_time",
+            "private_fault_p50_us", "private_fault_p99_us", "zap_4k_p99_us",
+            "conversion_p99_us"]
+
+
+def latency_table(ops: pd.DataFrame) -> pd.DataFrame:
+    """Per policy and op kind, over all replications pooled: n, p50, p99, p99.9, max."""
+    rows = []
+    for (policy, op), lat in ops.groupby(["policy", "op"], sort=False)["latency_us"]:
+        rows.append({"policy": policy, "op": op, "n": len(lat),
+                     **{f"{q}_us": float(lat.quantile(p)) for q, p in QUANTILES.items()},
+                     "max_us": float(lat.max())})
+    return pd.DataFrame(rows)
 
 
 def compare_table(summary: pd.DataFrame) -> pd.DataFrame:

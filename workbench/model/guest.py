@@ -229,6 +229,8 @@ class GuestCpu:
                         return Exit(ExitKind.HP_TIMEOUT, ins.rip, ins.gpa, ins)
                     if action.delay_us:
                         yield self.env.timeout(action.delay_us)
+                    if self.tdv.irq_pending:   # an IPI exits the TD between two TDCALLs
+                        return Exit(ExitKind.INTERRUPT, ins.rip, ins.gpa, ins)
                     continue
                 assert isinstance(action, GuestFail), action
             self._finish_accept(ins, st)

@@ -21,7 +21,9 @@ from ..tdx_errno import (OPERAND_ID_RCX, TDX_EXIT_EPT_VIOLATION, TDX_GPA_RANGE_A
 from .sept import LEAF_STATES, LEVEL_4K, PAGE_4K, State
 
 READ, WRITE = "read", "write"
-FROZEN = -1          # internal: the mirror SPTE was frozen, no SEAMCALL was made
+# internal results of the fault path that are RET_PF_RETRY without a SEAMCALL
+FROZEN = -1          # the mirror SPTE was frozen by another host task
+STALE = -2           # an mmu_invalidate (memory attribute change) raced the fault
 RESUME, USERSPACE, STOPPED = "resume", "userspace", "stopped"
 
 
@@ -74,20 +76,23 @@ class Kvm:
         self.wait_for_sept_zap = 0           # a count, so nested zappers cannot clear it early
         self.zap_done = self.env.event()
         self.shared_gpas: set = set()         # memory attributes: 4 KB GPAs that are shared
-        self.busy_calls = 0
+        self.invalidating: list = []          # [start, end) ranges of mmu_invalidate in flight
+        self.invalidate_seq = 0               # kvm->mmu_invalidate_seq
+        self.busy_calls = 0                   # host S-EPT SEAMCALLs and VP.ENTERs that were BUSY
+        self.host_calls = 0                   # ... of all of them
 
     # ------------------------------------------------------------------ helpers
     def _ctx(self, site, leaf, st, attempt, kicked, t0, events=False):
-        n_calls = len(self.rec.calls) or 1
         return BusyContext(site, leaf, st, attempt, kicked, self.env.now - t0,
-                           self.td.n_vcpus, events or self.td.stopped,
-                           self.busy_calls / n_calls)
+                           self.td.n_vcpus, events or bool(self.td.stopped),
+                           self.busy_calls / max(1, self.host_calls))
 
     def _decide(self, site: Site, ctx: BusyContext):
         pol = self.policy.for_site(site)
         action = pol.on_busy(ctx, self.td.policy_rng)
         if isinstance(action, (Retry, KickAndRetry)):
             self.rec.count("retries")
+            self.rec.count(f"retries_{site.value}")
         if isinstance(action, Retry) and action.warn:
             self.rec.event(self.env.now, "retry_warning", site.value, ctx.leaf)
         return action
@@ -135,68 +140,75 @@ class Kvm:
         One ``private_fault`` op; the loop is the merged local retry when the fault-site
         policy says Retry."""
         env, t0 = self.env, self.env.now
-        attempt, busy, kicked = 0, 0, False
+        attempt, busy, kicked, holding = 0, 0, False, False
         self.td.faults_in_flight.add(t0, +1)
         v.faults += 1
         outcome, result = "ok", RESUME
-        while True:
-            attempt += 1
-            v.set_state("kvm" if attempt == 1 else "retry")
-            yield env.timeout(self.cal.kvm_fault_us)
-            if self.td.stopped:
-                outcome, result = "unfinished", STOPPED
+        try:
+            while True:
+                attempt += 1
+                v.set_state("kvm" if attempt == 1 else "retry")
+                yield env.timeout(self.cal.kvm_fault_us)
+                if self.td.stopped:
+                    outcome, result = "unfinished", STOPPED
+                    break
+                if (gpa // PAGE_4K) * PAGE_4K in self.shared_gpas:
+                    outcome, result = "exit_to_userspace", USERSPACE   # KVM_EXIT_MEMORY_FAULT
+                    v.exit_reason = ("memory_fault", gpa)
+                    break
+                seq = self.invalidate_seq
+                if not accept and self.module.sept.entry(gpa, LEVEL_4K).state is State.PENDING:
+                    self.td.stop("vm_dead", v.name, "guest access before accept")
+                    outcome, result = "vm_bugged", STOPPED
+                    break
+                st = yield from self.map_private(v, gpa, seq)
+                if holding:                 # the one retry after a kick is done
+                    holding = False
+                    self._end_no_vcpus()
+                if st == TDX_SUCCESS:
+                    break
+                if st >= 0 and not tdx_operand_busy(st):
+                    self.td.stop("vm_bugged", v.name, f"TDX_BUG_ON fault {st:#x}")
+                    outcome, result = "vm_bugged", STOPPED
+                    break
+                busy += st >= 0
+                leaf = {FROZEN: "FROZEN_SPTE", STALE: "MMU_INVALIDATE"}.get(st, v.last_leaf)
+                action = self._decide(Site.FAULT, self._ctx(Site.FAULT, leaf, max(st, 0),
+                                                            attempt, kicked, t0))
+                if isinstance(action, Retry):
+                    if action.delay_us:
+                        yield env.timeout(action.delay_us)
+                    continue
+                if isinstance(action, KickAndRetry) and not kicked:
+                    kicked = holding = True   # wait_for_sept_zap stays set through the retry
+                    self._begin_no_vcpus()
+                    yield from self.kick_all(v.name)
+                    continue
+                if isinstance(action, ResumeGuest):
+                    outcome = "resumed"
+                elif isinstance(action, ExitToUserspace):
+                    outcome, result = "exit_to_userspace", USERSPACE
+                    v.exit_reason = ("error", max(st, 0))
+                else:
+                    self.td.stop("vm_bugged", v.name, f"KVM_BUG_ON fault after {attempt} tries")
+                    outcome, result = "vm_bugged", STOPPED
                 break
-            if (gpa // PAGE_4K) * PAGE_4K in self.shared_gpas:
-                outcome, result = "exit_to_userspace", USERSPACE   # KVM_EXIT_MEMORY_FAULT
-                v.exit_reason = ("memory_fault", gpa)
-                break
-            if not accept and self.module.sept.entry(gpa, LEVEL_4K).state is State.PENDING:
-                self.td.stop("vm_dead", v.name, "guest access before accept")
-                outcome, result = "vm_bugged", STOPPED
-                break
-            st = yield from self.map_private(v, gpa)
-            if st == TDX_SUCCESS:
-                break
-            if st != FROZEN and not tdx_operand_busy(st):
-                self.td.stop("vm_bugged", v.name, f"TDX_BUG_ON fault {st:#x}")
-                outcome, result = "vm_bugged", STOPPED
-                break
-            busy += st != FROZEN
-            leaf = "FROZEN_SPTE" if st == FROZEN else v.last_leaf
-            action = self._decide(Site.FAULT, self._ctx(Site.FAULT, leaf, max(st, 0), attempt,
-                                                        kicked, t0))
-            if isinstance(action, Retry):
-                if action.delay_us:
-                    yield env.timeout(action.delay_us)
-                continue
-            if isinstance(action, KickAndRetry) and not kicked:
-                kicked = True
-                yield from self._kicked(v.name)
-                continue
-            if isinstance(action, ResumeGuest):
-                outcome = "resumed"
-            elif isinstance(action, ExitToUserspace):
-                outcome, result = "exit_to_userspace", USERSPACE
-                v.exit_reason = ("error", max(st, 0))
-            else:
-                self.td.stop("vm_bugged", v.name, f"KVM_BUG_ON fault after {attempt} tries")
-                outcome, result = "vm_bugged", STOPPED
-            break
+        finally:
+            if holding:
+                self._end_no_vcpus()
         self.td.faults_in_flight.add(env.now, -1)
         self.rec.op("private_fault", v.name, gpa, t0, env.now, attempt, busy, outcome)
         return result
 
-    def _kicked(self, who: str):
-        self._begin_no_vcpus()
-        yield from self.kick_all(who)
-        self._end_no_vcpus()
-
-    def map_private(self, v, gpa: int):
+    def map_private(self, v, gpa: int, seq: int):
         """The TDP MMU installing a 4 KB private mapping: SEPT.ADD for each missing
-        level, then AUG, under mmu_lock (read, or write under ``mmu-lock-write``)."""
+        level, then AUG, under mmu_lock (read, or write under ``mmu-lock-write``). A fault
+        that an attribute change raced is stale (is_page_fault_stale): RET_PF_RETRY."""
         mode = WRITE if self.sept_lock_mode(Site.FAULT) == "mmu_lock_write" else READ
         yield from self.lock(v, self.mmu_lock, mode)
         try:
+            if seq != self.invalidate_seq or any(a <= gpa < b for a, b in self.invalidating):
+                return STALE
             sept = self.module.sept
             for level in sept.missing_levels(gpa, LEVEL_4K):
                 st = yield from self._install(v, gpa, level, self.module.tdh_mem_sept_add)
@@ -232,6 +244,7 @@ class Kvm:
         finally:
             if spin:
                 self.vm_spinlock.release(WRITE)
+        self.host_calls += 1
         if tdx_operand_busy(st):
             self.busy_calls += 1
         return st
@@ -243,22 +256,32 @@ class Kvm:
         yield self.env.timeout(self.cal.set_attributes_us)
         pages = range(gpa, gpa + size, PAGE_4K)
         ok = True
-        if shared:
-            sept = self.module.sept
-            mapped = [p for p in pages if not sept.would_fault(p)
-                      or sept.entry(p, LEVEL_4K).state is State.BLOCKED]
-            if mapped:
-                yield from self.lock(v, self.mmu_lock, WRITE)
-                try:
-                    for p in mapped:
-                        ok = yield from self.zap_4k(f"zap:{v.name}", p)
-                        if not ok:
-                            break
-                finally:
-                    self.mmu_lock.release(WRITE)
-        if ok:
-            (self.shared_gpas.update if shared else self.shared_gpas.difference_update)(pages)
+        span = (gpa, gpa + size)
+        self.invalidating.append(span)              # mmu_invalidate_begin
+        try:
+            if shared:
+                ok = yield from self._zap_range(v, pages)
+            if ok:
+                (self.shared_gpas.update if shared else self.shared_gpas.difference_update)(pages)
+        finally:
+            self.invalidating.remove(span)          # mmu_invalidate_end
+            self.invalidate_seq += 1
         return ok
+
+    def _zap_range(self, v, pages):
+        sept = self.module.sept
+        mapped = [p for p in pages if not sept.would_fault(p)
+                  or sept.entry(p, LEVEL_4K).state is State.BLOCKED]
+        if not mapped:
+            return True
+        yield from self.lock(v, self.mmu_lock, WRITE)
+        try:
+            for p in mapped:
+                if not (yield from self.zap_4k(f"zap:{v.name}", p)):
+                    return False
+            return True
+        finally:
+            self.mmu_lock.release(WRITE)
 
     def zap_4k(self, zapper: str, gpa: int):
         """tdx_sept_remove_leaf_spte: BLOCK, TRACK + unconditional kick, REMOVE, WBINVD."""
@@ -324,7 +347,7 @@ class Kvm:
     def enter(self, v):
         """tdx_vcpu_run up to VM entry. Returns (status, gpa): SUCCESS, an EPFS exit, or
         an error that goes to userspace."""
-        t0, attempt, busy = self.env.now, 0, 0
+        t0, attempt, busy = None, 0, 0
         while True:
             if self.td.stopped:
                 return None, -1
@@ -333,9 +356,11 @@ class Kvm:
                 yield self.zap_done
                 v.set_state("kvm")
                 continue
+            t0 = self.env.now if t0 is None else t0
             attempt += 1
             v.entering()
             st, gpa = yield from self.module.tdh_vp_enter(v.tdv, v.guest.rip)
+            self.host_calls += 1
             if st != TDX_SUCCESS:
                 v.failed_entry()
             if not tdx_operand_busy(st):

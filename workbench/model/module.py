@@ -185,7 +185,7 @@ class TdxModule:
         def effect():
             e.state, e.bepoch = State.BLOCKED, self.epoch
         return (yield from self._seamcall("TDH.MEM.RANGE.BLOCK", caller, gpa, locks, check,
-                                          self.cal.range_block_us, effect, OPERAND_ID_RCX))
+                                          self.cal.range_block_us, effect, OPERAND_ID_RDX))
 
     def tdh_mem_track(self, caller: str):
         """Bump the TD epoch; BUSY on the epoch lock, PREVIOUS_TLB_EPOCH_BUSY while a vCPU

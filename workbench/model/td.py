@@ -128,6 +128,7 @@ class Vmm:
     def handle(self, v: Vcpu):
         kind, arg = v.exit_reason
         self.td.rec.count("exits_to_userspace")
+        self.td.rec.count(f"exits_{kind}")
         v.set_state("userspace")
         yield self.env.timeout(self.cal.vmm_turnaround_us)
         if kind == "memory_fault" and self.opts.memory_fault_action == "convert":
@@ -148,6 +149,7 @@ class Vmm:
             while True:
                 exits += 1
                 self.td.rec.count("exits_to_userspace")
+                self.td.rec.count("exits_map_gpa")
                 v.set_state("userspace")
                 yield self.env.timeout(self.cal.vmm_turnaround_us)
                 ok = yield from self.td.kvm.set_memory_attributes(v, gpa, chunk, ins.shared)

@@ -33,7 +33,8 @@ class BusyContext:
     elapsed_us: float    # since the operation started
     n_vcpus: int
     events_pending: bool = False   # kvm_vcpu_has_events() / signal_pending() / VM dead
-    busy_rate: float = 0.0         # fraction of this run's SEAMCALLs so far that were BUSY
+    busy_rate: float = 0.0         # host S-EPT SEAMCALLs + VP.ENTERs so far that were BUSY
+                                   # (0 at the accept site: a guest cannot see it)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,11 @@ class Policy:
 
     def __hash__(self) -> int:
         return hash((type(self), tuple(sorted(self.get_params().items()))))
+
+    def __reduce__(self):
+        # by registered name and parameters: a class defined in a notebook cell still pickles
+        from .registry import make_policy
+        return (make_policy, (self.spec(),))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())

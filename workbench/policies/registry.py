@@ -107,10 +107,10 @@ PRESETS: dict[str, dict] = {
         zap={"policy": "blind-retry", "max_retries": None}, vp_enter="fastpath-reenter",
         accept="linux-guest"),
     "vm-spinlock": dict(
-        doc="a VM-wide spinlock around every S-EPT SEAMCALL (rejected: faults stop being parallel)",
+        doc="a VM-wide spinlock around every S-EPT SEAMCALL (rejected: faults stop being parallel readers)",
         fault="vm-spinlock", zap="vm-spinlock", vp_enter="fastpath-reenter", accept="linux-guest"),
     "mmu-lock-write": dict(
-        doc="mmu_lock taken for write by S-EPT faults (the 'hard no' of the seed thread)",
+        doc="mmu_lock taken for write by S-EPT faults (Paolo's idea; Sean's 'hard no')",
         fault="mmu-lock-write", zap="kick-and-retry-once", vp_enter="fastpath-reenter",
         accept="linux-guest"),
 }

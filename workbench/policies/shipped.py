@@ -110,7 +110,7 @@ class ExitToUserspacePolicy(Policy):
 @register
 class VmSpinlock(Policy):
     name = "vm-spinlock"
-    origin = "proposed and rejected (ZuBQYvY6Ib4ZYBgx): one VM-wide spinlock around every S-EPT SEAMCALL"
+    origin = "proposed, rejected (Sean, ZuBQYvY6Ib4ZYBgx): a VM-wide spinlock around S-EPT SEAMCALLs defeats mmu_lock as an rwlock"
     sites = (Site.FAULT, Site.ZAP)
     sept_lock = "vm_spinlock"
 
@@ -121,7 +121,7 @@ class VmSpinlock(Policy):
 @register
 class MmuLockWrite(Policy):
     name = "mmu-lock-write"
-    origin = "Paolo's aside, Sean's 'hard no': take mmu_lock for write around S-EPT operations"
+    origin = "Paolo (1bbe3a78) for the zero-step case; Sean: S-EPT needing mmu_lock for write is a hard no"
     sites = (Site.FAULT, Site.ZAP)
     sept_lock = "mmu_lock_write"
 
