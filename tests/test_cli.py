@@ -75,3 +75,14 @@ def test_a_failed_run_leaves_an_existing_result_alone(tmp_path):
     bad = cli("run", "fault-storm", "--set", "size=-1", "--out", str(tmp_path / "r"))
     assert bad.returncode == 2
     assert (tmp_path / "r" / "manifest.json").read_text() == before
+
+
+def test_policy_per_site_and_from_a_yaml_file(tmp_path):
+    spec = tmp_path / "p.yaml"
+    spec.write_text("preset: upstream\nzap: {policy: blind-retry, max_retries: null}\n")
+    out = cli("run", "conversion-storm", "--set", "horizon_us=1000", "--policy", str(spec))
+    assert out.returncode == 0, out.stderr
+    assert "policy=upstream+zap=blind-retry" in out.stdout
+    out = cli("compare", "fault-storm", "--set", "horizon_us=1000", "--reps", "1",
+              "--policies", "upstream,upstream+fault=resume-guest")
+    assert out.returncode == 0 and "upstream+fault=resume-guest" in out.stdout

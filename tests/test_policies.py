@@ -227,3 +227,12 @@ def test_compare_returns_tidy_tables_and_one_row_per_policy():
                 "vm_bugged", "guest_panics", "hp_timeouts", "zero_step_armings", "kicks",
                 "host_retry_cpu_us", "accept_throughput_per_ms", "jain_guest_time"):
         assert col in c.table.columns
+
+
+def test_per_site_labels_round_trip_as_specs():
+    ps = resolve_policy("upstream+fault=resume-guest+zap=blind-retry")
+    assert ps.name == "upstream+fault=resume-guest+zap=blind-retry"
+    assert resolve_policy(ps.name) == ps
+    assert ps.fault == make_policy("resume-guest") and ps.accept == make_policy("linux-guest")
+    with pytest.raises(workbench.PolicyError, match="unknown call site"):
+        resolve_policy("upstream+teardown=blind-retry")

@@ -42,9 +42,12 @@ def build_parser() -> Parser:
         c.add_argument("--out", help="folder to write the parquet tables and manifest to")
         c.add_argument("--import", dest="imports", action="append", default=[],
                        metavar="MODULE", help="import a module that registers policies")
-    sub.choices["run"].add_argument("--policy", help="preset, policy name or mod:Class")
+    sub.choices["run"].add_argument(
+        "--policy", help="preset, policy name, mod:Class, per site (upstream+fault=resume-guest) "
+                         "or a YAML file holding a policy mapping")
     cmp_ = sub.choices["compare"]
-    cmp_.add_argument("--policies", required=True, help="comma-separated presets/policies")
+    cmp_.add_argument("--policies", required=True,
+                      help="comma-separated presets, policies or per-site specs")
     cmp_.add_argument("--reps", type=int, default=3)
     cmp_.add_argument("--workers", type=int, default=1)
     return p
@@ -91,10 +94,19 @@ def _imports(args) -> None:
             raise ConfigError(f"--import {m}: {type(err).__name__}: {err}") from None
 
 
+def _policy_arg(text):
+    """A ``--policy`` value; a path to a YAML file holds a policy spec."""
+    from pathlib import Path
+    if text and text.endswith((".yaml", ".yml")):
+        from .config import read_yaml
+        return read_yaml(Path(text))
+    return text
+
+
 def cmd_run(args) -> None:
     from .experiments import run
     _imports(args)
-    r = run(args.scenario, seed=args.seed, policy=args.policy, sets=args.set)
+    r = run(args.scenario, seed=args.seed, policy=_policy_arg(args.policy), sets=args.set)
     s = r.summary.iloc[0]
     print(f"{s['scenario']}  policy={s['policy']}  seed={s['seed']}  "
           f"simulated {s['horizon_us'] / 1000:.1f} ms, {len(r.calls)} SEAMCALL/TDCALL attempts")
@@ -109,7 +121,7 @@ def cmd_compare(args) -> None:
     _imports(args)
     if args.reps < 1:
         raise UsageError("--reps must be at least 1")
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    policies = [_policy_arg(p.strip()) for p in args.policies.split(",") if p.strip()]
     c = compare(args.scenario, policies, reps=args.reps, seed=args.seed, sets=args.set,
                 workers=args.workers)
     print(f"{args.scenario}: {len(policies)} policies x {args.reps} replications "

@@ -73,6 +73,7 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
         # by reason: KVM error exits (what zero tolerance causes), KVM_EXIT_MEMORY_FAULT,
         # MapGPA chunks, HOST_PRIORITY_BUSY_TIMEOUT
         error_exits=rec.counts.get("exits_error", 0),
+        ioctl_errors=rec.counts.get("ioctl_error", 0),
         memory_fault_exits=rec.counts.get("exits_memory_fault", 0),
         map_gpa_exits=rec.counts.get("exits_map_gpa", 0),
         retries_fault=rec.counts.get("retries_fault", 0),
@@ -105,7 +106,7 @@ def summary_table(td, calls, ops, vcpus, tags: dict) -> pd.DataFrame:
 
 
 HEADLINE = ["policy", "busy_rate", "retries_fault", "retries_zap", "retries_vp_enter",
-            "error_exits", "memory_fault_exits", "vm_bugged",
+            "error_exits", "ioctl_errors", "memory_fault_exits", "vm_bugged",
             "guest_panics", "hp_timeouts", "zero_step_armings", "kicks", "ipis",
             "host_retry_cpu_us", "accept_throughput_per_ms", "jain_guest_time",
             "private_fault_p50_us", "private_fault_p99_us", "zap_4k_p99_us",

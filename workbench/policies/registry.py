@@ -124,6 +124,8 @@ def resolve_policy(spec="upstream") -> PolicySet:
         return spec
     if isinstance(spec, str) and spec in PRESETS:
         return _preset(spec)
+    if isinstance(spec, str) and "=" in spec:
+        spec = _parse_label(spec)
     if isinstance(spec, dict) and ("preset" in spec or set(spec) & set(SITE_NAMES)):
         unknown = set(spec) - set(SITE_NAMES) - {"preset"}
         if unknown:
@@ -138,6 +140,22 @@ def resolve_policy(spec="upstream") -> PolicySet:
     pol = make_policy(spec)
     base = _preset("upstream")
     return replace(base, name=pol.name, **{s.value: pol for s in pol.sites})
+
+
+def _parse_label(text: str) -> dict:
+    """``"upstream+fault=resume-guest+zap=blind-retry"`` (the label a run carries) as a
+    mapping; a part without ``=`` names the preset."""
+    spec: dict = {}
+    for part in filter(None, (p.strip() for p in text.split("+"))):
+        site, sep, name = part.partition("=")
+        if not sep:
+            spec["preset"] = part
+        elif site not in SITE_NAMES:
+            raise PolicyError(f"policy {text!r}: unknown call site {site!r} "
+                              f"(sites: {', '.join(SITE_NAMES)})")
+        else:
+            spec[site] = name
+    return spec
 
 
 def _label(chosen: dict, spec: dict) -> str:
