@@ -12,12 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-RUN_COLUMNS = ["stopped", "private_fault_n", "private_fault_p50_us", "private_fault_p99_us",
-               "zap_4k_n", "zap_4k_p99_us", "conversion_p99_us", "busy_rate", "retries",
-               "kicks", "exits_to_userspace", "zero_step_armings", "hp_timeouts",
-               "pages_accepted", "accept_throughput_per_ms", "jain_guest_time"]
-
-
 class UsageError(Exception):
     pass
 
@@ -94,6 +88,29 @@ def _imports(args) -> None:
             raise ConfigError(f"--import {m}: {type(err).__name__}: {err}") from None
 
 
+def run_report(r) -> str:
+    """The short summary ``workbench run`` prints."""
+    from .metrics import latency_table
+    s = r.summary.iloc[0]
+    ended = f"stopped early: {s['stopped']}" if s["stopped"] else "ran to the horizon"
+    lat = latency_table(r.ops).drop(columns=["policy"])
+    return "\n".join([
+        f"{s['scenario']}  policy={s['policy']}  seed={s['seed']}  simulated "
+        f"{s['horizon_us'] / 1000:.1f} ms, {s['calls']} SEAMCALL/TDCALL attempts; the TD {ended}",
+        "", "latency per operation (us):", _fmt(lat), "",
+        f"busy rate {s['busy_rate']:.3%} ({s['busy_calls']} BUSY)   retries: fault "
+        f"{s['retries_fault']}, zap {s['retries_zap']}, vp_enter {s['retries_vp_enter']}   "
+        f"kicks {s['kicks']} ({s['ipis']} IPIs)",
+        f"exits to userspace {s['exits_to_userspace']} (errors {s['error_exits']}, memory "
+        f"faults {s['memory_fault_exits']}, MapGPA {s['map_gpa_exits']})   ioctl errors "
+        f"{s['ioctl_errors']}   zero-step armings {s['zero_step_armings']}   HP timeouts "
+        f"{s['hp_timeouts']}",
+        f"pages accepted {s['pages_accepted']} ({s['accept_throughput_per_ms']:.0f} per ms)   "
+        f"pages zapped {s['zapped_pages']}   Jain's fairness of guest time "
+        f"{s['jain_guest_time']:.3f}   host CPU lost to retries {s['host_retry_cpu_us']:.0f} us",
+    ])
+
+
 def _policy_arg(text):
     """A ``--policy`` value; a path to a YAML file holds a policy spec."""
     from pathlib import Path
@@ -107,11 +124,7 @@ def cmd_run(args) -> None:
     from .experiments import run
     _imports(args)
     r = run(args.scenario, seed=args.seed, policy=_policy_arg(args.policy), sets=args.set)
-    s = r.summary.iloc[0]
-    print(f"{s['scenario']}  policy={s['policy']}  seed={s['seed']}  "
-          f"simulated {s['horizon_us'] / 1000:.1f} ms, {len(r.calls)} SEAMCALL/TDCALL attempts")
-    cols = [c for c in RUN_COLUMNS if c in r.summary.columns]
-    print(_fmt(r.summary[cols].T.reset_index().rename(columns={"index": "metric", 0: "value"})))
+    print(run_report(r))
     if args.out:
         print(f"wrote {r.save(args.out)}")
 

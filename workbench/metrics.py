@@ -114,10 +114,13 @@ HEADLINE = ["policy", "busy_rate", "retries_fault", "retries_zap", "retries_vp_e
 
 
 def latency_table(ops: pd.DataFrame) -> pd.DataFrame:
-    """Per policy and op kind, over all replications pooled: n, p50, p99, p99.9, max."""
+    """Per policy and op kind, over all replications pooled: n, how many did not end
+    ``ok``, p50, p99, p99.9, max."""
     rows = []
-    for (policy, op), lat in ops.groupby(["policy", "op"], sort=False)["latency_us"]:
+    for (policy, op), g in ops.groupby(["policy", "op"], sort=False):
+        lat = g["latency_us"]
         rows.append({"policy": policy, "op": op, "n": len(lat),
+                     "not_ok": int((g["outcome"] != "ok").sum()),
                      **{f"{q}_us": float(lat.quantile(p)) for q, p in QUANTILES.items()},
                      "max_us": float(lat.max())})
     return pd.DataFrame(rows)
