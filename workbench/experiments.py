@@ -28,6 +28,28 @@ from .scenarios import load_scenario
 TABLES = ("calls", "ops", "vcpus", "summary")
 
 
+def write_folder(out_dir, write) -> Path:
+    """Call ``write(tmp)`` on a fresh sibling folder, then swap it in for ``out_dir``:
+    an existing result is replaced whole or, if anything fails, left as it was."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new."))
+    old = out.parent / f".{out.name}.old"
+    try:
+        write(tmp)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+    except BaseException:
+        if old.exists() and not out.exists():
+            old.rename(out)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
 @dataclass
 class RunResult:
     """The tables of one run (pandas DataFrames) and its manifest."""
@@ -39,21 +61,12 @@ class RunResult:
     events: pd.DataFrame | None = None
 
     def save(self, out_dir) -> Path:
-        """Write the tables as parquet plus ``manifest.json``. Written to a temporary
-        folder first, so an existing result is replaced whole or not at all."""
-        out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        try:
+        """Write the tables as parquet plus ``manifest.json``, replacing a folder whole."""
+        def write(tmp: Path) -> None:
             for name in TABLES:
                 getattr(self, name).to_parquet(tmp / f"{name}.parquet", index=False)
             (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=2, default=str))
-            if out.exists():
-                shutil.rmtree(out)
-            tmp.rename(out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return out
+        return write_folder(out_dir, write)
 
     @classmethod
     def load(cls, path) -> "RunResult":
@@ -119,21 +132,13 @@ class Comparison:
         return latency_table(self.ops)
 
     def save(self, out_dir) -> Path:
-        """``summary.parquet``, ``ops.parquet`` and ``table.csv``, replaced whole."""
-        out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        try:
+        """``summary.parquet``, ``ops.parquet``, ``table.csv`` and ``latency.csv``."""
+        def write(tmp: Path) -> None:
             self.summary.to_parquet(tmp / "summary.parquet", index=False)
             self.ops.to_parquet(tmp / "ops.parquet", index=False)
             self.table.to_csv(tmp / "table.csv", index=False)
             self.latency.to_csv(tmp / "latency.csv", index=False)
-            if out.exists():
-                shutil.rmtree(out)
-            tmp.rename(out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return out
+        return write_folder(out_dir, write)
 
 
 def compare(scenario, policies=("upstream",), *, reps: int = 3, seed: int = 0, sets=None,

@@ -123,6 +123,11 @@ class TdxModule:
         self.rec.call(t0, env.now, leaf, caller, gpa, TDX_SUCCESS)
         return TDX_SUCCESS
 
+    @staticmethod
+    def _must_be_free(e, err: int) -> int:
+        """Legality of calls that create an entry (SEPT.ADD, AUG, PAGE.ADD)."""
+        return err or (TDX_SUCCESS if e.state is State.FREE else TDX_EPT_ENTRY_NOT_FREE | OPERAND_ID_RCX)
+
     def _walk_to(self, gpa: int, level: int):
         """Legality of a host call on the entry at ``level``: (entry, error status)."""
         e = self.sept.walk(gpa, level)
@@ -137,7 +142,7 @@ class TdxModule:
         locks = [(self.tdr, SHARED), (self.tree_lock, SHARED)] + ([(e.lock, EXCLUSIVE)] if e else [])
 
         def check():
-            return err or (0 if e.state is State.FREE else TDX_EPT_ENTRY_NOT_FREE | OPERAND_ID_RCX)
+            return self._must_be_free(e, err)
 
         def effect():
             e.state = State.NON_LEAF
@@ -150,7 +155,7 @@ class TdxModule:
         locks = [(self.tdr, SHARED), (self.tree_lock, SHARED)] + ([(e.lock, EXCLUSIVE)] if e else [])
 
         def check():
-            return err or (0 if e.state is State.FREE else TDX_EPT_ENTRY_NOT_FREE | OPERAND_ID_RCX)
+            return self._must_be_free(e, err)
 
         def effect():
             e.state, e.accept_counter = State.PENDING, 0
@@ -163,7 +168,7 @@ class TdxModule:
         locks = [(self.tdr, EXCLUSIVE)]
 
         def check():
-            return err or (0 if e.state is State.FREE else TDX_EPT_ENTRY_NOT_FREE | OPERAND_ID_RCX)
+            return self._must_be_free(e, err)
 
         def effect():
             e.state = State.MAPPED
