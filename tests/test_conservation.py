@@ -51,3 +51,39 @@ def test_littles_law_faults_in_flight(sim):
     w = faults["latency_us"].mean()
     assert len(faults) > 10_000
     assert s["faults_in_flight_mean"] == pytest.approx(lam * w, rel=0.05)
+
+
+@pytest.mark.parametrize("scenario", ["conversion-storm", "malicious-accept", "zero-step"])
+@pytest.mark.parametrize("policy", ["upstream", "zero-tolerance", "host-priority-retry",
+                                    "mmu-lock-write"])
+def test_no_page_is_shared_while_a_private_leaf_remains(sim, scenario, policy):
+    """A conversion zaps under mmu_lock write, which waits for faults holding it for read,
+    and a fault an attribute change raced is retried: KVM's attributes and the S-EPT agree."""
+    for seed in (1, 2):
+        s = sim(scenario, policy=policy, seed=seed).summary.iloc[0]
+        assert s["shared_pages_still_private"] == 0
+
+
+def test_a_stopped_td_runs_no_more_guest_code(tmp_path):
+    p = tmp_path / "attr.yaml"
+    p.write_text("name: attr\nhorizon_us: 5000\nhost: {memory_fault_action: rerun}\n"
+                 "module: {host_priority: false}\n"
+                 "vcpus:\n  - {role: converter, count: 1, range_kb: 4, interval_us: 50}\n"
+                 "  - {role: attr_spammer, count: 3}\n  - {role: lazy_accept, count: 2}\n")
+    import workbench
+    for policy in ("paolo-bounded", {"preset": "zero-tolerance"}):
+        r = workbench.run(p, seed=1, policy=policy, sets=["host.vmm_on_error=stop"])
+        s = r.summary.iloc[0]
+        assert s["stopped"], "the attack should end this TD"
+        late = r.calls[r.calls["t_start_us"] > s["stopped_at_us"] + 10.0]
+        assert late.empty, late.head()
+        assert (r.ops["t_end_us"] <= s["stopped_at_us"] + 50.0).all()
+        assert r.vcpus["stopped_us"].sum() > 0
+
+
+def test_guest_loops_that_cost_nothing_cannot_stall_the_clock():
+    import workbench
+    r = workbench.run("zero-step", seed=1, sets=["host.memory_fault_action=convert",
+                                                 "module.sept_ve_disable=false",
+                                                 "horizon_us=3000"])
+    assert r.summary["horizon_us"].iloc[0] == 3000

@@ -202,13 +202,13 @@ def test_touching_a_pending_page_kills_the_vm_with_sept_ve_disable(sim):
 
 # ------------------------------------------------------------------ comparison
 def test_policies_that_never_see_busy_produce_the_same_workload_rows():
-    c = workbench.compare("lazy-accept-boot", ["upstream", "patch-09-21", "paolo-bounded"],
+    c = workbench.compare("lazy-accept-boot", ["upstream", "host-priority-retry", "paolo-bounded"],
                           reps=2, seed=11, sets=["horizon_us=3000"])
     assert (c.summary["busy_calls"] == 0).all()
     cols = ["op", "actor", "gpa", "t_start_us", "t_end_us", "attempts", "outcome"]
     for rep in (0, 1):
         per = [c.ops[(c.ops["policy"] == p) & (c.ops["replication"] == rep)][cols]
-               .reset_index(drop=True) for p in ("upstream", "patch-09-21", "paolo-bounded")]
+               .reset_index(drop=True) for p in ("upstream", "host-priority-retry", "paolo-bounded")]
         pd.testing.assert_frame_equal(per[0], per[1])
         pd.testing.assert_frame_equal(per[0], per[2])
     r0 = c.ops[(c.ops["policy"] == "upstream") & (c.ops["replication"] == 0)]

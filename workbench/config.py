@@ -41,10 +41,13 @@ class Calibration(Frozen):
     epoch_hold_us: float = us
     zero_step_walk_us: float = us
     zero_step_hold_us: float = us
-    accept_4k_us: float = us
-    accept_2m_us: float = us
-    accept_probe_us: float = us
-    attr_wr_us: float = us
+    # >0: a guest TDCALL loop cannot spin without time passing
+    accept_4k_us: float = Field(gt=0.0)
+    accept_2m_us: float = Field(gt=0.0)
+    accept_probe_us: float = Field(gt=0.0)
+    attr_wr_us: float = Field(gt=0.0)
+    touch_us: float = Field(gt=0.0)
+    # >0: every retry costs time, so no policy can loop without time passing
     kvm_fault_us: float = Field(gt=0.0)  # also the cost of one local-retry iteration
     # >0: every retry of a call costs time, so no policy can loop without time passing
     kick_base_us: float = us

@@ -64,7 +64,6 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
             row[f"{op}_{q}_us"] = float(lat.quantile(p)) if len(lat) else np.nan
         row[f"{op}_max_us"] = float(lat.max()) if len(lat) else np.nan
     busy = calls["status"] & np.uint64(0xFFFF_FFFF_0000_0000) == np.uint64(TDX_OPERAND_BUSY)
-    busy_host = calls[busy & calls["leaf"].str.startswith("TDH.")]
     row.update(
         calls=len(calls), busy_calls=int(busy.sum()),
         busy_rate=float(busy.mean()) if len(calls) else 0.0,
@@ -85,8 +84,7 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
         zero_step_armings=int(vcpus["zero_step_armings"].sum()),
         kicks=rec.counts.get("kicks", 0), ipis=rec.counts.get("ipis", 0),
         retry_warnings=rec.counts.get("retry_warning", 0),
-        host_retry_cpu_us=float(vcpus["retry_us"].sum() +
-                                (busy_host["t_end_us"] - busy_host["t_start_us"]).sum()),
+        host_retry_cpu_us=float(vcpus["retry_us"].sum() + td.kvm.lost_us),
         pages_accepted=int(vcpus["pages_accepted"].sum()),
         accept_throughput_per_ms=float(vcpus["pages_accepted"].sum() / (horizon / 1000.0)),
         zapped_pages=rec.counts.get("zapped_pages", 0),
@@ -95,6 +93,10 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
         pages_mapped=td.module.sept.count(State.MAPPED),
         pages_pending=td.module.sept.count(State.PENDING),
         pages_blocked=td.module.sept.count(State.BLOCKED),
+        # consistency: a page KVM calls shared must have no private leaf left (always 0)
+        shared_pages_still_private=sum(
+            td.module.sept.entry(g, 0).state is not State.FREE for g in td.kvm.shared_gpas),
+        stopped_at_us=td.stopped_at if td.stopped_at is not None else np.nan,
         jain_guest_time=jain(vcpus["guest_us"]),
         faults_in_flight_mean=td.fault_mean_in_flight,
     )

@@ -110,8 +110,10 @@ class GuestKernel:
 class GuestCpu:
     """Runs one vCPU's program; :meth:`run` returns at the next TD exit."""
 
-    def __init__(self, name, env, module, tdv, program, accept_policy, rng, recorder, n_vcpus):
+    def __init__(self, name, env, module, tdv, program, accept_policy, rng, recorder, n_vcpus,
+                 touch_us: float):
         self.name, self.env, self.module, self.tdv = name, env, module, tdv
+        self.touch_us = touch_us   # a memory access that does not fault
         self.program, self.accept_policy, self.rng = program, accept_policy, rng
         self.rec, self.n_vcpus = recorder, n_vcpus
         self.instr = None          # the instruction being executed (re-executed after exits)
@@ -176,19 +178,41 @@ class GuestCpu:
 
     def _Touch(self, ins):
         sept = self.module.sept
-        pending = sept.entry(ins.gpa, LEVEL_4K).state is State.PENDING
-        if pending and not self.module.opts.sept_ve_disable:
-            # #VE in the guest: its handler accepts the page, then the access re-executes
-            st, exit_st = yield from self.module.tdg_mem_page_accept(
-                self.tdv, RIP_VE_HANDLER, ins.gpa, LEVEL_4K)
-            if exit_st is not None:
-                return Exit(ExitKind.INTERRUPT if exit_st == TDX_INTERRUPTED_RESUMABLE
-                            else ExitKind.ACCEPT_EPT_VIOLATION, RIP_VE_HANDLER, ins.gpa, ins)
-            if st == TDX_SUCCESS:
-                self.accepted += 1
-            return (yield from self._Touch(ins))
-        if pending or sept.would_fault(ins.gpa):
-            return Exit(ExitKind.EPT_VIOLATION, ins.rip, ins.gpa, ins)
+        while True:
+            pending = sept.entry(ins.gpa, LEVEL_4K).state is State.PENDING
+            if pending and not self.module.opts.sept_ve_disable:
+                exit_ = yield from self._ve_accept(ins)   # #VE: the guest accepts, retries
+                if exit_ is not None:
+                    return exit_
+                continue
+            if pending or sept.would_fault(ins.gpa):
+                return Exit(ExitKind.EPT_VIOLATION, ins.rip, ins.gpa, ins)
+            yield self.env.timeout(self.touch_us)
+            return None
+
+    def _ve_accept(self, ins):
+        """The #VE handler of a guest without SEPT_VE_DISABLE: ACCEPT the pending page.
+        A BUSY goes to the accept policy; a failure it will not retry is a panic."""
+        st, exit_st = yield from self.module.tdg_mem_page_accept(self.tdv, RIP_VE_HANDLER,
+                                                                 ins.gpa, LEVEL_4K)
+        if exit_st == TDX_INTERRUPTED_RESUMABLE:
+            return Exit(ExitKind.INTERRUPT, RIP_VE_HANDLER, ins.gpa, ins)
+        if exit_st == TDX_HOST_PRIORITY_BUSY_TIMEOUT:
+            return Exit(ExitKind.HP_TIMEOUT, RIP_VE_HANDLER, ins.gpa, ins)
+        if exit_st is not None:
+            return Exit(ExitKind.ACCEPT_EPT_VIOLATION, RIP_VE_HANDLER, ins.gpa, ins)
+        if st == TDX_SUCCESS:
+            self.accepted += 1
+        elif tdx_operand_busy(st):
+            action = self.accept_policy.on_busy(BusyContext(
+                Site.ACCEPT, "TDG.MEM.PAGE.ACCEPT", st, 1, False, 0.0, self.n_vcpus), self.rng)
+            if not isinstance(action, Retry):
+                return Exit(ExitKind.PANIC, RIP_VE_HANDLER, ins.gpa,
+                            Panic("#VE: failed to accept a pending page"))
+            if action.delay_us:
+                yield self.env.timeout(action.delay_us)
+        if self.tdv.irq_pending:
+            return Exit(ExitKind.INTERRUPT, RIP_VE_HANDLER, ins.gpa, ins)
         return None
 
     def _MapGpa(self, ins):

@@ -80,6 +80,9 @@ class Kvm:
         self.invalidate_seq = 0               # kvm->mmu_invalidate_seq
         self.busy_calls = 0                   # host S-EPT SEAMCALLs and VP.ENTERs that were BUSY
         self.host_calls = 0                   # ... of all of them
+        # host CPU time lost to BUSY calls and retry delays outside the fault loop's
+        # "retry" state (which the vCPU time accounting already has)
+        self.lost_us = 0.0
 
     # ------------------------------------------------------------------ helpers
     def _ctx(self, site, leaf, st, attempt, kicked, t0, events=False):
@@ -239,6 +242,7 @@ class Kvm:
         spin = self.sept_lock_mode(site) == "vm_spinlock"
         if spin:
             yield from self.lock(v, self.vm_spinlock, WRITE)
+        t0 = self.env.now
         try:
             st = yield from seamcall(*args)
         finally:
@@ -247,6 +251,8 @@ class Kvm:
         self.host_calls += 1
         if tdx_operand_busy(st):
             self.busy_calls += 1
+            if v is None or v.state != "retry":
+                self.lost_us += self.env.now - t0
         return st
 
     # ------------------------------------------------------------------ zap path
@@ -269,13 +275,13 @@ class Kvm:
         return ok
 
     def _zap_range(self, v, pages):
-        sept = self.module.sept
-        mapped = [p for p in pages if not sept.would_fault(p)
-                  or sept.entry(p, LEVEL_4K).state is State.BLOCKED]
-        if not mapped:
-            return True
+        """Zap every private leaf of ``pages`` under mmu_lock for write: the write lock
+        waits for faults that hold it for read, so it sees the pages they install."""
         yield from self.lock(v, self.mmu_lock, WRITE)
         try:
+            sept = self.module.sept
+            mapped = [p for p in pages if not sept.would_fault(p)
+                      or sept.entry(p, LEVEL_4K).state is State.BLOCKED]
             for p in mapped:
                 if not (yield from self.zap_4k(f"zap:{v.name}", p)):
                     return False
@@ -325,6 +331,7 @@ class Kvm:
                                                           tries, kicked, t0))
                 if isinstance(action, Retry):
                     if action.delay_us:
+                        self.lost_us += action.delay_us
                         yield self.env.timeout(action.delay_us)
                     continue
                 if isinstance(action, KickAndRetry) and not kicked:
@@ -359,6 +366,7 @@ class Kvm:
             t0 = self.env.now if t0 is None else t0
             attempt += 1
             v.entering()
+            t_try = self.env.now
             st, gpa = yield from self.module.tdh_vp_enter(v.tdv, v.guest.rip)
             self.host_calls += 1
             if st != TDX_SUCCESS:
@@ -367,10 +375,12 @@ class Kvm:
                 break
             busy += 1
             self.busy_calls += 1
+            self.lost_us += self.env.now - t_try
             action = self._decide(Site.VP_ENTER, self._ctx(Site.VP_ENTER, "TDH.VP.ENTER", st,
                                                            attempt, False, t0))
             if isinstance(action, Retry):
                 if action.delay_us:
+                    self.lost_us += action.delay_us
                     yield self.env.timeout(action.delay_us)
                 continue
             if isinstance(action, BugVm):

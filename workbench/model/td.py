@@ -90,6 +90,8 @@ class Vcpu:
             self._exited()
             if not (yield from self._handle(ex)):
                 break
+        if td.stopped:
+            self.guest.close_open_op(td.env.now, "unfinished")
         self.set_state("stopped" if td.stopped else "idle")
 
     def _handle(self, ex):
@@ -179,6 +181,7 @@ class Td:
         self.kvm = Kvm(self)
         self.vmm = Vmm(self)
         self.stopped: str | None = None
+        self.stopped_at: float | None = None
         self.faults_in_flight = TimeAverage()
         self.kernel = GuestKernel(self.env)
         self.vcpus: list[Vcpu] = []
@@ -193,14 +196,19 @@ class Td:
         """The TD ends: guest panic, VM bugged or dead, or the VMM gave up."""
         if not self.stopped:
             self.stopped = reason
+            self.stopped_at = self.env.now
             self.rec.event(self.env.now, reason, actor, detail)
+            for v in self.vcpus:          # KVM_REQ_VM_DEAD: every vCPU leaves the guest
+                if v.in_guest_mode:
+                    self.module.post_interrupt(v.tdv)
 
     # ------------------------------------------------------------------ build
     def _build(self) -> None:
         cfg = self.config
         mem = cfg.memory_bytes
-        area = max(MB2, max((g.range_kb * 1024 * 8 for g in cfg.vcpus if g.role == "converter"),
-                            default=MB2) // MB2 * MB2)
+        biggest = max((g.range_kb * 1024 * 8 for g in cfg.vcpus if g.role == "converter"),
+                      default=MB2)
+        area = -(-biggest // MB2) * MB2          # 8 x range_kb, rounded up to 2 MB
         cursor = 0
         names = []
         for g in cfg.vcpus:
@@ -232,7 +240,7 @@ class Td:
                 program = ROLES[g.role](*args)
             v.guest = GuestCpu(name, self.env, self.module, v.tdv, program, self.policy.accept,
                                stream(self.seed, f"guest-policy/{name}", self.replication),
-                               self.rec, cfg.n_vcpus)
+                               self.rec, cfg.n_vcpus, self.cal.touch_us)
             self.vcpus.append(v)
 
     def _prebuild(self, start: int, size: int) -> None:

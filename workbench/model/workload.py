@@ -111,6 +111,8 @@ def refaulter(g: GuestKernel, group, rng, me: str):
     g.shared.add(area_start)
     while True:
         yield Touch(area_start, rip=RIP_USER + 0x66)
+        if group.think_us:
+            yield Compute(float(rng.exponential(group.think_us)))
 
 
 ROLES = {"lazy_accept": lazy_accept, "fault_storm": fault_storm, "converter": converter,

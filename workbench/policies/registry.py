@@ -86,7 +86,7 @@ PRESETS: dict[str, dict] = {
         accept="linux-guest"),
     "patch-09-21": dict(
         doc="Rick's Sep 2024 series: retry BUSY|SEPT 16 times on faults, loop without bound on zaps",
-        fault={"policy": "blind-retry", "max_retries": 16},
+        fault={"policy": "blind-retry", "max_retries": 16, "only_sept_tree": True},
         zap={"policy": "blind-retry", "max_retries": None}, vp_enter="fastpath-reenter",
         accept="linux-guest"),
     "paolo-bounded": dict(

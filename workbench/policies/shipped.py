@@ -6,6 +6,7 @@ import numpy as np
 from .base import (GIVE_UP, BugVm, BusyContext, ExitToUserspace, GuestFail, KickAndRetry,
                    Policy, ResumeGuest, Retry, Site)
 from .registry import register
+from ..tdx_errno import OPERAND_ID_SEPT
 
 HOST_SITES = (Site.FAULT, Site.ZAP, Site.VP_ENTER)
 
@@ -56,10 +57,14 @@ class BlindRetry(Policy):
     origin = "patch 09/21: tdx_seamcall_sept retried BUSY up to SEAMCALL_RETRY_MAX=16; REMOVE/TRACK without bound"
     sites = HOST_SITES
 
-    def __init__(self, max_retries: int | None = 16, delay_us: float = 0.0):
+    def __init__(self, max_retries: int | None = 16, delay_us: float = 0.0,
+                 only_sept_tree: bool = False):
         self.max_retries, self.delay_us = max_retries, delay_us
+        self.only_sept_tree = only_sept_tree   # tdx_seamcall_sept retried BUSY|SEPT only
 
     def on_busy(self, ctx, rng):
+        if self.only_sept_tree and ctx.status & 0xFFFF_FFFF != OPERAND_ID_SEPT:
+            return GIVE_UP[ctx.site]
         if self.max_retries is None or ctx.attempt <= self.max_retries:
             return Retry(self.delay_us)
         return GIVE_UP[ctx.site]
