@@ -97,7 +97,8 @@ def run_report(r) -> str:
     return "\n".join([
         f"{s['scenario']}  policy={s['policy']}  seed={s['seed']}  simulated "
         f"{s['horizon_us'] / 1000:.1f} ms, {s['calls']} SEAMCALL/TDCALL attempts; the TD {ended}",
-        "", "latency per operation (us):", _fmt(lat), "",
+        "", "latency per operation (us; the hostile vCPUs' own TDCALLs left out):",
+        _fmt(lat), "",
         f"busy rate {s['busy_rate']:.3%} ({s['busy_calls']} BUSY)   retries: fault "
         f"{s['retries_fault']}, zap {s['retries_zap']}, vp_enter {s['retries_vp_enter']}   "
         f"kicks {s['kicks']} ({s['ipis']} IPIs)",
@@ -143,7 +144,8 @@ def cmd_compare(args) -> None:
           "count replications):")
     print(_fmt(c.table.drop(columns=[x for x in c.table.columns if x.endswith("_us")
                                      and "retry" not in x])))
-    print("\nLatency per operation (us, all replications pooled):")
+    print("\nLatency per operation (us, all replications pooled; the hostile vCPUs' own "
+          "TDCALLs left out):")
     lat = c.latency
     lat = lat[lat["op"].isin(["private_fault", "zap_4k", "conversion", "accept_4K", "vp_enter"])]
     print(_fmt(lat.sort_values(["op", "policy"], kind="stable")))

@@ -98,7 +98,7 @@ def run(scenario="lazy-accept-boot", *, seed: int = 0, policy=None, replication:
     tags = {"run_id": f"{cfg.name}/{pset.name}/s{seed}/r{replication}", "scenario": cfg.name,
             "policy": pset.name, "seed": seed, "replication": replication}
     calls = calls_table(td.rec.calls, tags)
-    ops = ops_table(td.rec.ops, tags)
+    ops = ops_table(td.rec.ops, tags, {v.name: v.role for v in td.vcpus})
     vcpus = vcpus_table(td, tags)
     summary = summary_table(td, calls, ops, vcpus, tags)
     events = pd.DataFrame(td.rec.events, columns=["t_us", "event", "actor", "detail"])

@@ -32,9 +32,16 @@ def calls_table(calls: list, tags: dict) -> pd.DataFrame:
     return _tag(df, tags)
 
 
-def ops_table(ops: list, tags: dict) -> pd.DataFrame:
+HOSTILE_ROLES = ("accept_spammer", "attr_spammer", "refaulter")
+
+
+def ops_table(ops: list, tags: dict, roles: dict | None = None) -> pd.DataFrame:
+    """One row per op; ``role`` is the workload role of the vCPU (zaps: of the vCPU whose
+    VMM thread ran them)."""
     df = pd.DataFrame(ops, columns=list(OP_COLUMNS))
     df.insert(5, "latency_us", df["t_end_us"] - df["t_start_us"])
+    roles = roles or {}
+    df["role"] = df["actor"].str.removeprefix("zap:").map(roles).fillna("")
     return _tag(df, tags)
 
 
@@ -115,9 +122,12 @@ HEADLINE = ["policy", "busy_rate", "retries_fault", "retries_zap", "retries_vp_e
             "conversion_p99_us"]
 
 
-def latency_table(ops: pd.DataFrame) -> pd.DataFrame:
+def latency_table(ops: pd.DataFrame, hostile: bool = False) -> pd.DataFrame:
     """Per policy and op kind, over all replications pooled: n, how many did not end
-    ``ok``, p50, p99, p99.9, max."""
+    ``ok``, p50, p99, p99.9, max. The hostile roles' own operations (an ACCEPT spammer's
+    probes) are left out unless ``hostile``."""
+    if not hostile and "role" in ops.columns:
+        ops = ops[~ops["role"].isin(HOSTILE_ROLES)]
     rows = []
     for (policy, op), g in ops.groupby(["policy", "op"], sort=False):
         lat = g["latency_us"]
