@@ -12,9 +12,10 @@ THEME = dict(template="plotly_white", font=dict(family="DejaVu Sans, Arial", siz
              margin=dict(l=70, r=30, t=70, b=60), legend=dict(title_text="policy"))
 
 
-def _themed(fig: go.Figure, title: str, subtitle: str = "") -> go.Figure:
+def _themed(fig: go.Figure, title: str, subtitle: str = "", legend: str = "policy") -> go.Figure:
     text = f"{title}<br><sup>{subtitle}</sup>" if subtitle else title
     fig.update_layout(title=dict(text=text, x=0.01), **THEME)
+    fig.update_layout(legend_title_text=legend)
     return fig
 
 
@@ -37,35 +38,52 @@ def latency_ecdf(ops: pd.DataFrame, op: str = "private_fault") -> go.Figure:
 
 OUTCOME_COLUMNS = {"busy_rate": "BUSY share of host calls", "kicks": "all-vCPU kicks",
                    "error_exits": "error exits to userspace", "ioctl_errors": "failed ioctls",
-                   "vm_bugged": "VMs bugged (runs)", "guest_panics": "guest panics (runs)",
+                   "vm_bugged": "runs with the VM bugged", "guest_panics": "runs with a guest panic",
                    "hp_timeouts": "HOST_PRIORITY timeouts", "zero_step_armings": "zero-step armings"}
 
 
 def outcomes(table: pd.DataFrame, columns=None) -> go.Figure:
-    """One small bar chart per outcome, policies side by side (from ``Comparison.table``)."""
+    """A small horizontal bar chart per outcome, one bar per policy (from
+    ``Comparison.table``); a panel where every policy scores 0 says so."""
     from plotly.subplots import make_subplots
     cols = [c for c in (columns or OUTCOME_COLUMNS) if c in table.columns]
-    fig = make_subplots(rows=1, cols=len(cols), subplot_titles=[OUTCOME_COLUMNS.get(c, c) for c in cols])
-    for i, c in enumerate(cols, start=1):
-        fig.add_trace(go.Bar(x=table["policy"], y=table[c], showlegend=False,
-                             marker_color="#4C78A8"), row=1, col=i)
-    fig.update_xaxes(tickangle=-40)
-    fig.update_layout(height=380)
+    ncols = 4
+    nrows = -(-len(cols) // ncols)
+    fig = make_subplots(rows=nrows, cols=ncols, shared_yaxes=True, horizontal_spacing=0.04,
+                        vertical_spacing=0.16, subplot_titles=[OUTCOME_COLUMNS.get(c, c) for c in cols])
+    policies = table["policy"].astype(str).tolist()[::-1]
+    for i, c in enumerate(cols):
+        row, col = divmod(i, ncols)
+        values = table[c].to_numpy()[::-1]
+        fig.add_trace(go.Bar(y=policies, x=values, orientation="h", showlegend=False,
+                             marker_color="#4C78A8", hovertemplate="%{y}: %{x:.3g}<extra></extra>"),
+                      row=row + 1, col=col + 1)
+        if not np.nanmax(np.abs(values), initial=0):
+            fig.update_xaxes(range=[0, 1], showticklabels=False, row=row + 1, col=col + 1)
+            fig.add_annotation(text="0 for every policy", showarrow=False, x=0.5, y=0.5,
+                               xref=f"x{i + 1 if i else ''} domain", yref=f"y{i + 1 if i else ''} domain",
+                               font=dict(color="#888"))
+    fig.update_annotations(font_size=12)
+    fig.update_layout(height=230 * nrows + 90)
     reps = int(table["reps"].max()) if "reps" in table.columns else 1
     return _themed(fig, "What each policy costs and risks",
                    f"mean per run over {reps} replication(s); 'runs' counts replications")
 
 
-def busy_timeline(calls: pd.DataFrame, bin_us: float = 500.0) -> go.Figure:
-    """BUSY statuses per time bin, by SEAMCALL/TDCALL leaf, for one run."""
+def busy_timeline(calls: pd.DataFrame, bins: int = 40) -> go.Figure:
+    """BUSY statuses over time, by SEAMCALL/TDCALL leaf and operand, for one run."""
     busy = calls[calls["status_name"].isin(["TDX_OPERAND_BUSY", "TDX_OPERAND_BUSY_HOST_PRIORITY"])]
+    span = float(calls["t_end_us"].max()) if len(calls) else 1.0
+    width = max(1.0, float(np.ceil(span / bins)))
     fig = go.Figure()
-    for leaf, g in busy.groupby("leaf"):
-        bins = (g["t_start_us"] // bin_us) * bin_us / 1000.0
-        counts = bins.value_counts().sort_index()
-        fig.add_trace(go.Bar(x=counts.index, y=counts.to_numpy(), name=str(leaf)))
-    fig.update_layout(barmode="stack", legend_title_text="leaf")
+    for (leaf, operand), g in busy.groupby(["leaf", "operand"]):
+        t = (g["t_start_us"] // width) * width
+        counts = t.value_counts().sort_index()
+        fig.add_trace(go.Bar(x=(counts.index + width / 2) / 1000.0, y=counts.to_numpy(),
+                             width=width / 1000.0, name=f"{leaf} ({operand})"))
+    fig.update_layout(barmode="stack")
     fig.update_xaxes(title_text="simulated time (ms)")
-    fig.update_yaxes(title_text=f"BUSY per {bin_us:g} µs")
+    fig.update_yaxes(title_text=f"BUSY per {width:g} µs")
     return _themed(fig, "When the TDX module said BUSY, and to whom",
-                   f"{len(busy)} BUSY of {len(calls)} calls")
+                   f"{len(busy)} BUSY of {len(calls)} calls; TDG.* are the guest's own TDCALLs",
+                   legend="call (operand)")
