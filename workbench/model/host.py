@@ -100,6 +100,13 @@ class Kvm:
             self.rec.event(self.env.now, "retry_warning", site.value, ctx.leaf)
         return action
 
+    def _backoff(self, delay_us: float, lost: bool = True):
+        """A policy's retry delay: the caller spins, so the time is lost to retries."""
+        if delay_us:
+            if lost:
+                self.lost_us += delay_us
+            yield self.env.timeout(delay_us)
+
     def lock(self, v, lock: QueuedRwLock, mode: str):
         ev = lock.acquire(mode)
         if ev is not None:
@@ -178,9 +185,8 @@ class Kvm:
                 leaf = {FROZEN: "FROZEN_SPTE", STALE: "MMU_INVALIDATE"}.get(st, v.last_leaf)
                 action = self._decide(Site.FAULT, self._ctx(Site.FAULT, leaf, max(st, 0),
                                                             attempt, kicked, t0))
-                if isinstance(action, Retry):
-                    if action.delay_us:
-                        yield env.timeout(action.delay_us)
+                if isinstance(action, Retry):   # the "retry" state already counts it
+                    yield from self._backoff(action.delay_us, lost=False)
                     continue
                 if isinstance(action, KickAndRetry) and not kicked:
                     kicked = holding = True   # wait_for_sept_zap stays set through the retry
@@ -330,9 +336,7 @@ class Kvm:
                 action = self._decide(Site.ZAP, self._ctx(Site.ZAP, _leaf(seamcall), st,
                                                           tries, kicked, t0))
                 if isinstance(action, Retry):
-                    if action.delay_us:
-                        self.lost_us += action.delay_us
-                        yield self.env.timeout(action.delay_us)
+                    yield from self._backoff(action.delay_us)
                     continue
                 if isinstance(action, KickAndRetry) and not kicked:
                     kicked = flag = True
@@ -379,9 +383,7 @@ class Kvm:
             action = self._decide(Site.VP_ENTER, self._ctx(Site.VP_ENTER, "TDH.VP.ENTER", st,
                                                            attempt, False, t0))
             if isinstance(action, Retry):
-                if action.delay_us:
-                    self.lost_us += action.delay_us
-                    yield self.env.timeout(action.delay_us)
+                yield from self._backoff(action.delay_us)
                 continue
             if isinstance(action, BugVm):
                 self.td.stop("vm_bugged", v.name, f"KVM_BUG_ON VP.ENTER {st:#x}")
