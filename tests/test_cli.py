@@ -87,3 +87,13 @@ def test_policy_per_site_and_from_a_yaml_file(tmp_path):
     out = cli("compare", "fault-storm", "--set", "horizon_us=1000", "--reps", "1",
               "--policies", "upstream,upstream+fault=resume-guest")
     assert out.returncode == 0 and "upstream+fault=resume-guest" in out.stdout
+
+
+def test_sweep_prints_one_row_per_value_and_policy():
+    out = cli("sweep", "scale", "--param", "vcpus.1.count", "--values", "3,7", "--policies",
+              "upstream", "--reps", "1", "--set", "horizon_us=1000")
+    assert out.returncode == 0, out.stderr
+    rows = [l for l in out.stdout.splitlines() if l.strip().startswith(("3 ", "7 "))]
+    assert len(rows) == 2
+    bad = cli("sweep", "scale", "--param", "vcpus.9.count", "--values", "3", "--policies", "upstream")
+    assert bad.returncode == 2 and "no element" in bad.stderr

@@ -7,6 +7,7 @@ Public API::
     r.calls, r.ops, r.vcpus, r.summary
     c = workbench.compare("malicious-accept", ["upstream", "zero-tolerance"], reps=3)
     c.table
+    s = workbench.sweep("scale", "vcpus.1.count", [3, 15, 31], ["upstream", "vm-spinlock"])
 """
 __version__ = "0.1.0"
 
@@ -14,9 +15,9 @@ from .config import ConfigError, ScenarioConfig, load_calibration, with_override
 from .policies import (PRESETS, REGISTRY, Policy, PolicyError, PolicySet, make_policy,  # noqa: E402
                        register, resolve_policy)
 from .scenarios import describe as describe_scenarios, load_scenario, scenario_names  # noqa: E402
-from .experiments import Comparison, RunResult, compare, run  # noqa: E402
+from .experiments import Comparison, RunResult, compare, run, sweep  # noqa: E402
 
-__all__ = ["__version__", "run", "compare", "load_scenario", "scenario_names",
+__all__ = ["__version__", "run", "compare", "sweep", "load_scenario", "scenario_names",
            "describe_scenarios", "RunResult", "Comparison", "ScenarioConfig", "ConfigError",
            "load_calibration", "with_overrides", "PRESETS", "REGISTRY", "Policy",
            "PolicyError", "PolicySet", "make_policy", "register", "resolve_policy"]

@@ -39,11 +39,22 @@ def build_parser() -> Parser:
     sub.choices["run"].add_argument(
         "--policy", help="preset, policy name, mod:Class, per site (upstream+fault=resume-guest) "
                          "or a YAML file holding a policy mapping")
-    cmp_ = sub.choices["compare"]
-    cmp_.add_argument("--policies", required=True,
-                      help="comma-separated presets, policies or per-site specs")
-    cmp_.add_argument("--reps", type=int, default=3)
-    cmp_.add_argument("--workers", type=int, default=1)
+    sw = sub.add_parser("sweep", help="compare policies at each value of one parameter")
+    sw.add_argument("scenario", help="a scenario name or a YAML path")
+    sw.add_argument("--param", required=True, help="e.g. vcpus.1.count or timings.sept_add_us")
+    sw.add_argument("--values", required=True, help="comma-separated values")
+    for c in (sub.choices["compare"], sw):
+        if c is sw:
+            c.add_argument("--seed", type=int, default=0)
+            c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+            c.add_argument("--out")
+            c.add_argument("--import", dest="imports", action="append", default=[],
+                           metavar="MODULE")
+        c.add_argument("--policies", required=True,
+                       help="comma-separated presets, policies or per-site specs")
+        c.add_argument("--reps", type=int, default=3)
+        c.add_argument("--engine", choices=("serial", "processes", "dask"), default="serial")
+        c.add_argument("--workers", type=int, default=None)
     return p
 
 
@@ -137,7 +148,7 @@ def cmd_compare(args) -> None:
         raise UsageError("--reps must be at least 1")
     policies = [_policy_arg(p.strip()) for p in args.policies.split(",") if p.strip()]
     c = compare(args.scenario, policies, reps=args.reps, seed=args.seed, sets=args.set,
-                workers=args.workers)
+                engine=args.engine, workers=args.workers)
     print(f"{args.scenario}: {len(policies)} policies x {args.reps} replications "
           f"(seed {args.seed}, common random numbers)")
     print("\nOutcomes and costs per run (mean over replications; vm_bugged and guest_panics "
@@ -149,6 +160,30 @@ def cmd_compare(args) -> None:
     lat = c.latency
     lat = lat[lat["op"].isin(["private_fault", "zap_4k", "conversion", "accept_4K", "vp_enter"])]
     print(_fmt(lat.sort_values(["op", "policy"], kind="stable")))
+    if args.out:
+        print(f"wrote {c.save(args.out)}")
+
+
+SWEEP_COLUMNS = ["value", "policy", "reps", "busy_rate", "kicks", "error_exits", "vm_bugged",
+                 "guest_panics", "zero_step_armings", "accept_throughput_per_ms",
+                 "private_fault_p99_us", "zap_4k_p99_us", "conversion_p99_us",
+                 "host_retry_cpu_us", "jain_guest_time"]
+
+
+def cmd_sweep(args) -> None:
+    from .config import parse_value
+    from .experiments import sweep
+    _imports(args)
+    if args.reps < 1:
+        raise UsageError("--reps must be at least 1")
+    values = [parse_value(v.strip()) for v in args.values.split(",") if v.strip()]
+    policies = [_policy_arg(p.strip()) for p in args.policies.split(",") if p.strip()]
+    c = sweep(args.scenario, args.param, values, policies, reps=args.reps, seed=args.seed,
+              sets=args.set, engine=args.engine, workers=args.workers)
+    print(f"{args.scenario}: {args.param} in {values}, {len(policies)} policies x "
+          f"{args.reps} replications (seed {args.seed}, common random numbers)")
+    t = c.table
+    print(_fmt(t[[x for x in SWEEP_COLUMNS if x in t.columns]]))
     if args.out:
         print(f"wrote {c.save(args.out)}")
 

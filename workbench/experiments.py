@@ -7,11 +7,9 @@ depends only on (seed, r), so every policy sees the same workload (common random
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pandas as pd
 
 from . import __version__
 from .config import ConfigError, ScenarioConfig, load_calibration
+from .engines import map_jobs
 from .metrics import (calls_table, compare_table, latency_table, ops_table, summary_table,
                       vcpus_table)
 from .model.td import Td
@@ -110,26 +109,30 @@ def run(scenario="lazy-accept-boot", *, seed: int = 0, policy=None, replication:
 
 
 def _one(args) -> tuple[pd.DataFrame, pd.DataFrame]:
-    cfg, policy, seed, rep = args
+    cfg, policy, seed, rep, extra = args
     r = run(cfg, seed=seed, policy=policy, replication=rep)
+    for k, v in extra.items():
+        r.summary[k], r.ops[k] = v, v
     return r.summary, r.ops
 
 
 @dataclass
 class Comparison:
-    """Per-run summary rows, per-op rows, and the one-row-per-policy table."""
+    """Per-run summary rows, per-op rows, and the one-row-per-policy table. A sweep adds
+    the swept parameter and its ``value`` to every row, and one table row per value."""
     summary: pd.DataFrame
     ops: pd.DataFrame
+    param: str | None = None
 
     @property
     def table(self) -> pd.DataFrame:
-        """One row per policy: outcomes and costs, means over replications."""
-        return compare_table(self.summary)
+        """One row per policy (and swept value): outcomes and costs, means over replications."""
+        return compare_table(self.summary, by=["value"] if self.param else [])
 
     @property
     def latency(self) -> pd.DataFrame:
         """One row per policy and op kind: latency percentiles over all replications."""
-        return latency_table(self.ops)
+        return latency_table(self.ops, by=["value"] if self.param else [])
 
     def save(self, out_dir) -> Path:
         """``summary.parquet``, ``ops.parquet``, ``table.csv`` and ``latency.csv``."""
@@ -141,19 +144,33 @@ class Comparison:
         return write_folder(out_dir, write)
 
 
+def _gather(jobs, engine, workers, client, param=None) -> Comparison:
+    results = map_jobs(_one, jobs, engine, workers, client)
+    return Comparison(pd.concat([s for s, _ in results], ignore_index=True),
+                      pd.concat([o for _, o in results], ignore_index=True), param)
+
+
 def compare(scenario, policies=("upstream",), *, reps: int = 3, seed: int = 0, sets=None,
-            workers: int = 1) -> Comparison:
+            engine: str = "serial", workers: int | None = None, client=None) -> Comparison:
     """Every policy on the same ``reps`` replications (common random numbers)."""
     cfg = load_scenario(scenario, sets)
     psets = [resolve_policy(p) for p in policies]
-    jobs = [(cfg, p, seed, r) for p in psets for r in range(reps)]
-    if workers > 1:
-        with ProcessPoolExecutor(min(workers, os.cpu_count() or 1)) as pool:
-            results = list(pool.map(_one, jobs))
-    else:
-        results = [_one(j) for j in jobs]
-    return Comparison(pd.concat([s for s, _ in results], ignore_index=True),
-                      pd.concat([o for _, o in results], ignore_index=True))
+    jobs = [(cfg, p, seed, r, {}) for p in psets for r in range(reps)]
+    return _gather(jobs, engine, workers, client)
 
 
-__all__ = ["RunResult", "Comparison", "run", "compare", "PolicySet", "ScenarioConfig"]
+def sweep(scenario, param: str, values, policies=("upstream",), *, reps: int = 3,
+          seed: int = 0, sets=None, engine: str = "serial", workers: int | None = None,
+          client=None) -> Comparison:
+    """``compare`` at each value of one scenario parameter (``"vcpus.1.count"``,
+    ``"timings.sept_add_us"``, ``"module.host_priority"``). Replication r of every value
+    and policy uses the same seed."""
+    base = list(sets or [])
+    cfgs = [(v, load_scenario(scenario, base + [f"{param}={v}"])) for v in values]
+    psets = [resolve_policy(p) for p in policies]
+    jobs = [(cfg, p, seed, r, {"param": param, "value": v})
+            for v, cfg in cfgs for p in psets for r in range(reps)]
+    return _gather(jobs, engine, workers, client, param)
+
+
+__all__ = ["RunResult", "Comparison", "run", "compare", "sweep", "PolicySet", "ScenarioConfig"]

@@ -104,7 +104,9 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
         shared_pages_still_private=sum(
             td.module.sept.entry(g, 0).state is not State.FREE for g in td.kvm.shared_gpas),
         stopped_at_us=td.stopped_at if td.stopped_at is not None else np.nan,
-        jain_guest_time=jain(vcpus["guest_us"]),
+        # fairness among vCPUs doing the same work: the worst role with two or more vCPUs
+        jain_guest_time=min((jain(g["guest_us"]) for _, g in vcpus.groupby("role")
+                             if len(g) > 1), default=1.0),
         faults_in_flight_mean=td.fault_mean_in_flight,
     )
     return row
@@ -122,28 +124,28 @@ HEADLINE = ["policy", "busy_rate", "retries_fault", "retries_zap", "retries_vp_e
             "conversion_p99_us"]
 
 
-def latency_table(ops: pd.DataFrame, hostile: bool = False) -> pd.DataFrame:
+def latency_table(ops: pd.DataFrame, hostile: bool = False, by=()) -> pd.DataFrame:
     """Per policy and op kind, over all replications pooled: n, how many did not end
     ``ok``, p50, p99, p99.9, max. The hostile roles' own operations (an ACCEPT spammer's
     probes) are left out unless ``hostile``."""
     if not hostile and "role" in ops.columns:
         ops = ops[~ops["role"].isin(HOSTILE_ROLES)]
-    rows = []
-    for (policy, op), g in ops.groupby(["policy", "op"], sort=False):
+    rows, keys = [], [*by, "policy", "op"]
+    for key, g in ops.groupby(keys, sort=False):
         lat = g["latency_us"]
-        rows.append({"policy": policy, "op": op, "n": len(lat),
+        rows.append({**dict(zip(keys, key)), "n": len(lat),
                      "not_ok": int((g["outcome"] != "ok").sum()),
                      **{f"{q}_us": float(lat.quantile(p)) for q, p in QUANTILES.items()},
                      "max_us": float(lat.max())})
     return pd.DataFrame(rows)
 
 
-def compare_table(summary: pd.DataFrame) -> pd.DataFrame:
+def compare_table(summary: pd.DataFrame, by=()) -> pd.DataFrame:
     """One row per policy: means over replications of the headline numbers (counts of
     bugged VMs and panics are summed: how many replications ended that way)."""
     sums = ["vm_bugged", "guest_panics"]
     cols = [c for c in HEADLINE if c in summary.columns and c != "policy"]
-    g = summary.groupby("policy", sort=False)
+    g = summary.groupby([*by, "policy"], sort=False)
     out = g[cols].mean()
     out[sums] = g[sums].sum()
     out.insert(0, "reps", g.size())

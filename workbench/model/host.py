@@ -282,13 +282,19 @@ class Kvm:
 
     def _zap_range(self, v, pages):
         """Zap every private leaf of ``pages`` under mmu_lock for write: the write lock
-        waits for faults that hold it for read, so it sees the pages they install."""
+        waits for faults that hold it for read, so it sees the pages they install. Between
+        two pages the zap yields the lock to waiters (tdp_mmu_iter_cond_resched); faults
+        inside the range then find the invalidation in flight and retry."""
         yield from self.lock(v, self.mmu_lock, WRITE)
         try:
             sept = self.module.sept
-            mapped = [p for p in pages if not sept.would_fault(p)
-                      or sept.entry(p, LEVEL_4K).state is State.BLOCKED]
-            for p in mapped:
+            for p in pages:
+                if self.mmu_lock.queue:
+                    self.mmu_lock.release(WRITE)
+                    yield from self.lock(v, self.mmu_lock, WRITE)
+                e = sept.entry(p, LEVEL_4K)
+                if e.state not in (State.PENDING, State.MAPPED, State.BLOCKED):
+                    continue
                 if not (yield from self.zap_4k(f"zap:{v.name}", p)):
                     return False
             return True

@@ -1,0 +1,41 @@
+"""Sweeps and the engines replications run on: the same seed gives the same tables on
+every engine."""
+import pandas as pd
+import pytest
+
+import workbench
+from workbench.config import ConfigError
+from workbench.engines import map_jobs
+
+SHORT = ["horizon_us=1500"]
+
+
+@pytest.mark.parametrize("engine", ["processes", "dask"])
+def test_every_engine_gives_the_serial_tables(engine):
+    kw = dict(reps=2, seed=4, sets=SHORT)
+    serial = workbench.compare("malicious-accept", ["upstream", "zero-tolerance"], **kw)
+    other = workbench.compare("malicious-accept", ["upstream", "zero-tolerance"], **kw,
+                              engine=engine, workers=2)
+    pd.testing.assert_frame_equal(serial.summary, other.summary)
+    pd.testing.assert_frame_equal(serial.ops, other.ops)
+
+
+def test_unknown_engine_is_a_clear_error():
+    with pytest.raises(ConfigError, match="engine must be one of"):
+        map_jobs(abs, [1, 2], engine="threads")
+
+
+def test_sweep_has_one_table_row_per_value_and_policy():
+    c = workbench.sweep("scale", "vcpus.1.count", [3, 7], ["upstream", "vm-spinlock"], reps=2,
+                        seed=1, sets=SHORT)
+    t = c.table
+    assert list(zip(t["value"], t["policy"])) == [(3, "upstream"), (3, "vm-spinlock"),
+                                                  (7, "upstream"), (7, "vm-spinlock")]
+    assert (t["reps"] == 2).all() and set(c.summary["param"]) == {"vcpus.1.count"}
+    assert set(c.summary.loc[c.summary["value"] == 7, "vcpus"]) == {8}
+    assert {"value", "policy", "op", "p99_us"} <= set(c.latency.columns)
+
+
+def test_sweep_with_a_bad_value_is_a_clear_error():
+    with pytest.raises(ConfigError, match="vcpus.1.count"):
+        workbench.sweep("scale", "vcpus.1.count", [3, 0], ["upstream"], reps=1, sets=SHORT)
