@@ -13,7 +13,7 @@ from workbench import widgets
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-SMALL = {"reps": 1, "horizon_us": 2000.0}
+SMALL = {"reps": 1, "horizon_us": 2000.0}   # every notebook's parameters cell has these
 
 
 def test_there_are_notebooks():

@@ -87,3 +87,17 @@ def busy_timeline(calls: pd.DataFrame, bins: int = 40) -> go.Figure:
     return _themed(fig, "When the TDX module said BUSY, and to whom",
                    f"{len(busy)} BUSY of {len(calls)} calls; TDG.* are the guest's own TDCALLs",
                    legend="call (operand)")
+
+
+def sweep_lines(table: pd.DataFrame, metric: str = "accept_throughput_per_ms",
+                param: str = "") -> go.Figure:
+    """``metric`` against the swept value, one line per policy (from ``sweep(...).table``)."""
+    fig = go.Figure()
+    for policy, g in table.groupby("policy", sort=False):
+        fig.add_trace(go.Scatter(x=g["value"], y=g[metric], mode="lines+markers",
+                                 name=str(policy)))
+    fig.update_xaxes(title_text=param or "swept value")
+    fig.update_yaxes(title_text=metric.replace("_", " "), rangemode="tozero")
+    reps = int(table["reps"].max()) if "reps" in table.columns else 1
+    return _themed(fig, f"{metric.replace('_', ' ')} as {param or 'the parameter'} grows",
+                   f"mean over {reps} replication(s) per point")
