@@ -5,7 +5,7 @@ import pytest
 
 import workbench
 from workbench.policies import (REGISTRY, BugVm, BusyContext, GuestFail, Policy, ResumeGuest,
-                                Retry, Site, make_policy, register, resolve_policy)
+                                Retry, Site, make_policy, resolve_policy)
 from workbench.policies.conformance import PolicyConformanceError, check_policy
 from workbench.tdx_errno import TDX_OPERAND_BUSY
 

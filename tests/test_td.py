@@ -1,6 +1,5 @@
 """Facts 6 to 9 of domain.md §8, through ``workbench.run`` on the shipped scenarios."""
 import numpy as np
-import pandas as pd
 
 from workbench.tdx_errno import TDX_OPERAND_BUSY
 

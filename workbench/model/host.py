@@ -14,11 +14,10 @@ from collections import deque
 
 import simpy
 
-from ..policies import (BugVm, BusyContext, ExitToUserspace, KickAndRetry, PolicySet,
-                        ResumeGuest, Retry, Site)
+from ..policies import (BugVm, BusyContext, ExitToUserspace, KickAndRetry, ResumeGuest, Retry, Site)
 from ..tdx_errno import (OPERAND_ID_RCX, TDX_EXIT_EPT_VIOLATION, TDX_GPA_RANGE_ALREADY_BLOCKED,
-                         TDX_SUCCESS, is_error, status_class, tdx_operand_busy)
-from .sept import LEAF_STATES, LEVEL_4K, PAGE_4K, State
+                         TDX_SUCCESS, is_error, tdx_operand_busy)
+from .sept import LEVEL_4K, PAGE_4K, State
 
 READ, WRITE = "read", "write"
 # internal results of the fault path that are RET_PF_RETRY without a SEAMCALL
@@ -408,5 +407,4 @@ def _leaf(seamcall) -> str:
             "tdh_mem_sept_add": "TDH.MEM.SEPT.ADD"}.get(seamcall.__name__, seamcall.__name__)
 
 
-__all__ = ["Kvm", "QueuedRwLock", "RESUME", "USERSPACE", "STOPPED", "LEAF_STATES",
-           "status_class"]
+__all__ = ["Kvm", "QueuedRwLock", "RESUME", "USERSPACE", "STOPPED"]

@@ -23,10 +23,10 @@ from ..tdx_errno import (
     TDX_GPA_RANGE_NOT_BLOCKED, TDX_HOST_PRIORITY_BUSY_TIMEOUT, TDX_INTERRUPTED_RESUMABLE,
     TDX_OPERAND_BUSY, TDX_OPERAND_BUSY_HOST_PRIORITY, TDX_OPERAND_INVALID,
     TDX_PAGE_ALREADY_ACCEPTED, TDX_PAGE_SIZE_MISMATCH, TDX_PREVIOUS_TLB_EPOCH_BUSY,
-    TDX_SUCCESS, TDX_TLB_TRACKING_NOT_DONE, busy, status_class,
+    TDX_SUCCESS, TDX_TLB_TRACKING_NOT_DONE, status_class,
 )
 from .locks import Mode, SharexHpLock, SharexLock, Side
-from .sept import LEAF_STATES, LEVEL_1G, LEVEL_2M, LEVEL_4K, SecureEpt, State
+from .sept import LEAF_STATES, LEVEL_2M, LEVEL_4K, SecureEpt, State
 
 SHARED, EXCLUSIVE = Mode.SHARED, Mode.EXCLUSIVE
 HOST, GUEST = Side.HOST, Side.GUEST
@@ -416,4 +416,4 @@ class TdxModule:
             yield e.lock
 
 
-__all__ = ["TdxModule", "TdVcpu", "MAX_ACCEPT_LEVEL", "LEVEL_1G", "busy"]
+__all__ = ["TdxModule", "TdVcpu", "MAX_ACCEPT_LEVEL"]
