@@ -64,3 +64,12 @@ def test_layers_import_only_layers_above_them():
                 tl = _layer(t)
                 if tl is not None:
                     assert tl <= own, f"{mod} (layer {own}) imports {t} (layer {tl})"
+
+
+def test_no_unused_imports_names_or_syntax_errors():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "F,E9",
+                          "--output-format", "concise", "workbench", "tests", "benchmarks"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:]
