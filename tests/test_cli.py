@@ -97,3 +97,43 @@ def test_sweep_prints_one_row_per_value_and_policy():
     assert len(rows) == 2
     bad = cli("sweep", "scale", "--param", "vcpus.9.count", "--values", "3", "--policies", "upstream")
     assert bad.returncode == 2 and "no element" in bad.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (("run", "fault-storm", "--seed", "-1"), "seed must be"),
+    (("compare", "fault-storm", "--policies", ","), "at least one policy"),
+    (("compare", "fault-storm", "--policies", "upstream,upstream"), "given twice"),
+    (("compare", "fault-storm", "--policies", "upstream", "--workers", "0"), "workers must be"),
+    (("run", "fault-storm", "--set", "horizon_us.x=1"), "has no fields"),
+    (("run", "fault-storm", "--set", "horizon_us=.inf"), "finite"),
+    (("run", "fault-storm", "--policy", "bounded-retry(warn_at=0)"), "warn_at"),
+    (("run", "fault-storm", "--policy", "os:path"), "os:path"),
+    (("sweep", "scale", "--param", "vcpus.1.count", "--values", ",", "--policies", "upstream"),
+     "at least one value"),
+])
+def test_more_bad_input_is_one_line_and_exit_2(args, words):
+    out = cli(*args)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and words in out.stderr
+
+
+def test_out_never_replaces_what_the_tool_did_not_write(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    out = cli("run", "fault-storm", "--set", "horizon_us=500", "--out", str(mine))
+    assert out.returncode == 2 and "not a workbench result" in out.stderr
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    (tmp_path / "afile").write_text("x")
+    out = cli("run", "fault-storm", "--set", "horizon_us=500", "--out", str(tmp_path / "afile"))
+    assert out.returncode == 2 and (tmp_path / "afile").read_text() == "x"
+    out = cli("run", "fault-storm", "--out", "/proc/no-such-place/r")
+    assert out.returncode == 2 and "cannot write there" in out.stderr
+
+
+def test_policy_parameters_in_a_spec_make_distinct_rows():
+    out = cli("compare", "fault-storm", "--set", "horizon_us=800", "--reps", "1", "--policies",
+              "blind-retry(max_retries=0),blind-retry(max_retries=None)")
+    assert out.returncode == 0, out.stderr
+    assert "blind-retry(max_retries=0)" in out.stdout
+    assert "blind-retry(max_retries=None)" in out.stdout

@@ -39,3 +39,16 @@ def test_sweep_has_one_table_row_per_value_and_policy():
 def test_sweep_with_a_bad_value_is_a_clear_error():
     with pytest.raises(ConfigError, match="vcpus.1.count"):
         workbench.sweep("scale", "vcpus.1.count", [3, 0], ["upstream"], reps=1, sets=SHORT)
+
+
+def test_workers_alone_mean_a_process_pool_and_bad_workers_are_refused():
+    with pytest.raises(ConfigError, match="workers must be"):
+        map_jobs(abs, [1, 2], workers=0)
+    assert map_jobs(abs, [-1, -2, -3], workers=2) == [1, 2, 3]
+
+
+def test_a_comparison_round_trips_through_its_folder(tmp_path):
+    c = workbench.sweep("scale", "vcpus.1.count", [3], ["upstream"], reps=1, sets=SHORT)
+    back = workbench.Comparison.load(c.save(tmp_path / "s"))
+    pd.testing.assert_frame_equal(back.table, c.table)
+    assert back.param == "vcpus.1.count"

@@ -105,11 +105,12 @@ def run_report(r) -> str:
     s = r.summary.iloc[0]
     ended = f"stopped early: {s['stopped']}" if s["stopped"] else "ran to the horizon"
     lat = latency_table(r.ops).drop(columns=["policy"])
+    lat_text = _fmt(lat) if len(lat) else "(no operation finished in this run)"
     return "\n".join([
         f"{s['scenario']}  policy={s['policy']}  seed={s['seed']}  simulated "
         f"{s['horizon_us'] / 1000:.1f} ms, {s['calls']} SEAMCALL/TDCALL attempts; the TD {ended}",
         "", "latency per operation (us; the hostile vCPUs' own TDCALLs left out):",
-        _fmt(lat), "",
+        lat_text, "",
         f"busy rate {s['busy_rate']:.3%} ({s['busy_calls']} BUSY)   retries: fault "
         f"{s['retries_fault']}, zap {s['retries_zap']}, vp_enter {s['retries_vp_enter']}   "
         f"kicks {s['kicks']} ({s['ipis']} IPIs)",
@@ -132,9 +133,16 @@ def _policy_arg(text):
     return text
 
 
+def _check_out(args) -> None:
+    if args.out:
+        from .experiments import check_out_dir
+        check_out_dir(args.out)     # before the work, not after it
+
+
 def cmd_run(args) -> None:
     from .experiments import run
     _imports(args)
+    _check_out(args)
     r = run(args.scenario, seed=args.seed, policy=_policy_arg(args.policy), sets=args.set)
     print(run_report(r))
     if args.out:
@@ -143,10 +151,12 @@ def cmd_run(args) -> None:
 
 def cmd_compare(args) -> None:
     from .experiments import compare
+    from .policies.registry import split_specs
     _imports(args)
     if args.reps < 1:
         raise UsageError("--reps must be at least 1")
-    policies = [_policy_arg(p.strip()) for p in args.policies.split(",") if p.strip()]
+    _check_out(args)
+    policies = [_policy_arg(p) for p in split_specs(args.policies)]
     c = compare(args.scenario, policies, reps=args.reps, seed=args.seed, sets=args.set,
                 engine=args.engine, workers=args.workers)
     print(f"{args.scenario}: {len(policies)} policies x {args.reps} replications "
@@ -173,11 +183,13 @@ SWEEP_COLUMNS = ["value", "policy", "reps", "busy_rate", "kicks", "error_exits",
 def cmd_sweep(args) -> None:
     from .config import parse_value
     from .experiments import sweep
+    from .policies.registry import split_specs
     _imports(args)
     if args.reps < 1:
         raise UsageError("--reps must be at least 1")
+    _check_out(args)
     values = [parse_value(v.strip()) for v in args.values.split(",") if v.strip()]
-    policies = [_policy_arg(p.strip()) for p in args.policies.split(",") if p.strip()]
+    policies = [_policy_arg(p) for p in split_specs(args.policies)]
     c = sweep(args.scenario, args.param, values, policies, reps=args.reps, seed=args.seed,
               sets=args.set, engine=args.engine, workers=args.workers)
     print(f"{args.scenario}: {args.param} in {values}, {len(policies)} policies x "

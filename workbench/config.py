@@ -20,7 +20,7 @@ class ConfigError(ValueError):
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 us = Field(ge=0.0)
@@ -87,10 +87,10 @@ Role = Literal["lazy_accept", "fault_storm", "converter", "accept_spammer", "att
 class VcpuGroup(Frozen):
     """``count`` vCPUs running one role of the workload."""
     role: Role
-    count: int = Field(1, ge=1, le=512)
+    count: int = Field(1, ge=1, le=512, strict=True)
     think_us: float = Field(10.0, ge=0.0)      # guest work between two memory events
     region_mb: float = Field(2.0, gt=0.0)      # fault_storm: size of each shared region
-    range_kb: int = Field(64, ge=4)            # converter: bytes converted per MapGPA
+    range_kb: int = Field(64, ge=4, strict=True)  # converter: bytes converted per MapGPA
     interval_us: float = Field(200.0, ge=0.0)  # converter: pause between conversions
     gap_us: float = Field(0.0, ge=0.0)         # spammers: pause between two TDCALLs
     attack_us: float = Field(0.0, ge=0.0)      # spammers: stop after this long (0: never)
@@ -182,23 +182,43 @@ def load_calibration(name_or_path: str = "default", timings: dict | None = None
 
 
 def parse_value(text: str):
-    """A ``--set`` value: YAML scalars, so ``true``, ``3``, ``1e3`` and ``null`` work."""
+    """A ``--set`` value: numbers (``3``, ``2.5``, ``1e3``), then YAML scalars (``true``,
+    ``null``), else the text itself."""
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
 
 
+def as_overrides(sets) -> dict:
+    """``--set`` overrides in any form a user may give them (``"a.b=1"``, a list of those,
+    or a mapping) as one mapping of dotted keys to values."""
+    if not sets:
+        return {}
+    if isinstance(sets, str):
+        sets = [sets]
+    if isinstance(sets, dict):
+        return dict(sets)
+    return dict(_split(s) for s in sets)
+
+
 def with_overrides(config: ScenarioConfig, sets: list[str] | dict) -> ScenarioConfig:
     """A copy of ``config`` with dotted overrides (``module.host_priority=false``,
     ``vcpus.0.count=4``)."""
-    items = sets.items() if isinstance(sets, dict) else [_split(s) for s in sets]
+    items = as_overrides(sets).items()
     data = config.model_dump(mode="json")
     for key, value in items:
         node, parts = data, key.split(".")
         for p in parts[:-1]:
             node = _child(node, p, key)
         last = parts[-1]
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:-1])} has no fields")
         if isinstance(node, dict) and last not in node and parts[:-1] != ["timings"]:
             raise ConfigError(f"--set {key}: unknown key {last!r}")
         if isinstance(node, list):

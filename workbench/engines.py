@@ -16,12 +16,17 @@ from .config import ConfigError
 ENGINES = ("serial", "processes", "dask")
 
 
-def map_jobs(fn, jobs: list, engine: str = "serial", workers: int | None = None,
+def map_jobs(fn, jobs: list, engine: str | None = None, workers: int | None = None,
              client=None) -> list:
-    """``[fn(j) for j in jobs]``, in order, on the chosen engine."""
+    """``[fn(j) for j in jobs]``, in order, on the chosen engine (default: ``processes``
+    when more than one worker is asked for, else ``serial``)."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ConfigError(f"workers must be a whole number >= 1, not {workers!r}")
+    engine = engine or ("processes" if (workers or 1) > 1 else "serial")
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    n = max(1, workers or os.cpu_count() or 1)
+    n = workers or os.cpu_count() or 1
     if engine == "serial" or len(jobs) <= 1:
         return [fn(j) for j in jobs]
     if engine == "processes":

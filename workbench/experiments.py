@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import __version__
-from .config import ConfigError, ScenarioConfig, load_calibration
+from .config import ConfigError, ScenarioConfig, as_overrides, load_calibration
 from .engines import map_jobs
 from .metrics import (calls_table, compare_table, latency_table, ops_table, summary_table,
                       vcpus_table)
@@ -27,13 +27,33 @@ from .scenarios import load_scenario
 TABLES = ("calls", "ops", "vcpus", "summary")
 
 
+RESULT_MARKERS = ("manifest.json", "table.csv")
+
+
+def check_out_dir(out_dir) -> Path:
+    """Refuse, before any work, a place a result cannot go or must not replace: an existing
+    file, a folder this tool did not write, an unwritable parent."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a results folder")
+    if out.is_dir() and any(out.iterdir()) and \
+            not any((out / m).exists() for m in RESULT_MARKERS):
+        raise ConfigError(f"--out {out}: folder holds files that are not a workbench result; "
+                          "choose a new or empty folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out.parent).close()
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot write there ({err.strerror})") from None
+    return out
+
+
 def write_folder(out_dir, write) -> Path:
     """Call ``write(tmp)`` on a fresh sibling folder, then swap it in for ``out_dir``:
     an existing result is replaced whole or, if anything fails, left as it was."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_out_dir(out_dir)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new."))
-    old = out.parent / f".{out.name}.old"
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old.")) / "prev"
     try:
         write(tmp)
         if out.exists():
@@ -45,7 +65,7 @@ def write_folder(out_dir, write) -> Path:
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(old.parent, ignore_errors=True)
     return out
 
 
@@ -64,6 +84,8 @@ class RunResult:
         def write(tmp: Path) -> None:
             for name in TABLES:
                 getattr(self, name).to_parquet(tmp / f"{name}.parquet", index=False)
+            if self.events is not None:
+                self.events.to_parquet(tmp / "events.parquet", index=False)
             (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=2, default=str))
         return write_folder(out_dir, write)
 
@@ -73,9 +95,11 @@ class RunResult:
         try:
             tables = {n: pd.read_parquet(path / f"{n}.parquet") for n in TABLES}
             manifest = json.loads((path / "manifest.json").read_text())
+            ev = path / "events.parquet"
+            events = pd.read_parquet(ev) if ev.exists() else None
         except Exception as err:  # any unreadable file is a corrupt result
             raise ConfigError(f"{path}: not a readable result ({type(err).__name__})") from None
-        return cls(**tables, manifest=manifest)
+        return cls(**tables, manifest=manifest, events=events)
 
 
 def git_commit() -> str:
@@ -90,6 +114,7 @@ def run(scenario="lazy-accept-boot", *, seed: int = 0, policy=None, replication:
         sets=None, calibration: str | None = None) -> RunResult:
     """Run one scenario (name, path or config) once. ``policy`` is a preset name, a policy
     name, a spec mapping or a :class:`PolicySet`; default: the scenario's (``upstream``)."""
+    _check_seed(seed)
     cfg = load_scenario(scenario, sets)
     pset = resolve_policy(cfg.policy if policy is None else policy)
     cal, _ = load_calibration(calibration or cfg.calibration, cfg.timings)
@@ -141,7 +166,19 @@ class Comparison:
             self.ops.to_parquet(tmp / "ops.parquet", index=False)
             self.table.to_csv(tmp / "table.csv", index=False)
             self.latency.to_csv(tmp / "latency.csv", index=False)
+            (tmp / "manifest.json").write_text(json.dumps({"param": self.param}))
         return write_folder(out_dir, write)
+
+    @classmethod
+    def load(cls, path) -> "Comparison":
+        path = Path(path)
+        try:
+            summary = pd.read_parquet(path / "summary.parquet")
+            ops = pd.read_parquet(path / "ops.parquet")
+            param = json.loads((path / "manifest.json").read_text()).get("param")
+        except Exception as err:
+            raise ConfigError(f"{path}: not a readable comparison ({type(err).__name__})") from None
+        return cls(summary, ops, param)
 
 
 def _gather(jobs, engine, workers, client, param=None) -> Comparison:
@@ -150,24 +187,48 @@ def _gather(jobs, engine, workers, client, param=None) -> Comparison:
                       pd.concat([o for _, o in results], ignore_index=True), param)
 
 
+def _check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a whole number >= 0, not {seed!r}")
+
+
+def _policy_sets(policies, reps) -> list[PolicySet]:
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        raise ConfigError(f"reps must be a whole number >= 1, not {reps!r}")
+    psets = [resolve_policy(p) for p in (policies or [])]
+    if not psets:
+        raise ConfigError("give at least one policy")
+    names = [p.name for p in psets]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise ConfigError(f"policy {dup!r} is given twice")
+    return psets
+
+
 def compare(scenario, policies=("upstream",), *, reps: int = 3, seed: int = 0, sets=None,
-            engine: str = "serial", workers: int | None = None, client=None) -> Comparison:
-    """Every policy on the same ``reps`` replications (common random numbers)."""
+            engine: str | None = None, workers: int | None = None, client=None) -> Comparison:
+    """Every policy on the same ``reps`` replications (common random numbers). ``engine``:
+    serial, processes or dask (default: processes when ``workers`` > 1, else serial)."""
+    _check_seed(seed)
     cfg = load_scenario(scenario, sets)
-    psets = [resolve_policy(p) for p in policies]
+    psets = _policy_sets(policies, reps)
     jobs = [(cfg, p, seed, r, {}) for p in psets for r in range(reps)]
     return _gather(jobs, engine, workers, client)
 
 
 def sweep(scenario, param: str, values, policies=("upstream",), *, reps: int = 3,
-          seed: int = 0, sets=None, engine: str = "serial", workers: int | None = None,
+          seed: int = 0, sets=None, engine: str | None = None, workers: int | None = None,
           client=None) -> Comparison:
     """``compare`` at each value of one scenario parameter (``"vcpus.1.count"``,
     ``"timings.sept_add_us"``, ``"module.host_priority"``). Replication r of every value
     and policy uses the same seed."""
-    base = list(sets or [])
-    cfgs = [(v, load_scenario(scenario, base + [f"{param}={v}"])) for v in values]
-    psets = [resolve_policy(p) for p in policies]
+    _check_seed(seed)
+    values = list(values or [])
+    if not values:
+        raise ConfigError(f"give at least one value for {param}")
+    base = as_overrides(sets)
+    cfgs = [(v, load_scenario(scenario, {**base, param: v})) for v in values]
+    psets = _policy_sets(policies, reps)
     jobs = [(cfg, p, seed, r, {"param": param, "value": v})
             for v, cfg in cfgs for p in psets for r in range(reps)]
     return _gather(jobs, engine, workers, client, param)

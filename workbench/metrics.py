@@ -131,6 +131,9 @@ def latency_table(ops: pd.DataFrame, hostile: bool = False, by=()) -> pd.DataFra
     if not hostile and "role" in ops.columns:
         ops = ops[~ops["role"].isin(HOSTILE_ROLES)]
     rows, keys = [], [*by, "policy", "op"]
+    if ops.empty:
+        return pd.DataFrame(columns=[*keys, "n", "not_ok", *(f"{q}_us" for q in QUANTILES),
+                                     "max_us"])
     for key, g in ops.groupby(keys, sort=False):
         lat = g["latency_us"]
         rows.append({**dict(zip(keys, key)), "n": len(lat),

@@ -12,6 +12,14 @@ THEME = dict(template="plotly_white", font=dict(family="DejaVu Sans, Arial", siz
              margin=dict(l=70, r=30, t=70, b=60), legend=dict(title_text="policy"))
 
 
+def _empty(fig: go.Figure, text: str) -> go.Figure:
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font=dict(size=15, color="#888"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
 def _themed(fig: go.Figure, title: str, subtitle: str = "", legend: str = "policy") -> go.Figure:
     text = f"{title}<br><sup>{subtitle}</sup>" if subtitle else title
     fig.update_layout(title=dict(text=text, x=0.01), **THEME)
@@ -28,6 +36,9 @@ def latency_ecdf(ops: pd.DataFrame, op: str = "private_fault") -> go.Figure:
         lat = np.sort(g["latency_us"].to_numpy())
         fig.add_trace(go.Scatter(x=lat, y=np.arange(1, len(lat) + 1) / len(lat),
                                  mode="lines", name=str(policy), line_shape="hv"))
+    if ops.empty:
+        return _themed(_empty(fig, f"no {op} operations in these runs"),
+                       f"How long {op.replace('_', ' ')} takes, by policy")
     fig.update_xaxes(type="log", title_text=f"{op} latency (µs, log scale)")
     fig.update_yaxes(title_text="share finished within x", range=[0, 1.02])
     n = ops.groupby("policy").size()
@@ -47,6 +58,9 @@ def outcomes(table: pd.DataFrame, columns=None) -> go.Figure:
     ``Comparison.table``); a panel where every policy scores 0 says so."""
     from plotly.subplots import make_subplots
     cols = [c for c in (columns or OUTCOME_COLUMNS) if c in table.columns]
+    if table.empty or not cols:
+        return _themed(_empty(go.Figure(), "nothing to show: no runs or no such columns"),
+                       "What each policy costs and risks")
     ncols = 4
     nrows = -(-len(cols) // ncols)
     fig = make_subplots(rows=nrows, cols=ncols, shared_yaxes=True, horizontal_spacing=0.04,
@@ -92,6 +106,9 @@ def busy_timeline(calls: pd.DataFrame, bins: int = 40) -> go.Figure:
 def sweep_lines(table: pd.DataFrame, metric: str = "accept_throughput_per_ms",
                 param: str = "") -> go.Figure:
     """``metric`` against the swept value, one line per policy (from ``sweep(...).table``)."""
+    if "value" not in table.columns or metric not in table.columns:
+        raise ValueError(f"sweep_lines needs a sweep table with a {metric!r} column "
+                         "(workbench.sweep(...).table)")
     fig = go.Figure()
     for policy, g in table.groupby("policy", sort=False):
         fig.add_trace(go.Scatter(x=g["value"], y=g[metric], mode="lines+markers",

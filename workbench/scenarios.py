@@ -18,6 +18,9 @@ def load_scenario(name_or_path, sets=None) -> ScenarioConfig:
     overrides (``["module.host_priority=false"]`` or a dict)."""
     if isinstance(name_or_path, ScenarioConfig):
         cfg = name_or_path
+    elif not isinstance(name_or_path, (str, Path)):
+        raise ConfigError(f"a scenario is a name, a YAML path or a ScenarioConfig, "
+                          f"not {name_or_path!r}")
     else:
         path = Path(name_or_path)
         if path.suffix not in (".yaml", ".yml"):

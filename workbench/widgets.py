@@ -3,6 +3,8 @@ the module's switches and replications, press Run: it calls ``workbench.compare`
 the table and figures. Nothing runs while you move a control."""
 from __future__ import annotations
 
+import html
+
 import ipywidgets as w
 from IPython.display import display
 
@@ -23,13 +25,16 @@ class ComparePanel(w.VBox):
     def __init__(self, scenario: str = "malicious-accept",
                  policies=("upstream", "zero-tolerance"), reps: int = 2, seed: int = 1,
                  horizon_us: float | None = None):
-        self.scenario = w.Dropdown(options=scenario_names(), value=scenario, description="scenario")
-        self.policies = w.SelectMultiple(options=policy_choices(), value=tuple(policies),
-                                         rows=8, description="policies")
+        scenarios = scenario_names() + ([str(scenario)] if str(scenario) not in scenario_names() else [])
+        self.scenario = w.Dropdown(options=scenarios, value=str(scenario), description="scenario")
+        self.policies = w.SelectMultiple(options=policy_choices(), rows=8, description="policies")
+        self._extra = tuple(p for p in policies if p not in self.policies.options)
+        self.policies.options = policy_choices() + list(self._extra)   # specs like a+fault=b
+        self.policies.value = tuple(policies)
         self.host_priority = w.Checkbox(value=True, description="HOST_PRIORITY")
         self.accept_locks = w.Checkbox(value=True, description="ACCEPT locks FREE entries")
         self.reps = w.BoundedIntText(value=reps, min=1, max=50, description="replications")
-        self.seed = w.IntText(value=seed, description="seed")
+        self.seed = w.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed")
         self.horizon = w.BoundedFloatText(value=horizon_us or 0.0, min=0.0, max=1e7, step=1000,
                                           description="horizon µs", tooltip="0: the scenario's")
         self.run_button = w.Button(description="Run", button_style="primary", icon="play")
@@ -49,7 +54,7 @@ class ComparePanel(w.VBox):
     def refresh(self) -> None:
         """Pick up policies registered since the panel was made."""
         chosen = self.policies.value
-        self.policies.options = policy_choices()
+        self.policies.options = policy_choices() + list(self._extra)
         self.policies.value = tuple(p for p in chosen if p in self.policies.options)
 
     def sets(self) -> list[str]:
@@ -69,7 +74,11 @@ class ComparePanel(w.VBox):
                                               reps=self.reps.value, seed=self.seed.value,
                                               sets=self.sets())
         except (ConfigError, PolicyError) as err:
-            self.status.value = f"<b>error:</b> {err}"
+            self.status.value = f"<b>error:</b> {html.escape(str(err))}"
+            return
+        except Exception as err:       # e.g. a policy of your own that raises
+            self.status.value = (f"<b>error:</b> {type(err).__name__}: "
+                                 f"{html.escape(str(err))}")
             return
         self.status.value = (f"{self.scenario.value}: {len(self.policies.value)} policies × "
                              f"{self.reps.value} replications, common random numbers")

@@ -20,13 +20,18 @@ class PolicyError(ValueError):
 
 
 def register(cls=None, *, name: str | None = None):
-    """Class decorator (or call) that makes a policy usable by name everywhere."""
+    """Class decorator (or call) that makes a policy usable by name everywhere. A name of
+    your own may be registered again (re-running a notebook cell); a shipped one may not."""
     def add(c):
-        key = name or c.name
-        if not key:
-            raise PolicyError(f"{c.__name__} needs a class attribute 'name'")
+        key = name or getattr(c, "name", "")
+        if not isinstance(c, type) or not key:
+            raise PolicyError(f"{getattr(c, '__name__', c)!r} is not a policy class with a "
+                              "'name' attribute")
         if not callable(getattr(c, "on_busy", None)):
             raise PolicyError(f"{c.__name__} needs an on_busy(ctx, rng) method")
+        old = REGISTRY.get(key)
+        if old is not None and old is not c and old.__module__.startswith("workbench."):
+            raise PolicyError(f"{key!r} is a shipped policy; register yours under another name")
         c.name = key
         REGISTRY[key] = c
         return c
@@ -37,19 +42,25 @@ def _import(path: str) -> type:
     mod, _, attr = path.replace(":", ".").rpartition(".")
     try:
         cls = getattr(importlib.import_module(mod), attr)
+        return register(cls, name=getattr(cls, "name", "") or path)
     except (ImportError, AttributeError, ValueError) as err:
         raise PolicyError(f"cannot import policy {path!r}: {err}") from None
-    return register(cls, name=getattr(cls, "name", "") or path)
+    except PolicyError as err:
+        raise PolicyError(f"policy {path!r}: {err}") from None
 
 
 def make_policy(spec) -> Policy:
     """A policy instance from a spec (name, mapping, import path, or an instance)."""
+    if isinstance(spec, type) and hasattr(spec, "on_busy"):
+        spec = register(spec).name      # a class: its registered name, default parameters
     if isinstance(spec, Policy) or (hasattr(spec, "on_busy") and not isinstance(spec, (str, dict))):
         return spec
     params = {}
     if isinstance(spec, dict):
         params = dict(spec)
         spec = params.pop("policy", None)
+    elif isinstance(spec, str) and spec.endswith(")") and "(" in spec:
+        spec, params = _parse_call(spec)
     if not isinstance(spec, str):
         raise PolicyError(f"a policy spec is a name or a mapping with 'policy', not {spec!r}")
     cls = REGISTRY.get(spec) or (_import(spec) if (":" in spec or "." in spec) else None)
@@ -124,7 +135,7 @@ def resolve_policy(spec="upstream") -> PolicySet:
         return spec
     if isinstance(spec, str) and spec in PRESETS:
         return _preset(spec)
-    if isinstance(spec, str) and "=" in spec:
+    if isinstance(spec, str) and ("+" in spec or spec.partition("=")[0] in SITE_NAMES):
         spec = _parse_label(spec)
     if isinstance(spec, dict) and ("preset" in spec or set(spec) & set(SITE_NAMES)):
         unknown = set(spec) - set(SITE_NAMES) - {"preset"}
@@ -139,7 +150,47 @@ def resolve_policy(spec="upstream") -> PolicySet:
         return replace(base, name=label, **chosen)
     pol = make_policy(spec)
     base = _preset("upstream")
-    return replace(base, name=pol.name, **{s.value: pol for s in pol.sites})
+    return replace(base, name=policy_label(pol), **{s.value: pol for s in pol.sites})
+
+
+def policy_label(pol: Policy) -> str:
+    """A policy's name, with the parameters that differ from its defaults:
+    ``blind-retry(max_retries=None)``. Two different policies never share a label."""
+    try:
+        defaults = type(pol)().get_params()
+    except Exception:
+        defaults = {}
+    params = pol.get_params() if hasattr(pol, "get_params") else {}
+    changed = {k: v for k, v in params.items() if defaults.get(k, object()) != v}
+    return pol.name + ("(" + ",".join(f"{k}={v}" for k, v in changed.items()) + ")"
+                       if changed else "")
+
+
+def _parse_call(text: str) -> tuple[str, dict]:
+    """``"blind-retry(max_retries=None,delay_us=2)"`` -> name and parameters."""
+    import yaml
+    name, _, args = text[:-1].partition("(")
+    params = {}
+    for item in filter(None, (a.strip() for a in args.split(","))):
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise PolicyError(f"policy {text!r}: expected name(key=value, ...)")
+        v = v.strip()
+        params[k.strip()] = None if v in ("None", "null") else yaml.safe_load(v)
+    return name.strip(), params
+
+
+def split_specs(text: str) -> list[str]:
+    """A comma-separated list of policy specs; commas inside parentheses stay."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [s.strip() for s in out + [cur] if s.strip()]
 
 
 def _parse_label(text: str) -> dict:
@@ -159,7 +210,7 @@ def _parse_label(text: str) -> dict:
 
 
 def _label(chosen: dict, spec: dict) -> str:
-    parts = [f"{s}={p.name}" for s, p in chosen.items()]
+    parts = [f"{s}={policy_label(p)}" for s, p in chosen.items()]
     return "+".join(([spec["preset"]] if "preset" in spec else []) + parts)
 
 

@@ -11,6 +11,19 @@ from ..tdx_errno import OPERAND_ID_SEPT
 HOST_SITES = (Site.FAULT, Site.ZAP, Site.VP_ENTER)
 
 
+def _check(positive=(), **params) -> None:
+    """Constructor arguments: counts are whole numbers (or None: no bound), delays are
+    finite and >= 0, and the names in ``positive`` are >= 1."""
+    for k, v in params.items():
+        if v is None and k.startswith("max_retries"):
+            continue
+        kind = int if not k.endswith("_us") else (int, float)
+        if isinstance(v, bool) or not isinstance(v, kind) or v != v or v in (float("inf"),) \
+                or v < (1 if k in positive else 0):
+            raise ValueError(f"{k} must be a {'whole number' if kind is int else 'number'} "
+                             f">= {1 if k in positive else 0}, not {v!r}")
+
+
 @register
 class LocalRetry(Policy):
     name = "local-retry"
@@ -59,6 +72,7 @@ class BlindRetry(Policy):
 
     def __init__(self, max_retries: int | None = 16, delay_us: float = 0.0,
                  only_sept_tree: bool = False):
+        _check(max_retries=max_retries, delay_us=delay_us)
         self.max_retries, self.delay_us = max_retries, delay_us
         self.only_sept_tree = only_sept_tree   # tdx_seamcall_sept retried BUSY|SEPT only
 
@@ -80,6 +94,8 @@ class BoundedRetry(Policy):
                  delay_us: float = 1.0, max_delay_us: float = 100.0):
         if backoff not in ("none", "fixed", "exponential", "jitter"):
             raise ValueError(f"backoff must be none|fixed|exponential|jitter, not {backoff!r}")
+        _check(warn_at=warn_at, bug_at=bug_at, delay_us=delay_us, max_delay_us=max_delay_us,
+               positive=("warn_at", "bug_at"))
         self.warn_at, self.bug_at, self.backoff = warn_at, bug_at, backoff
         self.delay_us, self.max_delay_us = delay_us, max_delay_us
 
@@ -151,6 +167,7 @@ class RetryingGuest(Policy):
     sites = (Site.ACCEPT,)
 
     def __init__(self, delay_us: float = 1.0, max_retries: int | None = None):
+        _check(delay_us=delay_us, max_retries=max_retries)
         self.delay_us, self.max_retries = delay_us, max_retries
 
     def on_busy(self, ctx, rng):
