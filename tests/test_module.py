@@ -829,30 +829,23 @@ def test_accept_4k_pending_succeeds_and_maps():
     assert all_locks_free(m)
 
 
-def test_accept_free_entry_locks_it_then_exits_with_ept_violation():
-    env, rec, m = make()
+@pytest.mark.parametrize("locks_not_present, aug_status, final", [
+    (True, BUSY_RCX, State.FREE),            # 1.5.01: ACCEPT locks the FREE entry briefly
+    (False, TDX_SUCCESS, State.PENDING),     # the announced change: it does not
+])
+def test_accept_on_a_free_entry_exits_and_locks_it_only_in_1_5_01(locks_not_present,
+                                                                  aug_status, final):
+    env, rec, m = make(ModuleOptions(accept_locks_not_present=locks_not_present))
     v = m.add_vcpu("v0")
     tables(m, G)
     acc = call(env, 0.0, m.tdg_mem_page_accept(v, RIP, G, LEVEL_4K))
     aug = call(env, 0.1, m.tdh_mem_page_aug("h-aug", G))
     env.run()
     assert acc["status"][1] == TDX_EXIT_EPT_VIOLATION
-    assert aug["status"] == BUSY_RCX
-    assert m.sept.entry(G, LEVEL_4K).state is State.FREE
+    assert aug["status"] == aug_status
+    assert m.sept.entry(G, LEVEL_4K).state is final
     assert rows(rec, caller="v0") == [
         (0.0, CAL0.accept_probe_us, "TDG.MEM.PAGE.ACCEPT", "v0", G, TDX_EXIT_EPT_VIOLATION)]
-
-
-def test_accept_free_entry_does_not_lock_when_option_off():
-    env, rec, m = make(ModuleOptions(accept_locks_not_present=False))
-    v = m.add_vcpu("v0")
-    tables(m, G)
-    acc = call(env, 0.0, m.tdg_mem_page_accept(v, RIP, G, LEVEL_4K))
-    aug = call(env, 0.1, m.tdh_mem_page_aug("h-aug", G))
-    env.run()
-    assert acc["status"][1] == TDX_EXIT_EPT_VIOLATION
-    assert aug["status"] == TDX_SUCCESS
-    assert m.sept.entry(G, LEVEL_4K).state is State.PENDING
 
 
 def test_accept_with_missing_parent_exits_without_locking():
