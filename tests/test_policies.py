@@ -236,3 +236,17 @@ def test_per_site_labels_round_trip_as_specs():
     assert ps.fault == make_policy("resume-guest") and ps.accept == make_policy("linux-guest")
     with pytest.raises(workbench.PolicyError, match="unknown call site"):
         resolve_policy("upstream+teardown=blind-retry")
+
+
+def test_hp_left_set_longer_than_hp_lock_timeout_exits_the_spammers_to_userspace(sim):
+    """Zero tolerance fails the ioctl and leaves TDHP set on the entry until userspace
+    retries; with a 15 ms VMM and a 10 ms HP_LOCK_TIMEOUT the spamming vCPUs' HP-busy
+    streak times out (0x9000020500000000), goes to the VMM, and the TD keeps running.
+    Upstream's kick + retry clears TDHP at once: no timeout."""
+    slow = dict(timings__vmm_turnaround_us=15000, horizon_us=40000)
+    zt = sim("malicious-accept", policy="zero-tolerance", **slow)
+    s = zt.summary.iloc[0]
+    assert s["hp_timeouts"] >= 1 and s["stopped"] == ""
+    ev = zt.events[zt.events["event"] == "hp_timeout"]
+    assert set(zt.vcpus.set_index("vcpu").loc[ev["actor"], "role"]) == {"accept_spammer"}
+    assert sim("malicious-accept", **slow).summary["hp_timeouts"].iloc[0] == 0
