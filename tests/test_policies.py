@@ -250,3 +250,26 @@ def test_hp_left_set_longer_than_hp_lock_timeout_exits_the_spammers_to_userspace
     ev = zt.events[zt.events["event"] == "hp_timeout"]
     assert set(zt.vcpus.set_index("vcpu").loc[ev["actor"], "role"]) == {"accept_spammer"}
     assert sim("malicious-accept", **slow).summary["hp_timeouts"].iloc[0] == 0
+
+
+def test_policies_see_the_seamcall_leaf_at_every_site():
+    """The context names the call as the TDX spec does (``TDH.MEM.PAGE.AUG``)."""
+    seen = set()
+
+    @workbench.register
+    class Recorder(Policy):
+        name = "leaf-recorder-test"
+        sites = (Site.FAULT, Site.ZAP, Site.VP_ENTER)
+
+        def on_busy(self, ctx, rng):
+            seen.add((ctx.site.value, ctx.leaf))
+            return Retry()
+    workbench.run("zero-step", seed=1, policy="leaf-recorder-test", sets=["horizon_us=5000"])
+    workbench.run("malicious-accept", seed=1, policy="leaf-recorder-test",
+                  sets=["horizon_us=3000"])
+    leaves = {leaf for _, leaf in seen}
+    assert ("fault", "TDH.MEM.PAGE.AUG") in seen and ("vp_enter", "TDH.VP.ENTER") in seen
+    assert ("zap", "TDH.MEM.RANGE.BLOCK") in seen
+    assert leaves <= {"TDH.MEM.PAGE.AUG", "TDH.MEM.SEPT.ADD", "TDH.MEM.RANGE.BLOCK",
+                      "TDH.MEM.TRACK", "TDH.MEM.PAGE.REMOVE", "TDH.VP.ENTER", "FROZEN_SPTE",
+                      "MMU_INVALIDATE"}, leaves

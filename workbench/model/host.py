@@ -17,6 +17,7 @@ import simpy
 from ..policies import (BugVm, BusyContext, ExitToUserspace, KickAndRetry, ResumeGuest, Retry, Site)
 from ..tdx_errno import (OPERAND_ID_RCX, TDX_EXIT_EPT_VIOLATION, TDX_GPA_RANGE_ALREADY_BLOCKED,
                          TDX_SUCCESS, is_error, tdx_operand_busy)
+from .module import leaf_name
 from .sept import LEVEL_4K, PAGE_4K, State
 
 READ, WRITE = "read", "write"
@@ -237,7 +238,7 @@ class Kvm:
             st = yield from self._sept_seamcall(v, Site.FAULT, seamcall, v.name, gpa, level)
         finally:
             self.frozen.discard(key)
-        v.last_leaf = seamcall.__name__
+        v.last_leaf = leaf_name(seamcall)
         if st == TDX_SUCCESS:
             self.rec.count("aug_ok" if level == LEVEL_4K else "sept_add_ok")
         return st
@@ -338,7 +339,7 @@ class Kvm:
                 if not tdx_operand_busy(st):
                     break
                 busy += 1
-                action = self._decide(Site.ZAP, self._ctx(Site.ZAP, _leaf(seamcall), st,
+                action = self._decide(Site.ZAP, self._ctx(Site.ZAP, leaf_name(seamcall), st,
                                                           tries, kicked, t0))
                 if isinstance(action, Retry):
                     yield from self._backoff(action.delay_us)
@@ -356,7 +357,7 @@ class Kvm:
             if flag:
                 self._end_no_vcpus()
         if is_error(st):
-            self.td.stop("vm_bugged", zapper, f"TDX_BUG_ON {_leaf(seamcall)} {st:#x}")
+            self.td.stop("vm_bugged", zapper, f"TDX_BUG_ON {leaf_name(seamcall)} {st:#x}")
         return st, tries, busy
 
     # ------------------------------------------------------------------ entry
@@ -399,12 +400,6 @@ class Kvm:
         if attempt > 1 or outcome != "ok":
             self.rec.op("vp_enter", v.name, gpa, t0, self.env.now, attempt, busy, outcome)
         return st, gpa
-
-
-def _leaf(seamcall) -> str:
-    return {"tdh_mem_range_block": "TDH.MEM.RANGE.BLOCK", "tdh_mem_track": "TDH.MEM.TRACK",
-            "tdh_mem_page_remove": "TDH.MEM.PAGE.REMOVE", "tdh_mem_page_aug": "TDH.MEM.PAGE.AUG",
-            "tdh_mem_sept_add": "TDH.MEM.SEPT.ADD"}.get(seamcall.__name__, seamcall.__name__)
 
 
 __all__ = ["Kvm", "QueuedRwLock", "RESUME", "USERSPACE", "STOPPED"]

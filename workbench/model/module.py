@@ -33,6 +33,12 @@ HOST, GUEST = Side.HOST, Side.GUEST
 MAX_ACCEPT_LEVEL = LEVEL_2M  # module 1.5.01 rejects a 1 GB ACCEPT (verify_page_info_input)
 
 
+def leaf_name(call) -> str:
+    """The spec's name of a module call from its method: the methods are named after the
+    leaves (``tdh_mem_page_aug`` -> ``TDH.MEM.PAGE.AUG``)."""
+    return call.__name__.upper().replace("_", ".")
+
+
 class TdVcpu:
     """The module's per-vCPU state (TDVPS): zero-step counter, epoch hold, HP streak."""
 
@@ -416,4 +422,4 @@ class TdxModule:
             yield e.lock
 
 
-__all__ = ["TdxModule", "TdVcpu", "MAX_ACCEPT_LEVEL"]
+__all__ = ["TdxModule", "TdVcpu", "MAX_ACCEPT_LEVEL", "leaf_name"]
