@@ -19,7 +19,7 @@ from ..policies import GuestFail, Retry, Site
 from ..policies.base import BusyContext
 from ..tdx_errno import (TDX_HOST_PRIORITY_BUSY_TIMEOUT, TDX_INTERRUPTED_RESUMABLE,
                          TDX_SUCCESS, tdx_operand_busy)
-from .sept import LEVEL_1G, LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, State
+from .sept import LEVEL_1G, LEVEL_2M, LEVEL_4K, LEVEL_NAMES, LEVEL_SIZE, PAGE_4K, State
 
 RIP_TDCALL_ACCEPT = 0xFFFF_FFFF_8100_1000   # the TDCALL in try_accept_one: one RIP for all
 RIP_TDCALL_ATTR = 0xFFFF_FFFF_8100_2000
@@ -124,6 +124,8 @@ class GuestCpu:
         self.op_busy = 0
         self.accepted = 0
         self.rip = 0x1000
+        self._execute = {cls: getattr(self, "_" + cls.__name__) for cls in
+                         (Compute, Accept, AttrWr, Touch, MapGpa, SpinWait, Panic)}
 
     def next_instruction(self):
         try:
@@ -146,7 +148,7 @@ class GuestCpu:
             if self.tdv.irq_pending:
                 return Exit(ExitKind.INTERRUPT, self.rip)
             ins = self.instr
-            exit_ = yield from getattr(self, "_" + type(ins).__name__)(ins)
+            exit_ = yield from self._execute[type(ins)](ins)
             if exit_ is not None:
                 return exit_
             self.instr = None
@@ -264,21 +266,19 @@ class GuestCpu:
             return None
 
     def _finish_accept(self, ins, st):
-        ok = st == TDX_SUCCESS
-        if ok:
-            pages = LEVEL_SIZE[ins.level] // PAGE_4K
-            self.accepted += pages
-        outcome = "ok" if ok else "guest_error"
-        self.rec.op(f"accept_{('4K', '2M', '1G')[ins.level]}", self.name, ins.gpa, self.op_start,
-                    self.env.now, self.op_attempts, self.op_busy, outcome)
-        self.op_start = None
+        if st == TDX_SUCCESS:
+            self.accepted += LEVEL_SIZE[ins.level] // PAGE_4K
+        self._record_accept(ins, self.env.now, "ok" if st == TDX_SUCCESS else "guest_error")
         self.result = st
 
     def close_open_op(self, end: float, outcome: str) -> None:
         if self.op_start is not None and isinstance(self.instr, Accept):
-            self.rec.op(f"accept_{('4K', '2M', '1G')[self.instr.level]}", self.name,
-                        self.instr.gpa, self.op_start, end, self.op_attempts, self.op_busy, outcome)
-            self.op_start = None
+            self._record_accept(self.instr, end, outcome)
+
+    def _record_accept(self, ins, end: float, outcome: str) -> None:
+        self.rec.op(f"accept_{LEVEL_NAMES[ins.level]}", self.name, ins.gpa, self.op_start, end,
+                    self.op_attempts, self.op_busy, outcome)
+        self.op_start = None
 
 
 # ------------------------------------------------------------------------ Linux helpers
