@@ -71,7 +71,7 @@ def test_a_stopped_td_runs_no_more_guest_code(tmp_path):
                  "vcpus:\n  - {role: converter, count: 1, range_kb: 4, interval_us: 50}\n"
                  "  - {role: attr_spammer, count: 3}\n  - {role: lazy_accept, count: 2}\n")
     import workbench
-    for policy in ("paolo-bounded", {"preset": "zero-tolerance"}):
+    for policy in ("patch-09-21", {"preset": "zero-tolerance"}):
         r = workbench.run(p, seed=1, policy=policy, sets=["host.vmm_on_error=stop"])
         s = r.summary.iloc[0]
         assert s["stopped"], "the attack should end this TD"

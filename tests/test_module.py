@@ -23,7 +23,17 @@ from workbench.tdx_errno import (
     tdx_operand_busy,
 )
 
-CAL0 = load_calibration()[0].model_copy(update={"jitter_cv": 0.0})
+# Jitter off, and no SEAM entry or exit around the locked sections, so each call takes its
+# locks at the instant it starts and drops them when it returns, and a BUSY costs nothing:
+# the lock facts alone. (tests/test_clock.py covers the entry and exit overheads.)
+# The locked sections are fixed here (not the shipped defaults), so the instants below stay
+# meaningful when the calibration changes.
+CAL0 = load_calibration()[0].model_copy(update={
+    "jitter_cv": 0.0, "seamcall_entry_us": 0.0, "seamcall_exit_us": 0.0,
+    "tdcall_entry_us": 0.0, "tdcall_exit_us": 0.0,
+    "sept_add_us": 3.0, "page_aug_us": 3.0, "range_block_us": 2.0, "page_remove_us": 2.0,
+    "track_us": 0.75, "wbinvd_4k_us": 2.0, "vp_enter_us": 2.5, "td_exit_us": 2.5,
+    "epoch_hold_us": 0.1, "accept_4k_us": 1.5, "accept_probe_us": 0.3, "attr_wr_us": 0.5})
 
 BUSY_TREE = 0x8000_0200_0000_0092
 BUSY_RCX = 0x8000_0200_0000_0001
@@ -142,10 +152,10 @@ def test_try_locks_never_wait_tree_busy_is_exact_and_immediate():
     assert aug["status"] == TDX_SUCCESS and aug["t1"] == CAL0.page_aug_us
     assert blk["status"] == BUSY_TREE == 0x8000020000000092
     # returned after the cost of a failed call, long before the holder let go
-    assert blk["t1"] - blk["t0"] == pytest.approx(CAL0.seamcall_busy_us)
+    assert blk["t1"] - blk["t0"] == pytest.approx(CAL0.seamcall_exit_us)
     assert blk["t1"] < aug["t1"]
     assert rows(rec, "TDH.MEM.RANGE.BLOCK") == [
-        (1.0, 1.0 + CAL0.seamcall_busy_us, "TDH.MEM.RANGE.BLOCK", "h-blk", H, BUSY_TREE)]
+        (1.0, 1.0 + CAL0.seamcall_exit_us, "TDH.MEM.RANGE.BLOCK", "h-blk", H, BUSY_TREE)]
     assert m.sept.entry(H, LEVEL_4K).state is State.MAPPED
 
 
@@ -157,9 +167,9 @@ def test_try_locks_never_wait_entry_busy_reports_rcx():
     aug = call(env, 0.1, m.tdh_mem_page_aug("h-aug", G))
     env.run()
     assert aug["status"] == BUSY_RCX == 0x8000020000000001
-    assert aug["t1"] - aug["t0"] == pytest.approx(CAL0.seamcall_busy_us)
+    assert aug["t1"] - aug["t0"] == pytest.approx(CAL0.seamcall_exit_us)
     assert rows(rec, "TDH.MEM.PAGE.AUG") == [
-        (0.1, 0.1 + CAL0.seamcall_busy_us, "TDH.MEM.PAGE.AUG", "h-aug", G, BUSY_RCX)]
+        (0.1, 0.1 + CAL0.seamcall_exit_us, "TDH.MEM.PAGE.AUG", "h-aug", G, BUSY_RCX)]
     assert acc["status"][1] == TDX_EXIT_EPT_VIOLATION
 
 
@@ -171,9 +181,9 @@ def test_try_locks_never_wait_epoch_busy_reports_td_epoch():
     env.run()
     assert trk["status"] == TDX_SUCCESS
     assert ent["status"] == (BUSY_EPOCH, -1) and BUSY_EPOCH == 0x80000200000000A9
-    assert ent["t1"] - ent["t0"] == pytest.approx(CAL0.seamcall_busy_us)
+    assert ent["t1"] - ent["t0"] == pytest.approx(CAL0.seamcall_exit_us)
     assert rows(rec, "TDH.VP.ENTER") == [
-        (0.2, 0.2 + CAL0.seamcall_busy_us, "TDH.VP.ENTER", "v0", -1, BUSY_EPOCH)]
+        (0.2, 0.2 + CAL0.seamcall_exit_us, "TDH.VP.ENTER", "v0", -1, BUSY_EPOCH)]
 
 
 def test_lock_classes_are_try_locks():
@@ -591,7 +601,7 @@ def test_armed_vp_enter_busy_when_the_tree_is_held_shared():
     count_before = (v.epf_count, list(v.epf_gpas))
     aug = call(env, 0.0, m.tdh_mem_page_aug("h-aug", G))        # tree shared [0, 3]
     ent = call(env, 0.5, m.tdh_vp_enter(v, RIP))
-    after = probe(env, 0.5 + CAL0.epoch_hold_us + CAL0.seamcall_busy_us + 0.01,
+    after = probe(env, 0.5 + CAL0.epoch_hold_us + CAL0.seamcall_exit_us + 0.01,
                   lambda: (list(m.epoch_refcount), v.in_td, dict(m.tdr.shared_owners)))
     env.run()
     assert aug["status"] == TDX_SUCCESS

@@ -111,7 +111,8 @@ def run_report(r) -> str:
         f"{s['horizon_us'] / 1000:.1f} ms, {s['calls']} SEAMCALL/TDCALL attempts; the TD {ended}",
         "", "latency per operation (us; the hostile vCPUs' own TDCALLs left out):",
         lat_text, "",
-        f"busy rate {s['busy_rate']:.3%} ({s['busy_calls']} BUSY)   retries: fault "
+        f"BUSY: host calls {s['host_busy_rate']:.3%}, guest TDCALLs {s['guest_busy_rate']:.3%} "
+        f"({s['busy_calls']} BUSY in all)   retries: fault "
         f"{s['retries_fault']}, zap {s['retries_zap']}, vp_enter {s['retries_vp_enter']}   "
         f"kicks {s['kicks']} ({s['ipis']} IPIs)",
         f"exits to userspace {s['exits_to_userspace']} (errors {s['error_exits']}, memory "
@@ -119,8 +120,10 @@ def run_report(r) -> str:
         f"{s['ioctl_errors']}   zero-step armings {s['zero_step_armings']}   HP timeouts "
         f"{s['hp_timeouts']}",
         f"pages accepted {s['pages_accepted']} ({s['accept_throughput_per_ms']:.0f} per ms)   "
-        f"pages zapped {s['zapped_pages']}   Jain's fairness of guest time "
-        f"{s['jain_guest_time']:.3f}   host CPU lost to retries {s['host_retry_cpu_us']:.0f} us",
+        f"pages zapped {s['zapped_pages']}   Jain's fairness of useful work "
+        f"{s['jain_work']:.3f}   host CPU lost to retries {s['host_retry_cpu_us']:.0f} us",
+        f"hostile vCPUs (left out above): {s['hostile_accepts']} pages accepted, "
+        f"TDCALL BUSY rate {s['hostile_busy_rate']:.3%}",
     ])
 
 
@@ -174,10 +177,10 @@ def cmd_compare(args) -> None:
         print(f"wrote {c.save(args.out)}")
 
 
-SWEEP_COLUMNS = ["value", "policy", "reps", "busy_rate", "kicks", "error_exits", "vm_bugged",
+SWEEP_COLUMNS = ["value", "policy", "reps", "host_busy_rate", "guest_busy_rate", "kicks", "error_exits", "vm_bugged",
                  "guest_panics", "zero_step_armings", "accept_throughput_per_ms",
                  "private_fault_p99_us", "zap_4k_p99_us", "conversion_p99_us",
-                 "host_retry_cpu_us", "jain_guest_time"]
+                 "host_retry_cpu_us", "jain_work"]
 
 
 def cmd_sweep(args) -> None:

@@ -27,21 +27,29 @@ us = Field(ge=0.0)
 
 
 class Calibration(Frozen):
-    """Durations of the model, in microseconds (``data/calibration/*.yaml``)."""
+    """Durations of the model, in microseconds (``data/calibration/*.yaml``).
+
+    A SEAMCALL or TDCALL is three parts: entry (SEAMCALL / the TD exit into SEAM, dispatch),
+    the locked section (the leaf's own row), exit (SEAMRET / VM entry back to the guest).
+    Locks are held in the locked section only, so a caller that loops on a call leaves
+    every lock free for at least one exit plus one entry between two holds."""
     name: str = "default"
+    # >0: a host loop of failing calls, or a guest loop of TDCALLs, cannot spin in zero time
+    seamcall_entry_us: float = Field(gt=0.0)
+    seamcall_exit_us: float = Field(gt=0.0)
+    tdcall_entry_us: float = Field(gt=0.0)
+    tdcall_exit_us: float = Field(gt=0.0)
     sept_add_us: float = us
     page_aug_us: float = us
     range_block_us: float = us
     page_remove_us: float = us
     track_us: float = us
     wbinvd_4k_us: float = us
-    seamcall_busy_us: float = Field(gt=0.0)
     vp_enter_us: float = us
     td_exit_us: float = us
     epoch_hold_us: float = us
     zero_step_walk_us: float = us
     zero_step_hold_us: float = us
-    # >0: a guest TDCALL loop cannot spin without time passing
     accept_4k_us: float = Field(gt=0.0)
     accept_2m_us: float = Field(gt=0.0)
     accept_probe_us: float = Field(gt=0.0)
@@ -49,9 +57,11 @@ class Calibration(Frozen):
     touch_us: float = Field(gt=0.0)
     # >0: every retry costs time, so no policy can loop without time passing
     kvm_fault_us: float = Field(gt=0.0)  # also the cost of one local-retry iteration
-    # >0: every retry of a call costs time, so no policy can loop without time passing
+    kvm_zap_step_us: float = us          # KVM's own work between two SEAMCALLs of a zap
+    fastpath_poll_us: float = Field(gt=0.0)  # one tdx_vcpu_run pass held by wait_for_sept_zap
     kick_base_us: float = us
-    kick_per_vcpu_us: float = us
+    kick_per_target_us: float = us
+    ipi_delivery_us: float = us
     vmm_turnaround_us: float = Field(gt=0.0)
     set_attributes_us: float = us
     jitter_cv: float = Field(ge=0.0, le=1.0)
@@ -81,7 +91,7 @@ class HostOptions(Frozen):
 
 
 Role = Literal["lazy_accept", "fault_storm", "converter", "accept_spammer", "attr_spammer",
-               "refaulter"]
+               "refaulter", "stepper"]
 
 
 class VcpuGroup(Frozen):
@@ -94,6 +104,7 @@ class VcpuGroup(Frozen):
     interval_us: float = Field(200.0, ge=0.0)  # converter: pause between conversions
     gap_us: float = Field(0.0, ge=0.0)         # spammers: pause between two TDCALLs
     attack_us: float = Field(0.0, ge=0.0)      # spammers: stop after this long (0: never)
+    per_page: int = Field(1, ge=1, strict=True)  # spammers: how many attack each page
     # fault_storm: fault pages in with the guest's ACCEPT (ACCEPT-type exits, never counted
     # by zero-step) or by touching them (counted EPT violations; needs sept_ve_disable off)
     access: Literal["accept", "touch"] = "accept"
@@ -109,6 +120,10 @@ class ScenarioConfig(Frozen):
     """A whole run: the TD, its workload, and the options of every layer."""
     name: str
     question: str = ""
+    # the summary column that answers the question; a scenario where no policy changes it
+    # is a calm control and says so (``control: true``)
+    headline: str = "private_fault_p99_us"
+    control: bool = False
     memory_mb: float = Field(64.0, gt=0.0, le=1_048_576.0)
     size: float = Field(1.0, gt=0.0, le=10_000.0)  # scales memory_mb and the horizon
     horizon_us: float = Field(20_000.0, gt=0.0)

@@ -32,7 +32,7 @@ def calls_table(calls: list, tags: dict) -> pd.DataFrame:
     return _tag(df, tags)
 
 
-HOSTILE_ROLES = ("accept_spammer", "attr_spammer", "refaulter")
+HOSTILE_ROLES = ("accept_spammer", "attr_spammer", "refaulter", "stepper")
 
 
 def ops_table(ops: list, tags: dict, roles: dict | None = None) -> pd.DataFrame:
@@ -46,10 +46,16 @@ def ops_table(ops: list, tags: dict, roles: dict | None = None) -> pd.DataFrame:
 
 
 def vcpus_table(td, tags: dict) -> pd.DataFrame:
-    rows = [{"vcpu": v.name, "role": v.role,
+    """One row per vCPU. ``useful_work`` counts what its role is for: pages accepted
+    (lazy_accept, fault_storm), conversions finished (converter); the hostile roles' own
+    TDCALLs are not work."""
+    rows = [{"vcpu": v.name, "role": v.role, "hostile": v.role in HOSTILE_ROLES,
              **{f"{s}_us": v.times[s] for s in VCPU_STATES},
              "faults": v.faults, "entries": v.entries,
-             "zero_step_armings": v.tdv.armings, "pages_accepted": v.guest.accepted}
+             "zero_step_armings": v.tdv.armings, "pages_accepted": v.guest.accepted,
+             "conversions": v.conversions,
+             "useful_work": 0 if v.role in HOSTILE_ROLES else
+             (v.conversions if v.role == "converter" else v.guest.accepted)}
             for v in td.vcpus]
     return _tag(pd.DataFrame(rows), tags)
 
@@ -71,9 +77,16 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
             row[f"{op}_{q}_us"] = float(lat.quantile(p)) if len(lat) else np.nan
         row[f"{op}_max_us"] = float(lat.max()) if len(lat) else np.nan
     busy = calls["status"] & np.uint64(0xFFFF_FFFF_0000_0000) == np.uint64(TDX_OPERAND_BUSY)
+    host = calls["leaf"].str.startswith("TDH.")
+    hostile = calls["caller"].isin(vcpus.loc[vcpus["hostile"], "vcpu"])
+    guest = ~host & ~hostile
+    friendly = vcpus[~vcpus["hostile"]]
     row.update(
         calls=len(calls), busy_calls=int(busy.sum()),
-        busy_rate=float(busy.mean()) if len(calls) else 0.0,
+        # host SEAMCALLs (S-EPT calls and VP.ENTERs) and the well-behaved guest's TDCALLs
+        # apart; the hostile vCPUs' own TDCALLs are in neither
+        host_busy_rate=_share(busy[host]), guest_busy_rate=_share(busy[guest]),
+        hostile_busy_rate=_share(busy[~host & hostile]),
         retries=rec.counts.get("retries", 0),
         exits_to_userspace=rec.counts.get("exits_to_userspace", 0),
         # by reason: KVM error exits (what zero tolerance causes), KVM_EXIT_MEMORY_FAULT,
@@ -92,8 +105,10 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
         kicks=rec.counts.get("kicks", 0), ipis=rec.counts.get("ipis", 0),
         retry_warnings=rec.counts.get("retry_warning", 0),
         host_retry_cpu_us=float(vcpus["retry_us"].sum() + td.kvm.lost_us),
-        pages_accepted=int(vcpus["pages_accepted"].sum()),
-        accept_throughput_per_ms=float(vcpus["pages_accepted"].sum() / (horizon / 1000.0)),
+        pages_accepted=int(friendly["pages_accepted"].sum()),
+        accept_throughput_per_ms=float(friendly["pages_accepted"].sum() / (horizon / 1000.0)),
+        hostile_accepts=int(vcpus.loc[vcpus["hostile"], "pages_accepted"].sum()),
+        conversions_ok=int(friendly["conversions"].sum()),
         zapped_pages=rec.counts.get("zapped_pages", 0),
         aug_ok=rec.counts.get("aug_ok", 0),
         prebuilt_pages=td.prebuilt_pages,
@@ -104,22 +119,30 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
         shared_pages_still_private=sum(
             td.module.sept.entry(g, 0).state is not State.FREE for g in td.kvm.shared_gpas),
         stopped_at_us=td.stopped_at if td.stopped_at is not None else np.nan,
-        # fairness among vCPUs doing the same work: the worst role with two or more vCPUs
-        jain_guest_time=min((jain(g["guest_us"]) for _, g in vcpus.groupby("role")
-                             if len(g) > 1), default=1.0),
+        # fairness among vCPUs doing the same work: Jain's index of the useful work done,
+        # in the worst role that has two or more well-behaved vCPUs
+        jain_work=min((jain(g["useful_work"]) for _, g in friendly.groupby("role")
+                       if len(g) > 1), default=1.0),
         faults_in_flight_mean=td.fault_mean_in_flight,
+        # share of the time the TD epoch lock had a shared holder (a VP.ENTER): what a
+        # TRACK started at a random instant would meet
+        epoch_shared_occupancy=td.module.epoch_shared_us / horizon if horizon else 0.0,
     )
     return row
+
+
+def _share(mask: pd.Series) -> float:
+    return float(mask.mean()) if len(mask) else 0.0
 
 
 def summary_table(td, calls, ops, vcpus, tags: dict) -> pd.DataFrame:
     return _tag(pd.DataFrame([summary_row(td, calls, ops, vcpus)]), tags)
 
 
-HEADLINE = ["policy", "busy_rate", "retries_fault", "retries_zap", "retries_vp_enter",
+HEADLINE = ["policy", "host_busy_rate", "guest_busy_rate", "retries_fault", "retries_zap", "retries_vp_enter",
             "error_exits", "ioctl_errors", "memory_fault_exits", "vm_bugged",
             "guest_panics", "hp_timeouts", "zero_step_armings", "kicks", "ipis",
-            "host_retry_cpu_us", "accept_throughput_per_ms", "jain_guest_time",
+            "host_retry_cpu_us", "accept_throughput_per_ms", "jain_work",
             "private_fault_p50_us", "private_fault_p99_us", "zap_4k_p99_us",
             "conversion_p99_us"]
 

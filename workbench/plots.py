@@ -47,7 +47,8 @@ def latency_ecdf(ops: pd.DataFrame, op: str = "private_fault") -> go.Figure:
                    f"(n per policy: {', '.join(f'{p} {k}' for p, k in n.items())})")
 
 
-OUTCOME_COLUMNS = {"busy_rate": "BUSY share of host calls", "kicks": "all-vCPU kicks",
+OUTCOME_COLUMNS = {"host_busy_rate": "BUSY share of host calls",
+                   "guest_busy_rate": "BUSY share of the guest's TDCALLs", "kicks": "all-vCPU kicks",
                    "error_exits": "error exits to userspace", "ioctl_errors": "failed ioctls",
                    "vm_bugged": "runs with the VM bugged", "guest_panics": "runs with a guest panic",
                    "hp_timeouts": "HOST_PRIORITY timeouts", "zero_step_armings": "zero-step armings"}

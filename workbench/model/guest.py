@@ -55,6 +55,17 @@ class Touch:
 
 
 @dataclass(slots=True)
+class Copy:
+    """A REP MOVS at ``rip`` over ``gpas`` that does not retire (a huge RCX): RIP stays
+    put while it runs, so its exits never look like progress to zero-step. A page the
+    guest made shared is accessed as private (a KVM_EXIT_MEMORY_FAULT); a page of the
+    guest's own conversion in flight is waited for, not touched."""
+    gpas: list
+    rip: int
+    pos: int = 0
+
+
+@dataclass(slots=True)
 class MapGpa:
     """TDG.VP.VMCALL<MapGPA>: convert [gpa, gpa+size) to shared or back to private."""
     gpa: int
@@ -91,6 +102,7 @@ class Exit:
     gpa: int = -1
     instr: object = None
     level: int = LEVEL_4K
+    pending: bool = False     # a guest access to a PENDING page (SEPT_VE_DISABLE)
 
 
 # ------------------------------------------------------------------------ guest kernel
@@ -105,14 +117,17 @@ class GuestKernel:
     converting: dict = field(default_factory=dict)        # converter name -> (gpa, size)
     shared: set = field(default_factory=set)              # 4 KB GPAs the guest made shared
     conversion_errors: int = 0                            # -EIO from a failed accept
+    converters: set = field(default_factory=set)          # names of the converter vCPUs
+    group_index: dict = field(default_factory=dict)       # vCPU name -> index in its group
 
 
 class GuestCpu:
     """Runs one vCPU's program; :meth:`run` returns at the next TD exit."""
 
     def __init__(self, name, env, module, tdv, program, accept_policy, rng, recorder, n_vcpus,
-                 touch_us: float):
+                 touch_us: float, kernel: GuestKernel):
         self.name, self.env, self.module, self.tdv = name, env, module, tdv
+        self.kernel = kernel
         self.touch_us = touch_us   # a memory access that does not fault
         self.program, self.accept_policy, self.rng = program, accept_policy, rng
         self.rec, self.n_vcpus = recorder, n_vcpus
@@ -125,7 +140,7 @@ class GuestCpu:
         self.accepted = 0
         self.rip = 0x1000
         self._execute = {cls: getattr(self, "_" + cls.__name__) for cls in
-                         (Compute, Accept, AttrWr, Touch, MapGpa, SpinWait, Panic)}
+                         (Compute, Accept, AttrWr, Touch, Copy, MapGpa, SpinWait, Panic)}
 
     def next_instruction(self):
         try:
@@ -188,9 +203,26 @@ class GuestCpu:
                     return exit_
                 continue
             if pending or sept.would_fault(ins.gpa):
-                return Exit(ExitKind.EPT_VIOLATION, ins.rip, ins.gpa, ins)
+                return Exit(ExitKind.EPT_VIOLATION, ins.rip, ins.gpa, ins, pending=pending)
             yield self.env.timeout(self.touch_us)
             return None
+
+    def _Copy(self, ins):
+        sept, shared = self.module.sept, self.kernel.shared
+        while True:
+            gpa = ins.gpas[ins.pos]
+            e = sept.entry(gpa, LEVEL_4K)
+            if e.state is not State.PENDING and gpa in shared and sept.would_fault(gpa):
+                return Exit(ExitKind.EPT_VIOLATION, ins.rip, gpa, ins)
+            ins.pos = (ins.pos + 1) % len(ins.gpas)
+            if self.tdv.irq_pending:
+                return Exit(ExitKind.INTERRUPT, ins.rip, gpa, ins)
+            try:    # copy a present page, or wait as long on one of its own conversions
+                self.tdv.interruptible = True
+                yield self.env.timeout(self.touch_us)
+                self.tdv.interruptible = False
+            except simpy.Interrupt:
+                return Exit(ExitKind.INTERRUPT, ins.rip, gpa, ins)
 
     def _ve_accept(self, ins):
         """The #VE handler of a guest without SEPT_VE_DISABLE: ACCEPT the pending page.

@@ -70,11 +70,11 @@ class Kvm:
     def __init__(self, td):
         self.td, self.env, self.module, self.cal = td, td.env, td.module, td.cal
         self.rec, self.policy = td.rec, td.policy
+        self.duration = td.kvm_duration
         self.mmu_lock = QueuedRwLock(self.env, "mmu_lock")
         self.vm_spinlock = QueuedRwLock(self.env, "vm_spinlock")
         self.frozen: set = set()
         self.wait_for_sept_zap = 0           # a count, so nested zappers cannot clear it early
-        self.zap_done = self.env.event()
         self.shared_gpas: set = set()         # memory attributes: 4 KB GPAs that are shared
         self.invalidating: list = []          # [start, end) ranges of mmu_invalidate in flight
         self.invalidate_seq = 0               # kvm->mmu_invalidate_seq
@@ -117,35 +117,51 @@ class Kvm:
             if v is not None:
                 v.set_state(prev)
 
-    def sept_lock_mode(self, site: Site) -> str:
-        return self.policy.for_site(site).sept_lock
+    @property
+    def sept_lock(self) -> str:
+        """How the policy set serialises S-EPT SEAMCALLs: none, vm_spinlock, mmu_lock_write."""
+        return self.policy.sept_lock
 
     # ------------------------------------------------------------------ kicks
-    def kick_all(self, kicker: str):
+    def kick_all(self, kicker: str, request: str = "kicks"):
         """kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE) with KVM_REQUEST_WAIT:
-        IPI every vCPU in guest mode and wait until each has left it."""
+        set the request on every vCPU, send an IPI to each one in guest mode, and wait
+        until each of those has left it. Costs the request bookkeeping, one send per
+        target, then the slowest target: its IPI delivery plus however long it takes to
+        leave guest mode from where it is (at once in guest code, after its TDCALL, after
+        its VP.ENTER), plus its TD exit. vCPUs outside guest mode cost nothing."""
+        cal, env = self.cal, self.env
         targets = [(v, v.entries) for v in self.td.vcpus if v.in_guest_mode]
-        for v, _ in targets:
-            self.module.post_interrupt(v.tdv)
-        self.rec.count("kicks")
+        self.rec.count(request)
         self.rec.count("ipis", len(targets))
-        yield self.env.timeout(self.cal.kick_base_us + self.cal.kick_per_vcpu_us * self.td.n_vcpus)
+        yield env.timeout(self.duration(cal.kick_base_us)
+                          + self.duration(cal.kick_per_target_us) * len(targets))
+        for v, entries in targets:
+            env.timeout(self.duration(cal.ipi_delivery_us)).callbacks.append(
+                lambda _ev, v=v, entries=entries: self._deliver_ipi(v, entries))
         for v, entries in targets:
             if v.in_guest_mode and v.entries == entries:
                 yield v.left_guest_mode()
 
+    def _deliver_ipi(self, v, entries: int) -> None:
+        """The IPI lands; a vCPU that has left guest mode since it was sent only finds the
+        request bit, which does nothing (KVM_REQUEST_NO_ACTION)."""
+        if v.in_guest_mode and v.entries == entries:
+            self.module.post_interrupt(v.tdv)
+
+    def flush_remote_tlbs(self, flusher: str):
+        """kvm_flush_remote_tlbs after a range zap: KVM_REQ_TLB_FLUSH, another all-vCPU
+        request that waits for every vCPU in guest mode."""
+        yield from self.kick_all(flusher, "tlb_flushes")
+
     def _begin_no_vcpus(self):
-        if not self.wait_for_sept_zap:
-            self.zap_done = self.env.event()
         self.wait_for_sept_zap += 1
 
     def _end_no_vcpus(self):
         self.wait_for_sept_zap -= 1
-        if not self.wait_for_sept_zap:
-            self.zap_done.succeed()
 
     # ------------------------------------------------------------------ fault path
-    def handle_ept_violation(self, v, gpa: int, accept: bool):
+    def handle_ept_violation(self, v, gpa: int, pending: bool = False):
         """tdx_handle_ept_violation for a private GPA. Returns RESUME, USERSPACE or STOPPED.
         One ``private_fault`` op; the loop is the merged local retry when the fault-site
         policy says Retry."""
@@ -158,7 +174,7 @@ class Kvm:
             while True:
                 attempt += 1
                 v.set_state("kvm" if attempt == 1 else "retry")
-                yield env.timeout(self.cal.kvm_fault_us)
+                yield env.timeout(self.duration(self.cal.kvm_fault_us))
                 if self.td.stopped:
                     outcome, result = "unfinished", STOPPED
                     break
@@ -167,7 +183,9 @@ class Kvm:
                     v.exit_reason = ("memory_fault", gpa)
                     break
                 seq = self.invalidate_seq
-                if not accept and self.module.sept.entry(gpa, LEVEL_4K).state is State.PENDING:
+                if pending:     # the exit says the guest touched a PENDING page
+                    # (tdx_is_sept_violation_unexpected_pending): decided by the exit,
+                    # not by the S-EPT now, which another vCPU's AUG may have changed
                     self.td.stop("vm_dead", v.name, "guest access before accept")
                     outcome, result = "vm_bugged", STOPPED
                     break
@@ -213,7 +231,7 @@ class Kvm:
         """The TDP MMU installing a 4 KB private mapping: SEPT.ADD for each missing
         level, then AUG, under mmu_lock (read, or write under ``mmu-lock-write``). A fault
         that an attribute change raced is stale (is_page_fault_stale): RET_PF_RETRY."""
-        mode = WRITE if self.sept_lock_mode(Site.FAULT) == "mmu_lock_write" else READ
+        mode = WRITE if self.sept_lock == "mmu_lock_write" else READ
         yield from self.lock(v, self.mmu_lock, mode)
         try:
             if seq != self.invalidate_seq or any(a <= gpa < b for a, b in self.invalidating):
@@ -245,7 +263,7 @@ class Kvm:
 
     def _sept_seamcall(self, v, site, seamcall, *args):
         """One S-EPT SEAMCALL, inside the VM-wide spinlock when the policy wants one."""
-        spin = self.sept_lock_mode(site) == "vm_spinlock"
+        spin = self.sept_lock == "vm_spinlock"
         if spin:
             yield from self.lock(v, self.vm_spinlock, WRITE)
         t0 = self.env.now
@@ -265,7 +283,7 @@ class Kvm:
     def set_memory_attributes(self, v, gpa: int, size: int, shared: bool):
         """KVM_SET_MEMORY_ATTRIBUTES from the VMM thread of vCPU ``v``: private -> shared
         zaps every private leaf in the range. Returns False if the ioctl failed."""
-        yield self.env.timeout(self.cal.set_attributes_us)
+        yield self.env.timeout(self.duration(self.cal.set_attributes_us))
         pages = range(gpa, gpa + size, PAGE_4K)
         ok = True
         span = (gpa, gpa + size)
@@ -285,6 +303,7 @@ class Kvm:
         waits for faults that hold it for read, so it sees the pages they install. Between
         two pages the zap yields the lock to waiters (tdp_mmu_iter_cond_resched); faults
         inside the range then find the invalidation in flight and retry."""
+        zapper, zapped = f"zap:{v.name}", 0
         yield from self.lock(v, self.mmu_lock, WRITE)
         try:
             sept = self.module.sept
@@ -295,8 +314,11 @@ class Kvm:
                 e = sept.entry(p, LEVEL_4K)
                 if e.state not in (State.PENDING, State.MAPPED, State.BLOCKED):
                     continue
-                if not (yield from self.zap_4k(f"zap:{v.name}", p)):
+                zapped += 1
+                if not (yield from self.zap_4k(zapper, p)):
                     return False
+            if zapped:
+                yield from self.flush_remote_tlbs(zapper)
             return True
         finally:
             self.mmu_lock.release(WRITE)
@@ -312,6 +334,7 @@ class Kvm:
                   (self.module.tdh_mem_page_remove, (zapper, gpa))]
         outcome = "ok"
         for seamcall, args in steps:
+            yield self.env.timeout(self.duration(self.cal.kvm_zap_step_us))
             st, n, b = yield from self.tdh_do_no_vcpus(zapper, seamcall, *args)
             tries, busy = tries + n, busy + b
             if st in (TDX_SUCCESS, TDX_GPA_RANGE_ALREADY_BLOCKED | OPERAND_ID_RCX):
@@ -368,9 +391,9 @@ class Kvm:
         while True:
             if self.td.stopped:
                 return None, -1
-            if self.wait_for_sept_zap:
+            if self.wait_for_sept_zap:    # tdx_vcpu_run: EXIT_FASTPATH_EXIT_HANDLED, loop
                 v.set_state("zap_wait")
-                yield self.zap_done
+                yield self.env.timeout(self.duration(self.cal.fastpath_poll_us))
                 v.set_state("kvm")
                 continue
             t0 = self.env.now if t0 is None else t0

@@ -15,7 +15,6 @@ import simpy
 
 from ..config import Calibration, ModuleOptions
 from ..records import Recorder
-from ..rng import Draws
 from ..tdx_errno import (
     OPERAND_ID_RCX, OPERAND_ID_RDX, OPERAND_ID_SEPT, OPERAND_ID_TD_EPOCH, OPERAND_ID_TDR,
     OPERAND_ID_TDVPR, TDX_EPT_ENTRY_NOT_FREE, TDX_EPT_ENTRY_STATE_INCORRECT,
@@ -25,6 +24,7 @@ from ..tdx_errno import (
     TDX_PAGE_ALREADY_ACCEPTED, TDX_PAGE_SIZE_MISMATCH, TDX_PREVIOUS_TLB_EPOCH_BUSY,
     TDX_SUCCESS, TDX_TLB_TRACKING_NOT_DONE, status_class,
 )
+from .clock import Jitter
 from .locks import Mode, SharexHpLock, SharexLock, Side
 from .sept import LEAF_STATES, LEVEL_2M, LEVEL_4K, SecureEpt, State
 
@@ -80,19 +80,15 @@ class TdxModule:
         self.epoch = 0
         self.epoch_refcount = [0, 0]
         self.vcpus: dict[str, TdVcpu] = {}
-        self._jitter = Draws(rng, "standard_normal")
+        self.duration = Jitter(cal.jitter_cv, rng)
+        # time the epoch lock had at least one shared holder (VP.ENTERs), for the
+        # occupancy a TRACK meets
+        self.epoch_shared_us, self._epoch_t = 0.0, 0.0
 
     # ---------------------------------------------------------------- plumbing
     def add_vcpu(self, name: str) -> TdVcpu:
         v = self.vcpus[name] = TdVcpu(name, self.opts.host_priority)
         return v
-
-    def duration(self, base_us: float) -> float:
-        """A call's duration: the calibrated mean with a jitter of ``jitter_cv``."""
-        cv = self.cal.jitter_cv
-        if not cv or not base_us:
-            return base_us
-        return base_us * max(0.1, 1.0 + cv * self._jitter.next())
 
     def _take(self, owner, locks, side: Side, operand: int | None = None):
         """Try each (lock, mode) in order. Returns (status, taken)."""
@@ -112,22 +108,25 @@ class TdxModule:
         for lock, mode in reversed(taken):
             lock.release(owner, mode)
 
-    def _seamcall(self, leaf, caller, gpa, locks, check, cost_us, effect, tdr_operand):
-        """The shape every TDH.MEM.* call shares: try-locks, legality check, hold, effect."""
-        env, t0 = self.env, self.env.now
+    def _seamcall(self, leaf, caller, gpa, plan, tdr_operand):
+        """The shape every TDH.MEM.* call shares: SEAMCALL entry (no lock held), then
+        ``plan()`` walks the S-EPT as it is now and gives (locks, check, locked cost,
+        effect); try-locks, legality check, the locked section, the effect, SEAMRET."""
+        env, t0, cal = self.env, self.env.now, self.cal
+        yield env.timeout(self.duration(cal.seamcall_entry_us))
+        locks, check, cost_us, effect = plan()
         st, taken = self._take(caller, locks, HOST, tdr_operand)
         if not st:
             st = check()
         if st:
             self._release(caller, taken)
-            yield env.timeout(self.duration(self.cal.seamcall_busy_us))
-            self.rec.call(t0, env.now, leaf, caller, gpa, st)
-            return st
-        yield env.timeout(self.duration(cost_us))
-        effect()
-        self._release(caller, taken)
-        self.rec.call(t0, env.now, leaf, caller, gpa, TDX_SUCCESS)
-        return TDX_SUCCESS
+        else:
+            yield env.timeout(self.duration(cost_us))
+            effect()
+            self._release(caller, taken)
+        yield env.timeout(self.duration(cal.seamcall_exit_us))
+        self.rec.call(t0, env.now, leaf, caller, gpa, st)
+        return st
 
     @staticmethod
     def _must_be_free(e, err: int) -> int:
@@ -142,75 +141,74 @@ class TdxModule:
         return e, TDX_SUCCESS
 
     # ---------------------------------------------------------------- SEAMCALLs
+    def _entry_locks(self, e, tree: Mode) -> list:
+        """TDR shared, the S-EPT tree, the entry's host lock (if the walk reached it)."""
+        return [(self.tdr, SHARED), (self.tree_lock, tree)] + ([(e.lock, EXCLUSIVE)] if e else [])
+
     def tdh_mem_sept_add(self, caller: str, gpa: int, level: int):
         """Turn the FREE entry at ``level`` into a non-leaf (adds the table below it)."""
-        e, err = self._walk_to(gpa, level)
-        locks = [(self.tdr, SHARED), (self.tree_lock, SHARED)] + ([(e.lock, EXCLUSIVE)] if e else [])
+        def plan():
+            e, err = self._walk_to(gpa, level)
 
-        def check():
-            return self._must_be_free(e, err)
-
-        def effect():
-            e.state = State.NON_LEAF
-        return (yield from self._seamcall("TDH.MEM.SEPT.ADD", caller, gpa, locks, check,
-                                          self.cal.sept_add_us, effect, OPERAND_ID_RDX))
+            def effect():
+                e.state = State.NON_LEAF
+            return (self._entry_locks(e, SHARED), lambda: self._must_be_free(e, err),
+                    self.cal.sept_add_us, effect)
+        return (yield from self._seamcall("TDH.MEM.SEPT.ADD", caller, gpa, plan, OPERAND_ID_RDX))
 
     def tdh_mem_page_aug(self, caller: str, gpa: int, level: int = LEVEL_4K):
         """Map a new private page PENDING (the guest must ACCEPT it)."""
-        e, err = self._walk_to(gpa, level)
-        locks = [(self.tdr, SHARED), (self.tree_lock, SHARED)] + ([(e.lock, EXCLUSIVE)] if e else [])
+        def plan():
+            e, err = self._walk_to(gpa, level)
 
-        def check():
-            return self._must_be_free(e, err)
-
-        def effect():
-            e.state, e.accept_counter = State.PENDING, 0
-        return (yield from self._seamcall("TDH.MEM.PAGE.AUG", caller, gpa, locks, check,
-                                          self.cal.page_aug_us, effect, OPERAND_ID_RDX))
+            def effect():
+                e.state, e.accept_counter = State.PENDING, 0
+            return (self._entry_locks(e, SHARED), lambda: self._must_be_free(e, err),
+                    self.cal.page_aug_us, effect)
+        return (yield from self._seamcall("TDH.MEM.PAGE.AUG", caller, gpa, plan, OPERAND_ID_RDX))
 
     def tdh_mem_page_add(self, caller: str, gpa: int):
         """Build-time add of an accepted page. TDR exclusive: BUSY while any vCPU runs."""
-        e, err = self._walk_to(gpa, LEVEL_4K)
-        locks = [(self.tdr, EXCLUSIVE)]
+        def plan():
+            e, err = self._walk_to(gpa, LEVEL_4K)
 
-        def check():
-            return self._must_be_free(e, err)
-
-        def effect():
-            e.state = State.MAPPED
-        return (yield from self._seamcall("TDH.MEM.PAGE.ADD", caller, gpa, locks, check,
-                                          self.cal.page_aug_us, effect, OPERAND_ID_RDX))
+            def effect():
+                e.state = State.MAPPED
+            return ([(self.tdr, EXCLUSIVE)], lambda: self._must_be_free(e, err),
+                    self.cal.page_aug_us, effect)
+        return (yield from self._seamcall("TDH.MEM.PAGE.ADD", caller, gpa, plan, OPERAND_ID_RDX))
 
     def tdh_mem_range_block(self, caller: str, gpa: int, level: int = LEVEL_4K):
         """Block a leaf. Takes the S-EPT tree *exclusively*."""
-        e, err = self._walk_to(gpa, level)
-        locks = [(self.tdr, SHARED), (self.tree_lock, EXCLUSIVE)] + ([(e.lock, EXCLUSIVE)] if e else [])
+        def plan():
+            e, err = self._walk_to(gpa, level)
 
-        def check():
-            if err:
-                return err
-            if e.state is State.BLOCKED:
-                return TDX_GPA_RANGE_ALREADY_BLOCKED | OPERAND_ID_RCX
-            return 0 if e.state in LEAF_STATES else TDX_EPT_ENTRY_STATE_INCORRECT | OPERAND_ID_RCX
+            def check():
+                if err:
+                    return err
+                if e.state is State.BLOCKED:
+                    return TDX_GPA_RANGE_ALREADY_BLOCKED | OPERAND_ID_RCX
+                return 0 if e.state in LEAF_STATES else TDX_EPT_ENTRY_STATE_INCORRECT | OPERAND_ID_RCX
 
-        def effect():
-            e.state, e.bepoch = State.BLOCKED, self.epoch
-        return (yield from self._seamcall("TDH.MEM.RANGE.BLOCK", caller, gpa, locks, check,
-                                          self.cal.range_block_us, effect, OPERAND_ID_RDX))
+            def effect():
+                e.state, e.bepoch = State.BLOCKED, self.epoch
+            return self._entry_locks(e, EXCLUSIVE), check, self.cal.range_block_us, effect
+        return (yield from self._seamcall("TDH.MEM.RANGE.BLOCK", caller, gpa, plan, OPERAND_ID_RDX))
 
     def tdh_mem_track(self, caller: str):
         """Bump the TD epoch; BUSY on the epoch lock, PREVIOUS_TLB_EPOCH_BUSY while a vCPU
         still runs in the previous epoch."""
-        locks = [(self.tdr, SHARED), (self.epoch_lock, EXCLUSIVE)]
-
         def check():
             prev = self.epoch_refcount[(self.epoch - 1) & 1]
             return TDX_PREVIOUS_TLB_EPOCH_BUSY if self.epoch > 0 and prev else 0
 
         def effect():
             self.epoch += 1
-        return (yield from self._seamcall("TDH.MEM.TRACK", caller, -1, locks, check,
-                                          self.cal.track_us, effect, OPERAND_ID_RCX))
+
+        def plan():
+            return ([(self.tdr, SHARED), (self.epoch_lock, EXCLUSIVE)], check,
+                    self.cal.track_us, effect)
+        return (yield from self._seamcall("TDH.MEM.TRACK", caller, -1, plan, OPERAND_ID_RCX))
 
     def tlb_tracked(self, bepoch: int) -> bool:
         """MOD is_tlb_tracked(): every vCPU that could hold a stale translation has left."""
@@ -220,25 +218,26 @@ class TdxModule:
 
     def tdh_mem_page_remove(self, caller: str, gpa: int, level: int = LEVEL_4K):
         """Remove a blocked, TLB-tracked leaf."""
-        e, err = self._walk_to(gpa, level)
-        locks = [(self.tdr, SHARED), (self.tree_lock, SHARED)] + ([(e.lock, EXCLUSIVE)] if e else [])
+        def plan():
+            e, err = self._walk_to(gpa, level)
 
-        def check():
-            if err:
-                return err
-            if e.state is not State.BLOCKED:
-                return TDX_GPA_RANGE_NOT_BLOCKED | OPERAND_ID_RCX
-            return 0 if self.tlb_tracked(e.bepoch) else TDX_TLB_TRACKING_NOT_DONE | OPERAND_ID_RCX
+            def check():
+                if err:
+                    return err
+                if e.state is not State.BLOCKED:
+                    return TDX_GPA_RANGE_NOT_BLOCKED | OPERAND_ID_RCX
+                return 0 if self.tlb_tracked(e.bepoch) else TDX_TLB_TRACKING_NOT_DONE | OPERAND_ID_RCX
 
-        def effect():
-            e.state = State.FREE
-        return (yield from self._seamcall("TDH.MEM.PAGE.REMOVE", caller, gpa, locks, check,
-                                          self.cal.page_remove_us, effect, OPERAND_ID_RDX))
+            def effect():
+                e.state = State.FREE
+            return self._entry_locks(e, SHARED), check, self.cal.page_remove_us, effect
+        return (yield from self._seamcall("TDH.MEM.PAGE.REMOVE", caller, gpa, plan, OPERAND_ID_RDX))
 
     def tdh_phymem_page_wbinvd(self, caller: str, gpa: int):
         """Write back and invalidate a removed page's cache lines. No TD lock."""
-        t0 = self.env.now
-        yield self.env.timeout(self.duration(self.cal.wbinvd_4k_us))
+        t0, cal = self.env.now, self.cal
+        yield self.env.timeout(self.duration(cal.seamcall_entry_us) + self.duration(cal.wbinvd_4k_us)
+                               + self.duration(cal.seamcall_exit_us))
         self.rec.call(t0, self.env.now, "TDH.PHYMEM.PAGE.WBINVD", caller, gpa, TDX_SUCCESS)
         return TDX_SUCCESS
 
@@ -248,14 +247,20 @@ class TdxModule:
         BUSY|TD_EPOCH, BUSY|SEPT_TREE (zero-step armed, tree taken), or a synthesised
         EPT-violation exit with the first listed GPA that would still fault (EPFS)."""
         env, t0, cal = self.env, self.env.now, self.cal
+        yield env.timeout(self.duration(cal.seamcall_entry_us))
         st, taken = self._take(v.name, [(self.tdr, SHARED), (v.tdvpr, SHARED),
                                         (self.epoch_lock, SHARED)], HOST)
         if st:
             return (yield from self._enter_failed(v, t0, st, -1))
+        epoch_shared = self.epoch_lock.shared_owners
+        if len(epoch_shared) == 1:
+            self._epoch_t = env.now
         yield env.timeout(self.duration(cal.epoch_hold_us))
         parity = self.epoch & 1
         self.epoch_refcount[parity] += 1
         self.epoch_lock.release(v.name, SHARED)
+        if not epoch_shared:
+            self.epoch_shared_us += env.now - self._epoch_t
         held = taken[:2]
         if v.zero_step_armed:
             st = self.tree_lock.try_acquire(v.name, EXCLUSIVE, HOST)
@@ -278,7 +283,7 @@ class TdxModule:
         return TDX_SUCCESS, -1
 
     def _enter_failed(self, v: TdVcpu, t0: float, st: int, gpa: int):
-        yield self.env.timeout(self.duration(self.cal.seamcall_busy_us))
+        yield self.env.timeout(self.duration(self.cal.seamcall_exit_us))
         self.rec.call(t0, self.env.now, "TDH.VP.ENTER", v.name, gpa, st)
         return st, gpa
 
@@ -320,42 +325,57 @@ class TdxModule:
             v.epf_gpas.append(gpa)
 
     # ---------------------------------------------------------------- TDCALLs
-    def _tdcall_status(self, v: TdVcpu, t0: float, leaf: str, gpa: int, st: int):
+    def _tdcall(self, v: TdVcpu, leaf: str, rip: int, gpa: int, body):
+        """A TDCALL the module handles: the TD exit into SEAM (no lock held), ``body()``
+        (the leaf: its walk, locks and work) -> (status, exit), the dispatcher's status
+        handling, and the VM entry back to the guest unless the call ends in a TD exit."""
+        env, t0 = self.env, self.env.now
+        yield env.timeout(self.duration(self.cal.tdcall_entry_us))
+        self.note_rip(v, rip)
+        raw, exit_status = yield from body()
+        st, hp_exit = self._dispatch_status(v, t0, gpa, raw)
+        exit_status = exit_status or hp_exit
+        if exit_status is None:
+            yield env.timeout(self.duration(self.cal.tdcall_exit_us))
+        self.rec.call(t0, env.now, leaf, v.name, gpa, raw)
+        return st, exit_status
+
+    def _dispatch_status(self, v: TdVcpu, t0: float, gpa: int, st: int):
         """The TDCALL dispatcher: HP-busy becomes plain BUSY for the guest; a streak of
         HP-busy that lasts HP_LOCK_TIMEOUT becomes a TD exit to the host."""
+        if status_class(st) != TDX_OPERAND_BUSY_HOST_PRIORITY:
+            v.hp_streak_start = None
+            return st, None
         exit_status = None
-        if status_class(st) == TDX_OPERAND_BUSY_HOST_PRIORITY:
-            if v.hp_streak_start is None:
-                v.hp_streak_start = t0
-            elif self.env.now - v.hp_streak_start >= self.opts.hp_lock_timeout_us:
-                exit_status = TDX_HOST_PRIORITY_BUSY_TIMEOUT
-                v.hp_streak_start = None
-                self.rec.event(self.env.now, "hp_timeout", v.name, f"{gpa:#x}")
-            self.rec.call(t0, self.env.now, leaf, v.name, gpa, st)
-            return TDX_OPERAND_BUSY | (st & 0xFFFF_FFFF), exit_status
-        v.hp_streak_start = None
-        self.rec.call(t0, self.env.now, leaf, v.name, gpa, st)
-        return st, exit_status
+        if v.hp_streak_start is None:
+            v.hp_streak_start = t0
+        elif self.env.now - v.hp_streak_start >= self.opts.hp_lock_timeout_us:
+            exit_status = TDX_HOST_PRIORITY_BUSY_TIMEOUT
+            v.hp_streak_start = None
+            self.rec.event(self.env.now, "hp_timeout", v.name, f"{gpa:#x}")
+        return TDX_OPERAND_BUSY | (st & 0xFFFF_FFFF), exit_status
 
     def tdg_mem_page_accept(self, v: TdVcpu, rip: int, gpa: int, level: int):
         """TDG.MEM.PAGE.ACCEPT. Returns ``(status, exit)``: ``exit`` is None, or the status
         of a TD exit the call causes: an ACCEPT-type EPT violation (not counted by
         zero-step), TDX_HOST_PRIORITY_BUSY_TIMEOUT, or TDX_INTERRUPTED_RESUMABLE for a 2 MB
         ACCEPT interrupted between pages (the TDCALL re-executes transparently)."""
-        env, t0, cal = self.env, self.env.now, self.cal
-        self.note_rip(v, rip)
+        return (yield from self._tdcall(v, "TDG.MEM.PAGE.ACCEPT", rip, gpa,
+                                        lambda: self._accept(v, gpa, level)))
+
+    def _accept(self, v: TdVcpu, gpa: int, level: int):
+        env, cal = self.env, self.cal
         if level > MAX_ACCEPT_LEVEL:
             yield env.timeout(self.duration(cal.accept_probe_us))
-            return self._tdcall_status(v, t0, "TDG.MEM.PAGE.ACCEPT", gpa, TDX_OPERAND_INVALID | OPERAND_ID_RCX)
+            return TDX_OPERAND_INVALID | OPERAND_ID_RCX, None
         e = self.sept.walk(gpa, level)
         if e.level != level or (e.state is State.FREE and not self.opts.accept_locks_not_present):
             yield env.timeout(self.duration(cal.accept_probe_us))   # walk stops: no lock
-            st, _ = self._tdcall_status(v, t0, "TDG.MEM.PAGE.ACCEPT", gpa, TDX_EXIT_EPT_VIOLATION)
-            return st, TDX_EXIT_EPT_VIOLATION
+            return TDX_EXIT_EPT_VIOLATION, TDX_EXIT_EPT_VIOLATION
         st = e.lock.try_acquire(v.name, EXCLUSIVE, GUEST)
         if st:
             yield env.timeout(self.duration(cal.accept_probe_us))
-            return self._tdcall_status(v, t0, "TDG.MEM.PAGE.ACCEPT", gpa, st)
+            return st, None
         exit_status = None
         if e.state is State.PENDING and level == LEVEL_2M:
             st = yield from self._accept_2m(v, e)
@@ -370,8 +390,7 @@ class TdxModule:
             if st == TDX_EXIT_EPT_VIOLATION:   # FREE or BLOCKED: lock, release, exit
                 exit_status = st
         e.lock.release(v.name, EXCLUSIVE)
-        st, hp_exit = self._tdcall_status(v, t0, "TDG.MEM.PAGE.ACCEPT", gpa, st)
-        return st, exit_status or hp_exit
+        return st, exit_status
 
     def _accept_2m(self, v: TdVcpu, e):
         """Zero the 512 pages of a 2 MB PENDING leaf, interruptible after each page."""
@@ -393,22 +412,25 @@ class TdxModule:
         return TDX_SUCCESS
 
     def tdg_mem_page_attr_wr(self, v: TdVcpu, rip: int, gpa: int):
-        """TDG.MEM.PAGE.ATTR.WR on a 4 KB leaf: the guest lock for its duration."""
-        env, t0 = self.env, self.env.now
-        self.note_rip(v, rip)
+        """TDG.MEM.PAGE.ATTR.WR on a 4 KB leaf: the guest lock for its locked section."""
+        return (yield from self._tdcall(v, "TDG.MEM.PAGE.ATTR.WR", rip, gpa,
+                                        lambda: self._attr_wr(v, gpa)))
+
+    def _attr_wr(self, v: TdVcpu, gpa: int):
+        env, cal = self.env, self.cal
         e = self.sept.walk(gpa, LEVEL_4K)
         if e.level != LEVEL_4K:
-            yield env.timeout(self.duration(self.cal.accept_probe_us))
-            return self._tdcall_status(v, t0, "TDG.MEM.PAGE.ATTR.WR", gpa, TDX_EPT_WALK_FAILED | OPERAND_ID_RCX)
+            yield env.timeout(self.duration(cal.accept_probe_us))
+            return TDX_EPT_WALK_FAILED | OPERAND_ID_RCX, None
         st = e.lock.try_acquire(v.name, EXCLUSIVE, GUEST)
-        if not st:
-            yield env.timeout(self.duration(self.cal.attr_wr_us))
-            if e.state is not State.MAPPED:
-                st = TDX_EPT_ENTRY_STATE_INCORRECT | OPERAND_ID_RCX
-            e.lock.release(v.name, EXCLUSIVE)
-        else:
-            yield env.timeout(self.duration(self.cal.accept_probe_us))
-        return self._tdcall_status(v, t0, "TDG.MEM.PAGE.ATTR.WR", gpa, st)
+        if st:
+            yield env.timeout(self.duration(cal.accept_probe_us))
+            return st, None
+        yield env.timeout(self.duration(cal.attr_wr_us))
+        if e.state is not State.MAPPED:
+            st = TDX_EPT_ENTRY_STATE_INCORRECT | OPERAND_ID_RCX
+        e.lock.release(v.name, EXCLUSIVE)
+        return st, None
 
     # ---------------------------------------------------------------- introspection
     def locks(self):

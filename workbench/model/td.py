@@ -15,6 +15,7 @@ from ..rng import stream
 from ..tdx_errno import TDX_EXIT_EPT_VIOLATION, TDX_SUCCESS
 from .guest import ExitKind, GuestCpu, GuestKernel
 from .host import STOPPED, USERSPACE, Kvm
+from .clock import FairEnvironment, Jitter
 from .module import TdxModule
 from .sept import LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, ROOT_LEVEL, State
 from .workload import NEEDS_AREA, ROLES
@@ -32,6 +33,7 @@ class Vcpu:
         self.in_guest_mode = False
         self.entries = 0              # TDH.VP.ENTER attempts (kicks tell re-entries apart)
         self.faults = 0
+        self.conversions = 0          # MapGPA calls that converted the whole range
         self.exit_reason = None
         self.last_leaf = ""
         self._left = None
@@ -74,7 +76,7 @@ class Vcpu:
             if st is None:
                 break
             if st == TDX_EXIT_EPT_VIOLATION:           # EPFS: synthesised, never entered
-                r = yield from kvm.handle_ept_violation(self, gpa, accept=False)
+                r = yield from kvm.handle_ept_violation(self, gpa)
                 if r == USERSPACE:
                     yield from vmm.handle(self)
                 continue
@@ -99,8 +101,7 @@ class Vcpu:
         td, kvm, vmm = self.td, self.td.kvm, self.td.vmm
         kind = ex.kind
         if kind in (ExitKind.EPT_VIOLATION, ExitKind.ACCEPT_EPT_VIOLATION):
-            r = yield from kvm.handle_ept_violation(
-                self, ex.gpa, accept=kind is ExitKind.ACCEPT_EPT_VIOLATION)
+            r = yield from kvm.handle_ept_violation(self, ex.gpa, pending=ex.pending)
             if r == USERSPACE:
                 yield from vmm.handle(self)
             return r != STOPPED
@@ -132,7 +133,7 @@ class Vmm:
         self.td.rec.count("exits_to_userspace")
         self.td.rec.count(f"exits_{kind}")
         v.set_state("userspace")
-        yield self.env.timeout(self.cal.vmm_turnaround_us)
+        yield self.env.timeout(self.td.kvm_duration(self.cal.vmm_turnaround_us))
         if kind == "memory_fault" and self.opts.memory_fault_action == "convert":
             page = arg // PAGE_4K * PAGE_4K
             yield from self.td.kvm.set_memory_attributes(v, page, PAGE_4K, shared=False)
@@ -153,7 +154,7 @@ class Vmm:
                 self.td.rec.count("exits_to_userspace")
                 self.td.rec.count("exits_map_gpa")
                 v.set_state("userspace")
-                yield self.env.timeout(self.cal.vmm_turnaround_us)
+                yield self.env.timeout(self.td.kvm_duration(self.cal.vmm_turnaround_us))
                 ok = yield from self.td.kvm.set_memory_attributes(v, gpa, chunk, ins.shared)
                 if ok or self.td.stopped or self.opts.vmm_on_error == "stop":
                     break
@@ -163,6 +164,7 @@ class Vmm:
                     self.td.stop("vmm_stop", v.name, "KVM_SET_MEMORY_ATTRIBUTES failed")
             gpa += chunk
         v.set_state("kvm")
+        v.conversions += outcome == "ok"
         self.td.rec.op("conversion", v.name, ins.gpa, t0, self.env.now, exits, 0, outcome)
 
 
@@ -173,8 +175,9 @@ class Td:
                  seed: int, replication: int = 0):
         self.config, self.policy, self.cal = config, policy, cal
         self.seed, self.replication = seed, replication
-        self.env = simpy.Environment()
+        self.env = FairEnvironment(int(stream(seed, "schedule", replication).integers(2**63)))
         self.rec = Recorder()
+        self.kvm_duration = Jitter(cal.jitter_cv, stream(seed, "kvm", replication))
         self.module = TdxModule(self.env, cal, config.module, self.rec,
                                 stream(seed, "module", replication))
         self.policy_rng = stream(seed, "policy", replication)
@@ -212,8 +215,10 @@ class Td:
         cursor = 0
         names = []
         for g in cfg.vcpus:
-            for _ in range(g.count):
+            for i in range(g.count):
+                self.kernel.group_index[f"vcpu{len(names)}"] = i
                 names.append((f"vcpu{len(names)}", g))
+        self.kernel.converters = {n for n, g in names if g.role == "converter"}
         for name, g in names:
             if g.role in NEEDS_AREA:
                 self.kernel.areas[name] = (cursor, area)
@@ -240,7 +245,7 @@ class Td:
                 program = ROLES[g.role](*args)
             v.guest = GuestCpu(name, self.env, self.module, v.tdv, program, self.policy.accept,
                                stream(self.seed, f"guest-policy/{name}", self.replication),
-                               self.rec, cfg.n_vcpus, self.cal.touch_us)
+                               self.rec, cfg.n_vcpus, self.cal.touch_us, self.kernel)
             self.vcpus.append(v)
 
     def _prebuild(self, start: int, size: int) -> None:

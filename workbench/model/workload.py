@@ -5,7 +5,9 @@ vCPU's own workload stream, so replication r runs the same workload under every 
 """
 from __future__ import annotations
 
-from .guest import (Accept, AttrWr, Compute, GuestKernel, MapGpa, Panic, SpinWait, Touch,
+import random
+
+from .guest import (Accept, AttrWr, Compute, Copy, GuestKernel, MapGpa, Panic, SpinWait, Touch,
                     tdx_accept_memory)
 from .sept import LEVEL_4K, PAGE_4K
 
@@ -74,33 +76,53 @@ def converter(g: GuestKernel, group, rng, me: str):
         yield Compute(float(rng.exponential(group.interval_us)) if group.interval_us else 0.0)
 
 
-def _spam_target(g: GuestKernel, rng) -> int:
-    """A page of a conversion in flight if there is one, else any page of the areas."""
+def _spam_target(g: GuestKernel, group, pick: random.Random, team: int) -> int:
+    """While a conversion is in flight, the page of its range that this spammer's team
+    attacks: ``per_page`` spammers share a page, and the teams spread evenly over the
+    range. Otherwise any page of the conversion areas."""
     if g.converting:
-        gpa, size = list(g.converting.values())[int(rng.integers(len(g.converting)))]
-        return gpa + int(rng.integers(size // PAGE_4K)) * PAGE_4K
-    start, size = list(g.areas.values())[int(rng.integers(len(g.areas)))]
-    return start + int(rng.integers(size // PAGE_4K)) * PAGE_4K
+        gpa, size = g.converting[min(g.converting)]
+        pages = size // PAGE_4K
+        teams = -(-group.count // group.per_page)
+        return gpa + (team % teams) * pages // teams * PAGE_4K
+    start, size = g.areas[min(g.areas)] if len(g.areas) == 1 else \
+        list(g.areas.values())[pick.randrange(len(g.areas))]
+    return start + pick.randrange(size // PAGE_4K) * PAGE_4K
 
 
 def _attacking(g: GuestKernel, group) -> bool:
     return not group.attack_us or g.env.now < group.attack_us
 
 
-def accept_spammer(g: GuestKernel, group, rng, me: str):
-    """Hostile: TDG.MEM.PAGE.ACCEPT in a loop on pages the host is converting."""
+def _spammer(make, g: GuestKernel, group, rng, me: str):
+    """Hostile: a TDCALL in a loop on pages the host is converting. Back to back
+    (``gap_us`` 0) still costs a TDCALL round trip between two holds of the entry lock."""
+    pick = random.Random(int(rng.integers(2**63)))
+    team = g.group_index[me] // group.per_page
     while _attacking(g, group):
-        yield Accept(_spam_target(g, rng), LEVEL_4K)
+        yield make(_spam_target(g, group, pick, team))
         if group.gap_us:
             yield Compute(group.gap_us)
+
+
+def accept_spammer(g: GuestKernel, group, rng, me: str):
+    """Hostile: TDG.MEM.PAGE.ACCEPT in a loop on pages the host is converting."""
+    return _spammer(lambda gpa: Accept(gpa, LEVEL_4K), g, group, rng, me)
 
 
 def attr_spammer(g: GuestKernel, group, rng, me: str):
     """Hostile: TDG.MEM.PAGE.ATTR.WR in a loop on pages the host is converting."""
-    while _attacking(g, group):
-        yield AttrWr(_spam_target(g, rng))
-        if group.gap_us:
-            yield Compute(group.gap_us)
+    return _spammer(AttrWr, g, group, rng, me)
+
+
+def stepper(g: GuestKernel, group, rng, me: str):
+    """Buggy or hostile: one REP MOVS that never retires, over the first converter's area,
+    which it keeps reading as private while the converter shares it. Its memory faults at
+    one RIP arm zero-step; once the converter has taken the pages back and accepted them,
+    every re-entry (after each kick) takes the S-EPT tree exclusively while the
+    converter's next zap wants it (domain §7.5 b)."""
+    start, size = g.areas[min(n for n, a in g.areas.items() if n in g.converters)]
+    yield Copy(list(range(start, start + size, PAGE_4K)), rip=RIP_USER + 0x77)
 
 
 def refaulter(g: GuestKernel, group, rng, me: str):
@@ -117,5 +139,5 @@ def refaulter(g: GuestKernel, group, rng, me: str):
 
 ROLES = {"lazy_accept": lazy_accept, "fault_storm": fault_storm, "converter": converter,
          "accept_spammer": accept_spammer, "attr_spammer": attr_spammer,
-         "refaulter": refaulter}
+         "refaulter": refaulter, "stepper": stepper}
 NEEDS_AREA = ("converter", "refaulter")

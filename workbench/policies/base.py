@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from enum import Enum
-from typing import ClassVar, Literal, Protocol, Union
+from typing import ClassVar, Protocol, Union
 
 import numpy as np
 
@@ -84,14 +84,10 @@ VALID = {
 GIVE_UP = {Site.FAULT: ResumeGuest(), Site.ZAP: BugVm(), Site.VP_ENTER: ExitToUserspace(),
            Site.ACCEPT: GuestFail()}
 
-SeptLock = Literal["none", "vm_spinlock", "mmu_lock_write"]
-
-
 class BusyPolicy(Protocol):
     name: ClassVar[str]
     origin: ClassVar[str]
     sites: ClassVar[tuple[Site, ...]]
-    sept_lock: ClassVar[SeptLock]
 
     def on_busy(self, ctx: BusyContext, rng: np.random.Generator) -> Action: ...
 
@@ -101,7 +97,6 @@ class Policy:
     name: ClassVar[str] = ""
     origin: ClassVar[str] = ""
     sites: ClassVar[tuple[Site, ...]] = tuple(Site)
-    sept_lock: ClassVar[SeptLock] = "none"
 
     def get_params(self) -> dict:
         sig = inspect.signature(type(self).__init__)

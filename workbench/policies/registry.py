@@ -8,7 +8,7 @@ named policy set (``workbench policies`` lists them).
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from .base import Policy, Site
 
@@ -72,38 +72,62 @@ def make_policy(spec) -> Policy:
         raise PolicyError(f"policy {spec!r}: {err}") from None
 
 
+SEPT_LOCKS = ("none", "vm_spinlock", "mmu_lock_write")
+
+
 @dataclass(frozen=True)
 class PolicySet:
-    """One policy per call site."""
+    """One policy per call site, and how KVM serialises S-EPT SEAMCALLs (a switch that
+    combines with any retry rule): ``none`` (mmu_lock as merged: faults read, zaps write),
+    ``vm_spinlock`` (a VM-wide spinlock around every S-EPT SEAMCALL, domain §5.3) or
+    ``mmu_lock_write`` (faults take mmu_lock for write)."""
     fault: Policy
     zap: Policy
     vp_enter: Policy
     accept: Policy
     name: str = "custom"
+    sept_lock: str = "none"
+
+    def __post_init__(self):
+        if self.sept_lock not in SEPT_LOCKS:
+            raise PolicyError(f"sept_lock must be one of {', '.join(SEPT_LOCKS)}, "
+                              f"not {str(self.sept_lock)[:40]!r}")
 
     def for_site(self, site: Site) -> Policy:
         return getattr(self, site.value)
 
     def spec(self) -> dict:
-        return {"preset": self.name,
-                **{f.name: self.for_site(Site(f.name)).spec() for f in fields(self)
-                   if f.name != "name"}}
+        return {"preset": self.name, "sept_lock": self.sept_lock,
+                **{s: self.for_site(Site(s)).spec() for s in SITE_NAMES}}
 
 
+# Each preset cites the code or message it reproduces; docs/policies.md has, per leaf and
+# status operand, what each one does (and a test drives those statuses through each).
 PRESETS: dict[str, dict] = {
     "upstream": dict(
         doc="what Linux merged (6.16+, 6.19 form): local retry on faults, kick + one retry on zaps",
         fault="local-retry", zap="kick-and-retry-once", vp_enter="fastpath-reenter",
         accept="linux-guest"),
     "patch-09-21": dict(
-        doc="Rick's Sep 2024 series: retry BUSY|SEPT 16 times on faults, loop without bound on zaps",
+        doc="Rick's Sep 2024 series as written: tdx_seamcall_sept retries BUSY|SEPT_TREE 16 "
+            "times; any other BUSY on AUG/SEPT.ADD/BLOCK/REMOVE is KVM_BUG_ON; TRACK loops",
+        fault="tdx-seamcall-sept", zap="tdx-seamcall-sept", vp_enter="fastpath-reenter",
+        accept="linux-guest"),
+    "blind-retry-all": dict(
+        doc="a what-if looser than patch 09/21: retry BUSY|SEPT_TREE 16 times on faults, "
+            "any BUSY without bound on zaps",
         fault={"policy": "blind-retry", "max_retries": 16, "only_sept_tree": True},
         zap={"policy": "blind-retry", "max_retries": None}, vp_enter="fastpath-reenter",
         accept="linux-guest"),
     "paolo-bounded": dict(
-        doc="Paolo's proposal: count retries, warn at 16 and doubling, KVM_BUG_ON at 1024",
+        doc="Paolo's retry rule alone: count retries, warn at 16 and doubling, KVM_BUG_ON at 1024",
         fault="bounded-retry", zap="bounded-retry", vp_enter="fastpath-reenter",
         accept="linux-guest"),
+    "vm-spinlock": dict(
+        doc="Paolo's proposal (1bbe3a78): a VM-wide spinlock around every S-EPT SEAMCALL "
+            "plus his bounded retry (rejected by Sean, ZuBQYvY6Ib4ZYBgx)",
+        fault="bounded-retry", zap="bounded-retry", vp_enter="fastpath-reenter",
+        accept="linux-guest", sept_lock="vm_spinlock"),
     "zero-tolerance": dict(
         doc="Sean's SGX rule: never retry in KVM; every BUSY is an error exit to userspace",
         fault="exit-to-userspace", zap="exit-to-userspace", vp_enter="exit-to-userspace",
@@ -117,13 +141,11 @@ PRESETS: dict[str, dict] = {
         fault={"policy": "blind-retry", "max_retries": None},
         zap={"policy": "blind-retry", "max_retries": None}, vp_enter="fastpath-reenter",
         accept="linux-guest"),
-    "vm-spinlock": dict(
-        doc="a VM-wide spinlock around every S-EPT SEAMCALL (rejected: faults stop being parallel readers)",
-        fault="vm-spinlock", zap="vm-spinlock", vp_enter="fastpath-reenter", accept="linux-guest"),
     "mmu-lock-write": dict(
-        doc="mmu_lock taken for write by S-EPT faults (Paolo's idea; Sean's 'hard no')",
-        fault="mmu-lock-write", zap="kick-and-retry-once", vp_enter="fastpath-reenter",
-        accept="linux-guest"),
+        doc="mmu_lock taken for write by S-EPT faults (Paolo's idea for zero-step; Sean's "
+            "'hard no'), merged retry rules otherwise",
+        fault="local-retry", zap="kick-and-retry-once", vp_enter="fastpath-reenter",
+        accept="linux-guest", sept_lock="mmu_lock_write"),
 }
 SITE_NAMES = tuple(s.value for s in Site)
 
@@ -135,19 +157,20 @@ def resolve_policy(spec="upstream") -> PolicySet:
         return spec
     if isinstance(spec, str) and spec in PRESETS:
         return _preset(spec)
-    if isinstance(spec, str) and ("+" in spec or spec.partition("=")[0] in SITE_NAMES):
+    if isinstance(spec, str) and ("+" in spec or spec.partition("=")[0] in (*SITE_NAMES, "sept_lock")):
         spec = _parse_label(spec)
-    if isinstance(spec, dict) and ("preset" in spec or set(spec) & set(SITE_NAMES)):
-        unknown = set(spec) - set(SITE_NAMES) - {"preset"}
+    if isinstance(spec, dict) and ("preset" in spec or set(spec) & {*SITE_NAMES, "sept_lock"}):
+        unknown = set(spec) - set(SITE_NAMES) - {"preset", "sept_lock"}
         if unknown:
             raise PolicyError(f"policy: unknown call site {sorted(unknown)[0]!r} "
-                              f"(sites: {', '.join(SITE_NAMES)})")
+                              f"(sites: {', '.join(SITE_NAMES)}, or sept_lock)")
         base = _preset(spec.get("preset", "upstream"))
         chosen = {s: make_policy(spec[s]) for s in SITE_NAMES if s in spec}
         for s, pol in chosen.items():
             _check_site(pol, Site(s))
-        label = spec.get("preset", "upstream") if not chosen else _label(chosen, spec)
-        return replace(base, name=label, **chosen)
+        lock = spec.get("sept_lock", base.sept_lock)
+        label = _label(chosen, spec, lock != base.sept_lock and lock)
+        return replace(base, name=label, sept_lock=lock, **chosen)
     pol = make_policy(spec)
     base = _preset("upstream")
     return replace(base, name=policy_label(pol), **{s.value: pol for s in pol.sites})
@@ -201,7 +224,7 @@ def _parse_label(text: str) -> dict:
         site, sep, name = part.partition("=")
         if not sep:
             spec["preset"] = part
-        elif site not in SITE_NAMES:
+        elif site not in (*SITE_NAMES, "sept_lock"):
             raise PolicyError(f"policy {text!r}: unknown call site {site!r} "
                               f"(sites: {', '.join(SITE_NAMES)})")
         else:
@@ -209,16 +232,20 @@ def _parse_label(text: str) -> dict:
     return spec
 
 
-def _label(chosen: dict, spec: dict) -> str:
+def _label(chosen: dict, spec: dict, lock) -> str:
+    """``preset+site=policy+...+sept_lock=mode``: the label says exactly what ran."""
     parts = [f"{s}={policy_label(p)}" for s, p in chosen.items()]
-    return "+".join(([spec["preset"]] if "preset" in spec else []) + parts)
+    parts += [f"sept_lock={lock}"] if lock else []
+    preset = spec.get("preset", "upstream")
+    return "+".join(([preset] if "preset" in spec or not parts else []) + parts)
 
 
 def _preset(name: str) -> PolicySet:
     if name not in PRESETS:
         raise PolicyError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
     p = PRESETS[name]
-    return PolicySet(name=name, **{s: make_policy(p[s]) for s in SITE_NAMES})
+    return PolicySet(name=name, sept_lock=p.get("sept_lock", "none"),
+                     **{s: make_policy(p[s]) for s in SITE_NAMES})
 
 
 def _check_site(pol: Policy, site: Site) -> None:

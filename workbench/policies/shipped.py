@@ -129,25 +129,35 @@ class ExitToUserspacePolicy(Policy):
 
 
 @register
-class VmSpinlock(Policy):
-    name = "vm-spinlock"
-    origin = "proposed, rejected (Sean, ZuBQYvY6Ib4ZYBgx): a VM-wide spinlock around S-EPT SEAMCALLs defeats mmu_lock as an rwlock"
+class TdxSeamcallSept(Policy):
+    name = "tdx-seamcall-sept"
+    origin = ("patch 09/21 (Rick Edgecombe, TDX MMU part 2, Sep 2024; quoted by Sean, "
+              "Zt9kmVe1nkjVjoEg): tdx_seamcall_sept retried BUSY|SEPT_TREE up to "
+              "SEAMCALL_RETRY_MAX=16; each caller then did its own thing")
     sites = (Site.FAULT, Site.ZAP)
-    sept_lock = "vm_spinlock"
+
+    def __init__(self, max_retries: int = 16):
+        _check(max_retries=max_retries)
+        self.max_retries = max_retries
 
     def on_busy(self, ctx, rng):
-        return Retry()
-
-
-@register
-class MmuLockWrite(Policy):
-    name = "mmu-lock-write"
-    origin = "Paolo (1bbe3a78) for the zero-step case; Sean: S-EPT needing mmu_lock for write is a hard no"
-    sites = (Site.FAULT, Site.ZAP)
-    sept_lock = "mmu_lock_write"
-
-    def on_busy(self, ctx, rng):
-        return Retry()
+        """Per leaf and status operand, what the series' code did:
+        - fault path (SEPT.ADD, AUG): BUSY|SEPT_TREE retried 16 times, then -EAGAIN ->
+          RET_PF_RETRY (the guest is resumed; there was no local retry yet); any other
+          BUSY (BUSY|RCX: a guest TDCALL holds the entry) -> KVM_BUG_ON. A frozen SPTE or a
+          stale fault made no SEAMCALL: RET_PF_RETRY.
+        - BLOCK: BUSY|SEPT_TREE retried 16 times, then -EAGAIN, which remove_external_spte
+          turns into KVM_BUG_ON; any other BUSY -> KVM_BUG_ON at once.
+        - REMOVE: loops while BUSY|SEPT_TREE, without bound; BUSY|RCX -> KVM_BUG_ON.
+        - TRACK: loops while BUSY of any operand, without bound."""
+        tree = ctx.status & 0xFFFF_FFFF == OPERAND_ID_SEPT
+        if ctx.site is Site.FAULT:
+            if not ctx.status or (tree and ctx.attempt > self.max_retries):
+                return ResumeGuest()
+            return Retry() if tree else BugVm()
+        if ctx.leaf == "TDH.MEM.TRACK" or (tree and ctx.leaf == "TDH.MEM.PAGE.REMOVE"):
+            return Retry()
+        return Retry() if tree and ctx.attempt <= self.max_retries else BugVm()
 
 
 @register
