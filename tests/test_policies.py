@@ -146,25 +146,32 @@ def test_kick_and_retry_once_never_bugs_the_vm_in_a_shipped_scenario(sim, scenar
         assert r.summary["vm_bugged"].iloc[0] == 0, r.summary["stopped"].iloc[0]
 
 
-@pytest.mark.parametrize("attack_us", [2000, 6000])
-def test_without_host_priority_blind_retry_waits_out_the_whole_attack(sim, attack_us):
-    off = sim("malicious-accept", policy="host-priority-retry", module__host_priority="false",
-              vcpus__1__attack_us=attack_us)
-    zap = off.ops[off.ops["op"] == "zap_4k"]
-    assert zap["latency_us"].max() >= 0.9 * attack_us
-    assert zap["latency_us"].max() <= attack_us + 100
+def test_without_host_priority_zap_latency_changes_smoothly_with_the_spammers_gap(sim):
+    """Even back to back, a spammer's TDCALL loop leaves the entry lock free for a TDCALL
+    round trip between two holds, so blind retry finds a free window; zaps do not stop
+    (no cliff at gap 0, as a zero-duration loop once produced)."""
+    def zaps(gap):
+        r = sim("malicious-accept", policy="host-priority-retry", module__host_priority="false",
+                vcpus__1__gap_us=gap, horizon_us=5000)
+        z = r.ops[r.ops["op"] == "zap_4k"]
+        return len(z), z["latency_us"].max()
+    n0, max0 = zaps(0)
+    n1, max1 = zaps(1.0)
+    assert n0 >= 0.8 * n1 and n1 > 20
+    assert max0 <= 2.0 * max1
 
 
 def test_with_host_priority_the_host_wins_within_one_guest_hold(sim):
     on = sim("malicious-accept", policy="host-priority-retry", vcpus__1__attack_us=6000)
     zap_calls = on.calls[on.calls["caller"].str.startswith("zap:")].reset_index(drop=True)
     busy = zap_calls[is_busy(zap_calls)]
-    assert len(busy) > 10
+    assert len(busy) >= 5
     for idx, row in busy.iterrows():
         nxt = zap_calls.iloc[idx + 1]
         assert nxt["leaf"] == row["leaf"] and nxt["status_name"] == "TDX_SUCCESS", \
             "HOST_PRIORITY makes the very next host try win"
-        # a guest hold is accept_probe_us (0.3 us) and the host's failed try costs 0.5 us
+        # a guest hold is accept_probe_us (0.1 us); the host's failed try costs its SEAM
+        # entry and exit (0.5 us)
         assert nxt["t_start_us"] - row["t_start_us"] < 1.0
     assert on.ops.loc[on.ops["op"] == "zap_4k", "latency_us"].max() < 50
 
@@ -222,10 +229,10 @@ def test_compare_returns_tidy_tables_and_one_row_per_policy():
     assert len(c.summary) == 4 and set(c.summary["replication"]) == {0, 1}
     assert list(c.table["policy"]) == ["upstream", "zero-tolerance"]
     assert (c.table["reps"] == 2).all()
-    for col in ("private_fault_p99_us", "busy_rate", "retries_fault", "retries_zap",
+    for col in ("private_fault_p99_us", "host_busy_rate", "retries_fault", "retries_zap",
                 "error_exits", "memory_fault_exits",
                 "vm_bugged", "guest_panics", "hp_timeouts", "zero_step_armings", "kicks",
-                "host_retry_cpu_us", "accept_throughput_per_ms", "jain_guest_time"):
+                "host_retry_cpu_us", "accept_throughput_per_ms", "jain_work"):
         assert col in c.table.columns
 
 

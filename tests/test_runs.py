@@ -30,7 +30,7 @@ def test_tables_carry_the_documented_columns():
     assert {"guest_us", "kvm_us", "retry_us", "userspace_us", "mmu_wait_us", "faults",
             "zero_step_armings", "pages_accepted"} <= set(r.vcpus.columns)
     assert {"private_fault_p50_us", "private_fault_p99_us", "private_fault_p999_us",
-            "jain_guest_time", "busy_rate", "exits_to_userspace", "vm_bugged", "guest_panics",
+            "jain_work", "host_busy_rate", "guest_busy_rate", "exits_to_userspace", "vm_bugged", "guest_panics",
             "hp_timeouts", "zero_step_armings", "ipis", "host_retry_cpu_us"} <= set(r.summary.columns)
 
 

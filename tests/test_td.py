@@ -47,7 +47,7 @@ def test_local_retry_has_no_count_limit_under_zero_step_contention(sim):
 def test_counted_faults_at_one_rip_arm_zero_step_and_accept_exits_do_not(sim):
     r = sim("zero-step")
     armed = r.vcpus.set_index("role")["zero_step_armings"]
-    assert armed["refaulter"] >= 1
+    assert armed["stepper"] >= 1
     assert (r.vcpus.loc[r.vcpus["role"] == "lazy_accept", "zero_step_armings"] == 0).all()
     # fault-storm faults are ACCEPT-synthesised exits: never counted, whatever the policy
     for policy in ("upstream", "resume-guest"):
@@ -56,13 +56,18 @@ def test_counted_faults_at_one_rip_arm_zero_step_and_accept_exits_do_not(sim):
 
 def test_armed_vcpu_takes_the_tree_on_every_entry(sim):
     r = sim("zero-step")
-    refaulter = r.vcpus.loc[r.vcpus["role"] == "refaulter", "vcpu"].iloc[0]
-    enters = r.calls[(r.calls["leaf"] == "TDH.VP.ENTER") & (r.calls["caller"] == refaulter)]
+    stepper = r.vcpus.loc[r.vcpus["role"] == "stepper", "vcpu"].iloc[0]
+    enters = r.calls[(r.calls["leaf"] == "TDH.VP.ENTER") & (r.calls["caller"] == stepper)]
     names = set(enters["status_name"])
     # the tree is often held shared by other vCPUs' AUGs (unfair lock) -> BUSY|SEPT_TREE;
-    # when it wins, the listed GPA still faults -> a synthesised EPT violation (EPFS)
-    assert {"TDX_OPERAND_BUSY", "EXIT_REASON_EPT_VIOLATION"} <= names
-    assert set(enters.loc[enters["status_name"] == "TDX_OPERAND_BUSY", "operand"]) == {"SEPT_TREE"}
+    # while a listed GPA is shared it still faults -> a synthesised EPT violation (EPFS);
+    # once the converter has taken the pages back, the armed vCPU enters, tree held
+    assert {"TDX_OPERAND_BUSY", "EXIT_REASON_EPT_VIOLATION", "TDX_SUCCESS"} <= names
+    assert set(enters.loc[enters["status_name"] == "TDX_OPERAND_BUSY", "operand"]) <= {
+        "SEPT_TREE", "TD_EPOCH"}
+    # ... and the host's S-EPT calls meet it: BUSY|SEPT_TREE on the zap path and on faults
+    host = r.calls[r.calls["leaf"].isin(["TDH.MEM.RANGE.BLOCK", "TDH.MEM.PAGE.AUG"])]
+    assert (host["operand"] == "SEPT_TREE").any()
 
 
 # ------------------------------------------------------------------ fact 7: the zap path
@@ -75,7 +80,7 @@ def test_every_zap_busy_is_followed_by_one_kick_and_a_successful_retry(sim):
     for idx, row in busy.iterrows():
         nxt = zap[(zap.index > idx) & (zap["caller"] == row["caller"])].iloc[0]
         assert nxt["leaf"] == row["leaf"] and nxt["status_name"] == "TDX_SUCCESS"
-        assert nxt["t_start_us"] - row["t_end_us"] >= 5.0       # the kick happened between
+        assert nxt["t_start_us"] - row["t_end_us"] >= 1.0       # a kick (at least its request) between
     s = r.summary.iloc[0]
     tracks = (zap["leaf"] == "TDH.MEM.TRACK") & (zap["status_name"] == "TDX_SUCCESS")
     assert s["kicks"] == tracks.sum() + len(busy)
@@ -105,11 +110,18 @@ def test_every_zapped_page_costs_an_all_vcpu_kick(sim):
     assert per_page["TDH.PHYMEM.PAGE.WBINVD"] == len(zaps)
 
 
-def test_zap_cost_grows_with_the_vcpu_count(sim):
+def test_kicks_target_only_vcpus_in_guest_mode_and_wait_for_the_slowest(sim):
+    """A kick sends one IPI per vCPU in guest mode and waits for each to leave it: the
+    cost grows with how many are in the guest and how long each takes to get out, not
+    with a per-vCPU constant."""
     small = sim("scale", vcpus__1__count=3)
     big = sim("scale", vcpus__1__count=31)
+    per_kick = lambda r: r.summary["ipis"].iloc[0] / (r.summary["kicks"].iloc[0]
+                                                      + r.summary["tlb_flushes"].iloc[0])
+    assert per_kick(big) > per_kick(small)
+    assert per_kick(big) < 32 - 1, "vCPUs outside guest mode are never IPIed"
     lat = lambda r: r.ops.loc[r.ops["op"] == "zap_4k", "latency_us"].mean()
-    assert lat(big) > lat(small) + 20      # 28 more vCPUs x kick_per_vcpu_us = 28 us
+    assert lat(big) > lat(small)
 
 
 # ------------------------------------------------------------------ fact 9: what upstream keeps
@@ -118,7 +130,7 @@ def test_faults_stay_parallel_readers_of_mmu_lock(sim):
     aug = r.calls[r.calls["leaf"] == "TDH.MEM.PAGE.AUG"].sort_values("t_start_us")
     overlap = (aug["t_start_us"].to_numpy()[1:] < aug["t_end_us"].cummax().to_numpy()[:-1]).sum()
     assert overlap > len(aug) // 4, "AUGs of different vCPUs run concurrently under read lock"
-    assert r.summary["busy_rate"].iloc[0] == 0.0, "host-vs-host never contends in the module"
+    assert r.summary["host_busy_rate"].iloc[0] == 0.0, "host-vs-host never contends in the module"
 
 
 def test_the_retry_after_a_kick_is_guaranteed_to_succeed(sim):
