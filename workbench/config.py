@@ -59,12 +59,14 @@ class Calibration(Frozen):
     kvm_fault_us: float = Field(gt=0.0)  # also the cost of one local-retry iteration
     kvm_zap_step_us: float = us          # KVM's own work between two SEAMCALLs of a zap
     fastpath_poll_us: float = Field(gt=0.0)  # one tdx_vcpu_run pass held by wait_for_sept_zap
+    kvm_entry_us: float = us             # vcpu_enter_guest up to TDH.VP.ENTER
     kick_base_us: float = us
     kick_per_target_us: float = us
     ipi_delivery_us: float = us
     vmm_turnaround_us: float = Field(gt=0.0)
     set_attributes_us: float = us
-    jitter_cv: float = Field(ge=0.0, le=1.0)
+    jitter_cv: float = Field(ge=0.0, le=1.0)       # the module's calls
+    kvm_jitter_cv: float = Field(ge=0.0, le=2.0)   # KVM's and the VMM's own steps
 
 
 class ModuleOptions(Frozen):
@@ -83,6 +85,10 @@ class ModuleOptions(Frozen):
 
 class HostOptions(Frozen):
     """KVM and the VMM (userspace)."""
+    # The guest's timer tick on a busy vCPU (CONFIG_HZ=1000 -> 1000 us): each is an
+    # external-interrupt TD exit and a re-entry at a time no S-EPT operation decides.
+    # 0 turns ticks off.
+    tick_us: float = Field(1000.0, ge=0.0)
     # What the VMM does on KVM_EXIT_MEMORY_FAULT: convert the GPA to what the guest asked
     # for (QEMU's implicit conversion) or re-run the vCPU unchanged (a VMM that refuses).
     memory_fault_action: Literal["convert", "rerun"] = "convert"

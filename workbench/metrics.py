@@ -69,6 +69,8 @@ def jain(x) -> float:
 def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame) -> dict:
     """One row of headline numbers for a run."""
     rec, horizon = td.rec, td.env.now
+    occ = td.module.epoch_occupancy
+    occ.close(horizon)
     row = {"horizon_us": horizon, "vcpus": td.n_vcpus, "stopped": td.stopped or ""}
     for op in LATENCY_OPS:
         lat = ops.loc[ops["op"] == op, "latency_us"]
@@ -125,9 +127,11 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
         jain_work=min((jain(g["useful_work"]) for _, g in friendly.groupby("role")
                        if len(g) > 1), default=1.0),
         faults_in_flight_mean=td.fault_mean_in_flight,
-        # share of the time the TD epoch lock had a shared holder (a VP.ENTER): what a
-        # TRACK started at a random instant would meet
-        epoch_shared_occupancy=td.module.epoch_shared_us / horizon if horizon else 0.0,
+        # share of the time the TD epoch lock had a shared holder (a VP.ENTER): over the
+        # run, and within the windows where a zap holds mmu_lock for write (where TRACKs
+        # run): what a TRACK at a random instant of those windows would meet
+        epoch_shared_occupancy=occ.a_us / horizon if horizon else 0.0,
+        epoch_occupancy_in_zaps=occ.both_us / occ.b_us if occ.b_us else 0.0,
     )
     return row
 

@@ -54,3 +54,32 @@ class TimeAverage:
     def mean(self, now: float) -> float:
         area = self._area + self.level * (now - self._t)
         return area / (now - self._t0) if now > self._t0 else 0.0
+
+
+class Overlap:
+    """Time during which two on/off signals are both on (e.g. the epoch lock held by a
+    VP.ENTER while a zap holds mmu_lock for write), and the time each is on."""
+
+    __slots__ = ("a", "b", "_t", "both_us", "a_us", "b_us")
+
+    def __init__(self):
+        self.a = self.b = False
+        self._t, self.both_us, self.a_us, self.b_us = 0.0, 0.0, 0.0, 0.0
+
+    def _advance(self, now: float) -> None:
+        dt = now - self._t
+        self.a_us += dt * self.a
+        self.b_us += dt * self.b
+        self.both_us += dt * (self.a and self.b)
+        self._t = now
+
+    def set_a(self, now: float, on: bool) -> None:
+        self._advance(now)
+        self.a = on
+
+    def set_b(self, now: float, on: bool) -> None:
+        self._advance(now)
+        self.b = on
+
+    def close(self, now: float) -> None:
+        self._advance(now)

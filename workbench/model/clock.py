@@ -11,6 +11,7 @@ Two things decide who gets a lock first when nothing in the real machine does:
 """
 from __future__ import annotations
 
+import math
 import random
 from heapq import heappush
 
@@ -42,20 +43,23 @@ class FairEnvironment(simpy.Environment):
 
 
 class Jitter:
-    """Durations around a calibrated mean with a coefficient of variation ``cv`` (a normal
-    draw, cut at 10 % of the mean so a duration stays positive)."""
+    """Durations around a calibrated mean: lognormal with mean 1 and coefficient of
+    variation ``cv`` (positive, right-skewed: a code path is sometimes slow, never
+    negative)."""
 
-    __slots__ = ("cv", "_draws")
+    __slots__ = ("_sigma", "_mu", "_draws")
 
     def __init__(self, cv: float, rng):
-        self.cv, self._draws = cv, Draws(rng, "standard_normal")
+        self._sigma = math.sqrt(math.log1p(cv * cv))
+        self._mu = -self._sigma ** 2 / 2
+        self._draws = Draws(rng, "standard_normal")
 
     def __call__(self, base_us: float) -> float:
         if not base_us:
             return 0.0
-        if not self.cv:
+        if not self._sigma:
             return max(base_us, MIN_STEP_US)
-        return max(MIN_STEP_US, base_us * max(0.1, 1.0 + self.cv * self._draws.next()))
+        return max(MIN_STEP_US, base_us * math.exp(self._mu + self._sigma * self._draws.next()))
 
 
 __all__ = ["FairEnvironment", "Jitter", "MIN_STEP_US"]

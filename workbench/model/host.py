@@ -304,13 +304,17 @@ class Kvm:
         two pages the zap yields the lock to waiters (tdp_mmu_iter_cond_resched); faults
         inside the range then find the invalidation in flight and retry."""
         zapper, zapped = f"zap:{v.name}", 0
+        window = self.module.epoch_occupancy
         yield from self.lock(v, self.mmu_lock, WRITE)
+        window.set_b(self.env.now, True)
         try:
             sept = self.module.sept
             for p in pages:
                 if self.mmu_lock.queue:
+                    window.set_b(self.env.now, False)
                     self.mmu_lock.release(WRITE)
                     yield from self.lock(v, self.mmu_lock, WRITE)
+                    window.set_b(self.env.now, True)
                 e = sept.entry(p, LEVEL_4K)
                 if e.state not in (State.PENDING, State.MAPPED, State.BLOCKED):
                     continue
@@ -321,6 +325,7 @@ class Kvm:
                 yield from self.flush_remote_tlbs(zapper)
             return True
         finally:
+            window.set_b(self.env.now, False)
             self.mmu_lock.release(WRITE)
 
     def zap_4k(self, zapper: str, gpa: int):
@@ -398,6 +403,7 @@ class Kvm:
                 continue
             t0 = self.env.now if t0 is None else t0
             attempt += 1
+            yield self.env.timeout(self.duration(self.cal.kvm_entry_us))  # vcpu_enter_guest
             v.entering()
             t_try = self.env.now
             st, gpa = yield from self.module.tdh_vp_enter(v.tdv, v.guest.rip)

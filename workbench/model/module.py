@@ -14,7 +14,7 @@ import math
 import simpy
 
 from ..config import Calibration, ModuleOptions
-from ..records import Recorder
+from ..records import Overlap, Recorder
 from ..tdx_errno import (
     OPERAND_ID_RCX, OPERAND_ID_RDX, OPERAND_ID_SEPT, OPERAND_ID_TD_EPOCH, OPERAND_ID_TDR,
     OPERAND_ID_TDVPR, TDX_EPT_ENTRY_NOT_FREE, TDX_EPT_ENTRY_STATE_INCORRECT,
@@ -81,9 +81,9 @@ class TdxModule:
         self.epoch_refcount = [0, 0]
         self.vcpus: dict[str, TdVcpu] = {}
         self.duration = Jitter(cal.jitter_cv, rng)
-        # time the epoch lock had at least one shared holder (VP.ENTERs), for the
-        # occupancy a TRACK meets
-        self.epoch_shared_us, self._epoch_t = 0.0, 0.0
+        # a: the epoch lock has a shared holder (a VP.ENTER); b: a zap holds mmu_lock for
+        # write (set by KVM), the only time a TRACK can be issued
+        self.epoch_occupancy = Overlap()
 
     # ---------------------------------------------------------------- plumbing
     def add_vcpu(self, name: str) -> TdVcpu:
@@ -254,13 +254,13 @@ class TdxModule:
             return (yield from self._enter_failed(v, t0, st, -1))
         epoch_shared = self.epoch_lock.shared_owners
         if len(epoch_shared) == 1:
-            self._epoch_t = env.now
+            self.epoch_occupancy.set_a(env.now, True)
         yield env.timeout(self.duration(cal.epoch_hold_us))
         parity = self.epoch & 1
         self.epoch_refcount[parity] += 1
         self.epoch_lock.release(v.name, SHARED)
         if not epoch_shared:
-            self.epoch_shared_us += env.now - self._epoch_t
+            self.epoch_occupancy.set_a(env.now, False)
         held = taken[:2]
         if v.zero_step_armed:
             st = self.tree_lock.try_acquire(v.name, EXCLUSIVE, HOST)

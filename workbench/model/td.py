@@ -177,7 +177,8 @@ class Td:
         self.seed, self.replication = seed, replication
         self.env = FairEnvironment(int(stream(seed, "schedule", replication).integers(2**63)))
         self.rec = Recorder()
-        self.kvm_duration = Jitter(cal.jitter_cv, stream(seed, "kvm", replication))
+        self.kvm_duration = Jitter(cal.kvm_jitter_cv, stream(seed, "kvm", replication))
+        self.tick_phase = stream(seed, "ticks", replication)
         self.module = TdxModule(self.env, cal, config.module, self.rec,
                                 stream(seed, "module", replication))
         self.policy_rng = stream(seed, "policy", replication)
@@ -261,9 +262,20 @@ class Td:
     def run(self) -> "Td":
         for v in self.vcpus:
             v.tdv.proc = self.env.process(v.thread())
+            if self.config.host.tick_us:
+                self.env.process(self._ticks(v))
         self.env.run(until=self.config.horizon_scaled_us)
         self._close()
         return self
+
+    def _ticks(self, v: Vcpu):
+        """The guest timer: a tick at a random phase, then every ``tick_us`` (jittered);
+        a vCPU in guest mode takes an interrupt exit, one in the host handles it there."""
+        yield self.env.timeout(self.tick_phase.random() * self.config.host.tick_us)
+        while not self.stopped:
+            if v.in_guest_mode:
+                self.module.post_interrupt(v.tdv)
+            yield self.env.timeout(self.kvm_duration(self.config.host.tick_us))
 
     def _close(self) -> None:
         now = self.env.now
