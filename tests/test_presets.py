@@ -66,3 +66,14 @@ def test_vm_spinlock_is_a_switch_that_combines_with_any_retry_rule():
 def test_docs_print_the_per_leaf_table_of_every_preset():
     text = (Path(__file__).resolve().parent.parent / "docs" / "policies.md").read_text()
     assert markdown(preset_table()) in text, "regenerate it: python -m workbench.policies.table"
+
+
+def test_patch_09_21_bugs_the_vm_when_a_guest_accept_holds_the_entry(sim):
+    """The real failure of the series: a guest TDCALL on the entry (BUSY|RCX) reached a
+    KVM_BUG_ON; the looser blind-retry-all never bugs the VM on it."""
+    real = sim("malicious-accept", policy="patch-09-21", horizon_us=6000)
+    s = real.summary.iloc[0]
+    assert s["stopped"] == "vm_bugged"
+    assert "0x8000020000000001" in " ".join(real.events["detail"])
+    loose = sim("malicious-accept", policy="blind-retry-all", horizon_us=6000)
+    assert loose.summary["vm_bugged"].iloc[0] == 0

@@ -1,0 +1,46 @@
+"""Metrics that say what they mean: host and guest BUSY apart, fairness from useful work,
+the hostile vCPUs out of every throughput and fairness figure (and shown apart)."""
+from __future__ import annotations
+
+import numpy as np
+
+from workbench.metrics import HOSTILE_ROLES, jain
+
+
+def test_busy_rates_split_host_guest_and_hostile(sim):
+    r = sim("malicious-accept", horizon_us=6000)
+    s, calls = r.summary.iloc[0], r.calls
+    hostile = set(r.vcpus.loc[r.vcpus["role"].isin(HOSTILE_ROLES), "vcpu"])
+    busy = calls["status_name"] == "TDX_OPERAND_BUSY"
+    host = calls["leaf"].str.startswith("TDH.")
+    assert s["host_busy_rate"] == busy[host].mean()
+    spam = ~host & calls["caller"].isin(hostile)
+    assert s["hostile_busy_rate"] == busy[spam].mean() > 0
+    assert s["guest_busy_rate"] == busy[~host & ~spam].mean()
+
+
+def test_fairness_and_throughput_count_useful_work_of_well_behaved_vcpus(sim):
+    r = sim("malicious-accept", horizon_us=6000)
+    v, s = r.vcpus, r.summary.iloc[0]
+    friendly = v[~v["hostile"]]
+    assert s["pages_accepted"] == friendly["pages_accepted"].sum()
+    assert s["hostile_accepts"] == v.loc[v["hostile"], "pages_accepted"].sum()
+    lazy = friendly[friendly["role"] == "lazy_accept"]
+    assert np.isclose(s["jain_work"], jain(lazy["useful_work"]))
+    conv = friendly[friendly["role"] == "converter"]
+    assert (conv["useful_work"] == conv["conversions"]).all() and conv["conversions"].sum() > 0
+
+
+def test_spammers_per_page_choose_how_many_pages_are_attacked(sim):
+    def pages(per_page):
+        r = sim("malicious-accept", vcpus__1__per_page=per_page, horizon_us=3000)
+        spam = r.vcpus.loc[r.vcpus["role"] == "accept_spammer", "vcpu"]
+        acc = r.calls[r.calls["caller"].isin(spam) & (r.calls["leaf"] == "TDG.MEM.PAGE.ACCEPT")]
+        size = 64 * 1024
+        hit = []       # per conversion: distinct pages of its range the spammers attacked
+        for _, c in r.ops[r.ops["op"] == "conversion"].iterrows():
+            inside = acc[(acc["gpa"] >= c["gpa"]) & (acc["gpa"] < c["gpa"] + size) &
+                         (acc["t_start_us"] > c["t_start_us"]) & (acc["t_end_us"] < c["t_end_us"])]
+            hit.append(inside["gpa"].nunique())
+        return max(hit)
+    assert pages(1) == 4 and pages(4) == 1
