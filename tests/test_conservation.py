@@ -28,7 +28,7 @@ def test_vcpu_time_adds_up_to_the_simulated_time(sim, scenario):
 def test_every_page_the_host_added_is_mapped_pending_or_zapped(sim, scenario):
     s = sim(scenario).summary.iloc[0]
     assert s["aug_ok"] + s["prebuilt_pages"] == \
-        s["pages_mapped"] + s["pages_pending"] + s["pages_blocked"] + s["zapped_pages"]
+        s["pages_mapped"] + s["pages_pending"] + s["pages_blocked"] + s["pages_removed"]
 
 
 def test_pages_accepted_plus_pending_equal_pages_asked_for(sim):

@@ -113,6 +113,7 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
         hostile_accepts=int(vcpus.loc[vcpus["hostile"], "pages_accepted"].sum()),
         conversions_ok=int(friendly["conversions"].sum()),
         zapped_pages=rec.counts.get("zapped_pages", 0),
+        pages_removed=rec.counts.get("pages_removed", 0),
         aug_ok=rec.counts.get("aug_ok", 0),
         prebuilt_pages=td.prebuilt_pages,
         pages_mapped=td.module.sept.count(State.MAPPED),

@@ -257,8 +257,6 @@ class Kvm:
         finally:
             self.frozen.discard(key)
         v.last_leaf = leaf_name(seamcall)
-        if st == TDX_SUCCESS:
-            self.rec.count("aug_ok" if level == LEVEL_4K else "sept_add_ok")
         return st
 
     def _sept_seamcall(self, v, site, seamcall, *args):
@@ -396,15 +394,20 @@ class Kvm:
         while True:
             if self.td.stopped:
                 return None, -1
-            if self.wait_for_sept_zap:    # tdx_vcpu_run: EXIT_FASTPATH_EXIT_HANDLED, loop
-                v.set_state("zap_wait")
+            # vcpu_enter_guest up to vcpu->mode = IN_GUEST_MODE; from here a kick waits for
+            # this vCPU, and tdx_vcpu_run reads wait_for_sept_zap only after it
+            yield self.env.timeout(self.duration(self.cal.kvm_entry_us))
+            v.entering()
+            if self.td.stopped or self.wait_for_sept_zap:
+                v.failed_entry()            # back out of guest mode; a kick is served
+                if self.td.stopped:
+                    return None, -1
+                v.set_state("zap_wait")     # tdx_vcpu_run: EXIT_FASTPATH_EXIT_HANDLED, loop
                 yield self.env.timeout(self.duration(self.cal.fastpath_poll_us))
                 v.set_state("kvm")
                 continue
             t0 = self.env.now if t0 is None else t0
             attempt += 1
-            yield self.env.timeout(self.duration(self.cal.kvm_entry_us))  # vcpu_enter_guest
-            v.entering()
             t_try = self.env.now
             st, gpa = yield from self.module.tdh_vp_enter(v.tdv, v.guest.rip)
             self.host_calls += 1

@@ -163,6 +163,7 @@ class TdxModule:
 
             def effect():
                 e.state, e.accept_counter = State.PENDING, 0
+                self.rec.count("aug_ok")
             return (self._entry_locks(e, SHARED), lambda: self._must_be_free(e, err),
                     self.cal.page_aug_us, effect)
         return (yield from self._seamcall("TDH.MEM.PAGE.AUG", caller, gpa, plan, OPERAND_ID_RDX))
@@ -230,6 +231,7 @@ class TdxModule:
 
             def effect():
                 e.state = State.FREE
+                self.rec.count("pages_removed")
             return self._entry_locks(e, SHARED), check, self.cal.page_remove_us, effect
         return (yield from self._seamcall("TDH.MEM.PAGE.REMOVE", caller, gpa, plan, OPERAND_ID_RDX))
 
