@@ -99,14 +99,17 @@ def test_track_meets_vp_enter_as_often_as_independent_timing_predicts():
     """The share of TRACK tries that find the epoch lock held by a VP.ENTER is within a
     factor of two of the share of time VP.ENTERs hold it while a zap holds mmu_lock for
     write (the only time a TRACK runs): a TRACK at a random instant of those windows.
-    The kick-and-retry path after a TRACK BUSY is exercised."""
+    The kick-and-retry path after a TRACK BUSY is exercised. (Measured: about 0.6 of the
+    prediction at the default calibration; the re-entries right after each TRACK's kick
+    hold the epoch while the next TRACK is still several SEAMCALLs away. About 1.4 to 2
+    with 2 to 5 us of vcpu_enter_guest; docs/findings.md, finding 6.)"""
     busy = tries = 0
     runs = [workbench.run("conversion-storm", seed=1, replication=r,
-                          sets={"horizon_us": 10000}) for r in range(3)]
+                          sets={"horizon_us": 8000}) for r in range(8)]
     occupancy = np.mean([r.summary["epoch_occupancy_in_zaps"].iloc[0] for r in runs])
     for r in runs:
         track = r.calls[r.calls["leaf"] == "TDH.MEM.TRACK"]
         tries += len(track)
         busy += int((track["operand"] == "TD_EPOCH").sum())
-    assert tries > 500 and occupancy > 0
+    assert tries > 1000 and occupancy > 0
     assert occupancy / 2 <= busy / tries <= 2 * occupancy, (busy, tries, occupancy)
