@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,12 +49,13 @@ def check_out_dir(out_dir) -> Path:
                 not any((out / m).exists() for m in RESULT_MARKERS):
             raise ConfigError(f"{where}: folder holds files that are not a workbench result; "
                               "choose a new or empty folder")
-        if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
-            raise ConfigError(f"{where}: the folder is not writable")
-        # probe the parent without creating it: nothing is made before the run
+        # probe without creating anything: an unlinked temporary file leaves no trace
         parent = next(p for p in (out.parent, *out.parent.parents) if p.exists())
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"{where}: cannot write in {short(str(parent), 80)}")
+        for d in ((out, parent) if out.is_dir() else (parent,)):
+            if not os.access(d, os.W_OK | os.X_OK):
+                raise ConfigError(f"{where}: cannot write there ({short(str(d), 80)} is not "
+                                  "writable)")
+            tempfile.TemporaryFile(dir=d).close()
     except OSError as err:
         raise ConfigError(f"{where}: cannot write there ({err.strerror})") from None
     return out

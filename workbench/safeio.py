@@ -123,7 +123,7 @@ def load_yaml_text(text: str, what: str = "YAML"):
         raise ConfigError(f"{what}: {err}") from None
     except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as err:
         # ValueError: e.g. a timestamp such as 2024-13-45; RecursionError: never, by MAX_DEPTH
-        raise ConfigError(f"{what}: {_why(err)}") from None
+        raise ConfigError(f"{what}: cannot read YAML: {_why(err)}") from None
 
 
 def read_text_file(path, what: str = "file", limit: int = MAX_YAML_BYTES) -> str:
