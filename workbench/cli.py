@@ -41,7 +41,7 @@ def build_parser() -> Parser:
                        metavar="MODULE", help="import a module that registers policies")
     r = sub.choices["run"]
     r.add_argument("--max-events", type=int, default=None, metavar="N",
-                   help="stop the run after N simulated events (default 20,000,000)")
+                   help="stop the run after N simulated events (default 10,000,000)")
     r.add_argument("--max-seconds", type=float, default=None, metavar="S",
                    help="stop the run after S seconds of wall-clock time (default 600)")
     sub.choices["run"].add_argument(

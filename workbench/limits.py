@@ -8,7 +8,7 @@ Two kinds of guard keep a typo from hanging or exhausting the machine:
   any shipped scenario needs (the largest takes about 120,000 events and 2 s);
 - a pre-run estimate (:func:`check_config`, :func:`check_runs`) that refuses, before any
   work, sizes that are clearly absurd: a TD of more than 4 TiB, more than 1024 vCPUs, a
-  horizon above 1,000 s of simulated time, pre-built areas above 2**20 pages (4 GiB), a
+  horizon above 1,000 s of simulated time, pre-built areas above 2**18 pages (1 GiB), a
   batch of more runs than ``max_runs``, or a degenerate scenario (a fault-storm region or
   the converters' areas larger than the TD).
 
@@ -25,7 +25,7 @@ from .safeio import ConfigError, short
 MAX_MEMORY_BYTES = 4 << 40          # a 4 TiB TD
 MAX_VCPUS = 1024
 MAX_HORIZON_US = 1e9                # 1,000 s of simulated time (shipped: 0.01-0.02 s)
-MAX_AREA_PAGES = 1 << 20            # pages built before the run (converters, refaulters)
+MAX_AREA_PAGES = 1 << 18            # pages built before the run (1 GiB: ~4 s, ~150 MB)
 AREA_ROLES = ("converter", "refaulter")   # roles that get a pre-built area (model.workload)
 MB2 = 2 << 20
 
@@ -36,7 +36,7 @@ class Budget:
     ``compare`` or ``sweep`` may hold (``max_runs``). Give your own to go further:
     ``workbench.run(..., budget=Budget(max_events=10**9))``; on the CLI
     ``--max-events`` and ``--max-seconds``."""
-    max_events: int = 20_000_000
+    max_events: int = 10_000_000      # ~2 GB of records at most; shipped runs need <= 120,000
     max_seconds: float = 600.0
     max_runs: int = 5_000
 
