@@ -146,7 +146,7 @@ def _first_error(err: ValidationError) -> str:
     where = ".".join(str(p) for p in e["loc"]) or "config"
     msg = " ".join(str(e["msg"]).split()).removeprefix("Value error, ")
     where = where if len(where) <= 80 else where[:77] + "..."
-    return f"{where}: {msg[:200]}"
+    return f"{where}: {msg[:200]}" if e["loc"] else msg[:200]
 
 
 def validate(model: type[BaseModel], data: dict, what: str):
@@ -202,7 +202,8 @@ def load_calibration(name_or_path: str = "default", timings: dict | None = None
     if unknown:
         raise ConfigError(f"timings: unknown quantity {short(sorted(map(str, unknown))[0])}")
     values.update(timings or {})
-    cal = validate(Calibration, {"name": raw.get("name", path.stem), **values}, where)
+    cal = validate(Calibration, {"name": raw.get("name", path.stem), **values},
+                   f"calibration {where}" + (" with timings" if timings else ""))
     return cal, quantities
 
 

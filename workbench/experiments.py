@@ -52,9 +52,9 @@ def check_out_dir(out_dir) -> Path:
         # probe without creating anything: an unlinked temporary file leaves no trace
         parent = next(p for p in (out.parent, *out.parent.parents) if p.exists())
         for d in ((out, parent) if out.is_dir() else (parent,)):
-            if not os.access(d, os.W_OK | os.X_OK):
+            if not d.is_dir() or not os.access(d, os.W_OK | os.X_OK):
                 raise ConfigError(f"{where}: cannot write there ({short(str(d), 80)} is not "
-                                  "writable)")
+                                  "a writable folder)")
             tempfile.TemporaryFile(dir=d).close()
     except OSError as err:
         raise ConfigError(f"{where}: cannot write there ({err.strerror})") from None
