@@ -498,3 +498,15 @@ def test_fuzz_scenario_documents(doc, tmp_path_factory):
         rc, out, err = run_main(["run", str(d / "s.yaml"), *BUDGET])
     _assert_clean(rc, out, err)
     assert _snapshot(d) == before
+
+
+def test_long_runs_report_progress_unless_quiet(monkeypatch, capsys):
+    monkeypatch.setattr("workbench.model.budget.PROGRESS_S", 0.0)
+    seen = []
+    workbench.run("fault-storm", sets=["horizon_us=2000"],
+                  budget=Budget(progress=lambda *a: seen.append(a)))
+    assert seen and all(0 < now <= hz and n > 0 for now, hz, n, _ in seen)
+    assert main(["run", "fault-storm", "--set", "horizon_us=2000"]) == 0
+    assert "events/s" in capsys.readouterr().err
+    assert main(["run", "fault-storm", "--set", "horizon_us=2000", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""

@@ -44,6 +44,8 @@ def build_parser() -> Parser:
                    help="stop the run after N simulated events (default 10,000,000)")
     r.add_argument("--max-seconds", type=float, default=None, metavar="S",
                    help="stop the run after S seconds of wall-clock time (default 600)")
+    r.add_argument("--quiet", action="store_true",
+                   help="no progress lines on stderr during a long run")
     sub.choices["run"].add_argument(
         "--policy", help="preset, policy name, mod:Class, per site (upstream+fault=resume-guest) "
                          "or a YAML file holding a policy mapping")
@@ -156,7 +158,14 @@ def _budget(args):
     from .limits import Budget
     kw = {k: v for k, v in (("max_events", args.max_events),
                             ("max_seconds", args.max_seconds)) if v is not None}
-    return Budget(**kw)
+    return Budget(**kw, progress=None if args.quiet else _progress)
+
+
+def _progress(now_us: float, horizon_us: float, events: int, elapsed_s: float) -> None:
+    """One stderr line every few seconds of a long run."""
+    print(f"workbench: simulated {now_us / 1000:.4g} of {horizon_us / 1000:.4g} ms "
+          f"({now_us / horizon_us:.0%}), {events:,} events, {events / elapsed_s:,.0f} "
+          f"events/s, {elapsed_s:.0f} s", file=sys.stderr, flush=True)
 
 
 def _budget_note(summary) -> None:

@@ -18,7 +18,7 @@ advances; that check lives with the config models.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .safeio import ConfigError, short
 
@@ -28,6 +28,7 @@ MAX_HORIZON_US = 1e9                # 1,000 s of simulated time (shipped: 0.01-0
 MAX_AREA_PAGES = 1 << 18            # pages built before the run (1 GiB: ~4 s, ~150 MB)
 AREA_ROLES = ("converter", "refaulter")   # roles that get a pre-built area (model.workload)
 MB2 = 2 << 20
+PROGRESS_S = 5.0                    # seconds between two progress reports
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class Budget:
     max_events: int = 10_000_000      # ~2 GB of records at most; shipped runs need <= 120,000
     max_seconds: float = 600.0
     max_runs: int = 5_000
+    # called as progress(now_us, horizon_us, events, elapsed_s) every PROGRESS_S seconds of
+    # a long run (the CLI prints it on stderr); None: silent. Not compared, not pickled.
+    progress: object = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         for name in ("max_events", "max_runs"):
@@ -49,6 +53,11 @@ class Budget:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
                 math.isfinite(v) and v > 0):
             raise ConfigError(f"budget: max_seconds must be a number > 0, not {short(v)}")
+        if self.progress is not None and not callable(self.progress):
+            raise ConfigError(f"budget: progress must be callable, not {short(self.progress)}")
+
+    def __reduce__(self):      # a progress callback stays in the process that made it
+        return (Budget, (self.max_events, self.max_seconds, self.max_runs))
 
 
 DEFAULT_BUDGET = Budget()

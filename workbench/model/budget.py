@@ -12,7 +12,7 @@ import time
 from simpy.core import EmptySchedule, StopSimulation
 from simpy.events import URGENT, Event
 
-from ..limits import as_budget
+from ..limits import PROGRESS_S, as_budget
 
 CHUNK = 4096     # steps between two looks at the clock
 
@@ -25,7 +25,8 @@ def run_budgeted(td, until: float, budget=None) -> int:
     env.schedule(stop, URGENT, float(until) - env.now)
     stop.callbacks.append(StopSimulation.callback)
     step, clock = env.step, time.monotonic
-    deadline = clock() + b.max_seconds
+    t0 = clock()
+    deadline, report = t0 + b.max_seconds, t0 + PROGRESS_S
     n = 0
     try:
         while True:
@@ -36,9 +37,13 @@ def run_budgeted(td, until: float, budget=None) -> int:
             if n >= b.max_events:
                 why = f"{n} simulated events (max_events)"
                 break
-            if clock() > deadline:
+            t = clock()
+            if t > deadline:
                 why = f"{b.max_seconds:g} s of wall-clock time (max_seconds)"
                 break
+            if b.progress is not None and t >= report:
+                report = t + PROGRESS_S
+                b.progress(env.now, float(until), n, t - t0)
     except StopSimulation:
         return n
     except EmptySchedule:       # cannot happen while the stop event is pending
