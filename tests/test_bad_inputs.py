@@ -62,6 +62,7 @@ FILES = {   # name -> bytes (str is UTF-8)
     "policy-twice.yaml": SCENARIO + "policy: upstream+fault=local-retry+fault=resume-guest\n",
     "region.yaml": "name: region\nmemory_mb: 16\n"
                    "vcpus:\n  - {role: fault_storm, count: 2, region_mb: 64}\n",
+    "spammer-alone.yaml": "name: s\nvcpus: [{role: lazy_accept}, {role: accept_spammer}]\n",
     "floor.yaml": SCENARIO + "timings: {seamcall_busy_us: 1.0e-300}\n",
     "horizon.yaml": SCENARIO + "horizon_us: 1.0e+12\n",
     "vcpus-huge.yaml": "name: x\nvcpus: [{role: fault_storm, count: 512}, "
@@ -158,6 +159,7 @@ CLI_CASES = [
         "empty.yaml", "nul.yaml", "syntax.yaml", "tab.yaml", "anchor.yaml", "badtime.yaml",
         "unhashable.yaml", "unknownkey.yaml", "policy-import.yaml", "policy-import-site.yaml",
         "policy-dotted.yaml", "policy-preset-list.yaml", "policy-twice.yaml", "region.yaml",
+        "spammer-alone.yaml",
         "floor.yaml", "horizon.yaml", "vcpus-huge.yaml", "memory-huge.yaml", "fifo.yaml",
         "zero.yaml", "loop.yaml", "dir.yaml", "missing.yaml")],
     ["run", "no-such-scenario"], ["run", LONG], ["run", LONG + ".yaml"], ["run", "a\x00b"],
@@ -379,7 +381,7 @@ def test_ctrl_c_is_interrupted_exit_130(monkeypatch, tmp_path):
 
 def test_ctrl_c_of_the_real_process(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "workbench", "run", "malicious-accept",
-                          "--set", "horizon_us=1e8", "--out", str(tmp_path / "r")],
+                          "--set", "horizon_us=1e8", "--quiet", "--out", str(tmp_path / "r")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          cwd=tmp_path)
     time.sleep(6)         # past the imports, into the simulation
@@ -481,9 +483,31 @@ YAML_ATOMS = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20),
                        st.floats(allow_nan=True), st.text(max_size=20))
 
 
+NUM = st.one_of(st.integers(-5, 5000), st.floats(allow_nan=True, allow_infinity=True),
+                st.sampled_from([0, 1e-300, 1e-3, 1e12, -1, "x", None, [1]]))
+GROUP = st.fixed_dictionaries(
+    {"role": st.sampled_from(["lazy_accept", "fault_storm", "converter", "accept_spammer",
+                              "attr_spammer", "refaulter", "dancer"]),
+     "count": st.one_of(st.integers(-1, 8), st.sampled_from([0.5, "2", 10**9]))},
+    optional={"region_mb": NUM, "range_kb": st.sampled_from([4, 5, 64, 4096, -4, 0]),
+              "think_us": NUM, "interval_us": NUM, "gap_us": NUM, "attack_us": NUM,
+              "access": st.sampled_from(["accept", "touch", 3])})
+SCENARIO_DOC = st.fixed_dictionaries(
+    {"name": st.text(max_size=12), "vcpus": st.lists(GROUP, max_size=3)},
+    optional={"memory_mb": NUM, "horizon_us": NUM, "size": NUM,
+              "policy": st.sampled_from(["upstream", "os:system", "upstream.v2",
+                                         {"fault": "os:system"}, {"preset": [1]}, 5,
+                                         "zero-tolerance+fault=resume-guest"]),
+              "timings": st.dictionaries(st.sampled_from(["seamcall_busy_us", "kvm_fault_us",
+                                                          "nosuch"]), NUM, max_size=2),
+              "module": st.dictionaries(st.sampled_from(["host_priority", "zero_step_threshold",
+                                                         "nosuch"]), NUM, max_size=2)})
+
+
 @FUZZ
 @given(doc=st.one_of(
     st.text(max_size=200),
+    SCENARIO_DOC.map(lambda d: __import__("yaml").safe_dump(d)),
     st.recursive(YAML_ATOMS, lambda kids: st.one_of(
         st.lists(kids, max_size=4),
         st.dictionaries(st.sampled_from(["name", "vcpus", "role", "count", "memory_mb",

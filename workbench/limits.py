@@ -97,6 +97,9 @@ def check_config(cfg) -> None:
                           f"{n_area * area / 2**20:.4g} MB) leave nothing of the TD's "
                           f"{mem / 2**20:.4g} MB")
     for i, g in enumerate(cfg.vcpus):
+        if g.role in ("accept_spammer", "attr_spammer") and not n_area:
+            raise ConfigError(f"scenario {name}: vcpus.{i} ({g.role}) has no pages to spam; "
+                              f"add a group with role {' or '.join(AREA_ROLES)}")
         if g.role == "fault_storm" and g.region_mb * 2**20 > mem - n_area * area:
             raise ConfigError(f"scenario {name}: vcpus.{i}.region_mb = {g.region_mb:.4g} is "
                               f"larger than the TD's free memory "
