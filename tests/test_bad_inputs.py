@@ -40,6 +40,8 @@ FILES = {   # name -> bytes (str is UTF-8)
     "latin1-bom.yaml": b"\xff\xfename: x\n",
     "big.yaml": "# padding\n" * 200_000,
     "bomb.yaml": BILLION_LAUGHS,
+    "manynodes.yaml": "name: x\nq: [" + ",".join(["1"] * 120_000) + "]\n",
+    "longstring.yaml": "name: x\nquestion: '" + "q" * 250_000 + "'\n",
     "deep.yaml": "[" * 50_000 + "]" * 50_000,
     "deepmap.yaml": "{a: " * 5_000 + "1" + "}" * 5_000,
     "dupkey.yaml": SCENARIO + "name: again\n",
@@ -154,7 +156,8 @@ RUN = ["run", "fault-storm"]
 CLI_CASES = [
     # scenario files and names
     *[["run", "{d}/" + n] for n in (
-        "nonutf8.yaml", "latin1-bom.yaml", "big.yaml", "bomb.yaml", "deep.yaml", "deepmap.yaml",
+        "nonutf8.yaml", "latin1-bom.yaml", "big.yaml", "bomb.yaml", "manynodes.yaml",
+        "longstring.yaml", "deep.yaml", "deepmap.yaml",
         "dupkey.yaml", "pytag.yaml", "pytag-inner.yaml", "list.yaml", "scalar.yaml",
         "empty.yaml", "nul.yaml", "syntax.yaml", "tab.yaml", "anchor.yaml", "badtime.yaml",
         "unhashable.yaml", "unknownkey.yaml", "policy-import.yaml", "policy-import-site.yaml",
@@ -534,3 +537,9 @@ def test_long_runs_report_progress_unless_quiet(monkeypatch, capsys):
     assert "events/s" in capsys.readouterr().err
     assert main(["run", "fault-storm", "--set", "horizon_us=2000", "--quiet"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_pyarrow_is_past_the_untrusted_parquet_cve():
+    import pyarrow
+    major, minor, patch = (int(x) for x in pyarrow.__version__.split(".")[:3])
+    assert (major, minor, patch) >= (14, 0, 1)      # CVE-2023-47248

@@ -7,7 +7,8 @@ Every YAML read (scenario, calibration, policy file, ``name(k=v)`` policy parame
   at most :data:`MAX_YAML_BYTES` of them;
 - the text must be UTF-8;
 - aliases and anchors are refused (no "billion laughs"), so are duplicate keys, nesting
-  deeper than :data:`MAX_DEPTH`, and any tag the safe loader does not know (``!!python/...``);
+  deeper than :data:`MAX_DEPTH`, more than :data:`MAX_NODES` values, and any tag the safe
+  loader does not know (``!!python/...``);
 - every decoding or YAML error becomes one line, and no message embeds more than a short,
   truncated ``repr`` of user data (:func:`short`).
 
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import yaml
 
-MAX_YAML_BYTES = 1_000_000      # a scenario is a few KB
+MAX_YAML_BYTES = 256_000        # a scenario is 1-2 KB, the calibration 12 KB
+MAX_NODES = 10_000              # the calibration has 189
 MAX_TEXT_CHARS = 10_000         # one --set value or policy parameter
 MAX_DEPTH = 32                  # configs nest 3 deep
 MAX_NAME_BYTES = 255            # NAME_MAX on Linux
@@ -68,6 +70,7 @@ class _Loader(yaml.SafeLoader):
     """The safe loader without aliases, anchors, duplicate keys or deep nesting."""
 
     _depth = 0
+    _nodes = 0
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -76,6 +79,9 @@ class _Loader(yaml.SafeLoader):
         if getattr(event, "anchor", None) is not None:
             raise ConfigError("YAML anchors (&name) are not accepted")
         self._depth += 1
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise ConfigError(f"YAML with more than {MAX_NODES} values")
         try:
             if self._depth > MAX_DEPTH:
                 raise ConfigError(f"YAML nested deeper than {MAX_DEPTH} levels")
