@@ -543,3 +543,19 @@ def test_pyarrow_is_past_the_untrusted_parquet_cve():
     import pyarrow
     major, minor, patch = (int(x) for x in pyarrow.__version__.split(".")[:3])
     assert (major, minor, patch) >= (14, 0, 1)      # CVE-2023-47248
+
+
+def test_a_failed_swap_never_deletes_the_previous_result(tmp_path, small_result, monkeypatch):
+    out = tmp_path / "r"
+    small_result.save(out)
+    real_rename = Path.rename
+
+    def flaky(self, target):       # the new result cannot move in, nor the old one back
+        if Path(target) == out:
+            raise OSError(5, "Input/output error")
+        return real_rename(self, target)
+    monkeypatch.setattr(Path, "rename", flaky)
+    with pytest.raises(ConfigError, match="previous one is kept"):
+        small_result.save(out)
+    kept = list(tmp_path.glob(".r.old.*/prev/summary.parquet"))
+    assert len(kept) == 1

@@ -77,6 +77,7 @@ def write_folder(out_dir, write) -> Path:
     an existing result is replaced whole or, if anything fails, left as it was."""
     out = check_out_dir(out_dir)
     tmp = old = None
+    keep_old = False     # True if the previous result could not be put back: never delete it
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = _mkdir(out.parent, f".{out.name[:200]}.new.")
@@ -87,7 +88,12 @@ def write_folder(out_dir, write) -> Path:
         tmp.rename(out)
     except BaseException as err:
         if old is not None and old.exists() and not out.exists():
-            old.rename(out)
+            try:
+                old.rename(out)
+            except OSError:
+                keep_old = True
+                raise ConfigError(f"--out {short(str(out), 80)}: cannot write the result, and "
+                                  f"the previous one is kept in {short(str(old), 120)}") from None
         if isinstance(err, OSError):     # disk full, permissions changed, ...
             raise ConfigError(f"--out {short(str(out), 80)}: cannot write the result "
                               f"({err.strerror or type(err).__name__}); nothing was "
@@ -96,7 +102,7 @@ def write_folder(out_dir, write) -> Path:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
+        if old is not None and not keep_old:
             shutil.rmtree(old.parent, ignore_errors=True)
     return out
 
