@@ -151,6 +151,7 @@ def resolve_policy(spec="upstream", *, imports: bool = True) -> PolicySet:
     """A :class:`PolicySet` from a preset name, a single policy (used at every site it
     serves; the others keep upstream), or a mapping ``{preset?, fault?, zap?, ...}``.
     ``imports=False`` for specs from a file or ``--set``: no ``module:Class`` import."""
+    _screen(spec, imports)
     if isinstance(spec, PolicySet):
         return spec
     if isinstance(spec, str) and spec in PRESETS:
@@ -160,17 +161,38 @@ def resolve_policy(spec="upstream", *, imports: bool = True) -> PolicySet:
     if isinstance(spec, dict) and ("preset" in spec or set(spec) & set(SITE_NAMES)):
         unknown = set(spec) - set(SITE_NAMES) - {"preset"}
         if unknown:
-            raise PolicyError(f"policy: unknown call site {short(sorted(map(str, unknown))[0])} "
+            raise PolicyError(f"policy: unknown call site {sorted(unknown)[0]!r} "
                               f"(sites: {', '.join(SITE_NAMES)})")
         base = _preset(spec.get("preset", "upstream"))
-        chosen = {s: make_policy(spec[s], imports=imports) for s in SITE_NAMES if s in spec}
+        chosen = {s: make_policy(spec[s]) for s in SITE_NAMES if s in spec}
         for s, pol in chosen.items():
             _check_site(pol, Site(s))
         label = spec.get("preset", "upstream") if not chosen else _label(chosen, spec)
         return replace(base, name=label, **chosen)
-    pol = make_policy(spec, imports=imports)
+    pol = make_policy(spec)
     base = _preset("upstream")
     return replace(base, name=policy_label(pol), **{s.value: pol for s in pol.sites})
+
+
+def _screen(spec, imports: bool) -> None:
+    """Refuse, before any lookup, mapping keys that are not text and (``imports=False``)
+    any ``module:Class`` a spec from a file or ``--set`` would import."""
+    if isinstance(spec, dict):
+        bad = next((k for k in spec if not isinstance(k, str)), None)
+        if bad is not None:
+            raise PolicyError(f"policy: keys are call sites or 'preset', not {short(bad)}")
+    if imports:
+        return
+    texts = [spec] if isinstance(spec, str) else (
+        [v for v in spec.values()] + [spec.get("policy")] if isinstance(spec, dict) else [])
+    for t in texts:
+        if isinstance(t, dict):
+            t = t.get("policy")
+        if isinstance(t, str) and ":" in t and t not in REGISTRY and t not in PRESETS:
+            name = next(p for p in t.replace("=", "+").replace("(", "+").split("+") if ":" in p)
+            raise PolicyError(f"policy {short(name.strip())}: import paths are accepted only "
+                              "from Python or the command line (--policy, --import), never "
+                              "from a file or --set")
 
 
 def policy_label(pol: Policy) -> str:
@@ -230,7 +252,7 @@ def _parse_label(text: str) -> dict:
         if not sep:
             spec["preset"] = part
         elif site not in SITE_NAMES:
-            raise PolicyError(f"policy {short(text)}: unknown call site {short(site)} "
+            raise PolicyError(f"policy {text!r}: unknown call site {site!r} "
                               f"(sites: {', '.join(SITE_NAMES)})")
         else:
             spec[site] = name
