@@ -65,7 +65,7 @@ FILES = {   # name -> bytes (str is UTF-8)
     "region.yaml": "name: region\nmemory_mb: 16\n"
                    "vcpus:\n  - {role: fault_storm, count: 2, region_mb: 64}\n",
     "spammer-alone.yaml": "name: s\nvcpus: [{role: lazy_accept}, {role: accept_spammer}]\n",
-    "floor.yaml": SCENARIO + "timings: {seamcall_busy_us: 1.0e-300}\n",
+    "floor.yaml": SCENARIO + "timings: {kvm_fault_us: 1.0e-300}\n",
     "horizon.yaml": SCENARIO + "horizon_us: 1.0e+12\n",
     "vcpus-huge.yaml": "name: x\nvcpus: [{role: fault_storm, count: 512}, "
                        "{role: fault_storm, count: 512}, {role: lazy_accept, count: 512}]\n",
@@ -90,10 +90,11 @@ def _write_sandbox(d: Path) -> None:
             continue
         p = d / name
         p.write_bytes(data if isinstance(data, bytes) else data.encode())
-    cal = (Path(workbench.__file__).parent.parent / "data/calibration/default.yaml").read_text()
-    import re
-    (d / "cal-floor.yaml").write_text(re.sub(r"(seamcall_busy_us:\s*\{?\s*value:\s*)[0-9.e+-]+",
-                                             r"\g<1>1.0e-300", cal, count=1))
+    import yaml
+    cal = yaml.safe_load((Path(workbench.__file__).parent.parent
+                          / "data/calibration/default.yaml").read_text())
+    cal["quantities"]["kvm_fault_us"]["value"] = 1e-300
+    (d / "cal-floor.yaml").write_text(yaml.safe_dump(cal))
     os.mkfifo(d / "fifo.yaml")
     (d / "zero.yaml").symlink_to("/dev/zero")
     (d / "loop.yaml").symlink_to(d / "loop.yaml")
@@ -171,7 +172,7 @@ CLI_CASES = [
     ["sweep", "{d}/bomb.yaml", "--param", "size", "--values", "1", "--policies", "upstream"],
     # --set values
     *[RUN + ["--set", s] for s in (
-        "timings.seamcall_busy_us=1e-300", "timings.kvm_fault_us=0", "timings.touch_us=1e-9",
+        "timings.kvm_fault_us=1e-300", "timings.kvm_fault_us=0", "timings.sept_add_us=1e-12", "timings.touch_us=1e-9",
         "timings.nosuch=1", "horizon_us=1e12", "horizon_us=nan", "horizon_us=inf",
         "horizon_us=-1", "vcpus.0.count=100000", "vcpus.0.count=zero", "vcpus.0.count=2.5",
         "vcpus.0.region_mb=1e9", "vcpus.0.think_us=1e-300", "vcpus.9.count=1",
@@ -451,7 +452,7 @@ def test_explicit_imports_still_work(tmp_path, monkeypatch):
 SET_KEYS = ["horizon_us", "size", "memory_mb", "name", "policy", "calibration", "timings",
             "vcpus", "vcpus.0.count", "vcpus.0.region_mb", "vcpus.0.think_us", "module",
             "module.host_priority", "module.zero_step_threshold", "host.vmm_on_error",
-            "timings.seamcall_busy_us", "timings.kvm_fault_us", "timings.sept_add_us", "x"]
+            "timings.touch_us", "timings.kvm_fault_us", "timings.sept_add_us", "x"]
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow,
                                        HealthCheck.function_scoped_fixture])
@@ -501,7 +502,7 @@ SCENARIO_DOC = st.fixed_dictionaries(
               "policy": st.sampled_from(["upstream", "os:system", "upstream.v2",
                                          {"fault": "os:system"}, {"preset": [1]}, 5,
                                          "zero-tolerance+fault=resume-guest"]),
-              "timings": st.dictionaries(st.sampled_from(["seamcall_busy_us", "kvm_fault_us",
+              "timings": st.dictionaries(st.sampled_from(["touch_us", "kvm_fault_us",
                                                           "nosuch"]), NUM, max_size=2),
               "module": st.dictionaries(st.sampled_from(["host_priority", "zero_step_threshold",
                                                          "nosuch"]), NUM, max_size=2)})
