@@ -388,9 +388,12 @@ def test_ctrl_c_of_the_real_process(tmp_path):
                           "--set", "horizon_us=1e8", "--quiet", "--out", str(tmp_path / "r")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          cwd=tmp_path)
-    time.sleep(6)         # past the imports, into the simulation
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=30)
+    try:
+        time.sleep(6)         # past the imports, into the simulation
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
     assert p.returncode == 130 and err == "workbench: interrupted\n", err[-2000:]
     assert not any(tmp_path.iterdir())
 
@@ -560,3 +563,20 @@ def test_a_failed_swap_never_deletes_the_previous_result(tmp_path, small_result,
         small_result.save(out)
     kept = list(tmp_path.glob(".r.old.*/prev/summary.parquet"))
     assert len(kept) == 1
+
+
+def test_ctrl_c_of_a_process_pool_compare_ends_the_workers(tmp_path):
+    p = subprocess.Popen([sys.executable, "-m", "workbench", "compare", "malicious-accept",
+                          "--policies", "upstream,zero-tolerance", "--reps", "2", "--engine",
+                          "processes", "--workers", "2", "--set", "horizon_us=1e8",
+                          "--out", str(tmp_path / "c")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=tmp_path)
+    try:
+        time.sleep(6)
+        p.send_signal(signal.SIGINT)      # the main process only, as `kill -INT` does
+        out, err = p.communicate(timeout=20)
+    finally:
+        p.kill()
+    assert p.returncode == 130 and err == "workbench: interrupted\n", err[-2000:]
+    assert not any(tmp_path.iterdir())
