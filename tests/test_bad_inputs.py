@@ -580,3 +580,23 @@ def test_ctrl_c_of_a_process_pool_compare_ends_the_workers(tmp_path):
         p.kill()
     assert p.returncode == 130 and err == "workbench: interrupted\n", err[-2000:]
     assert not any(tmp_path.iterdir())
+
+
+POLICY_WORDS = st.sampled_from(["upstream", "zero-tolerance", "blind-retry", "local-retry",
+                                "fault", "zap", "accept", "vp_enter", "preset", "os:system",
+                                "upstream.v2", "max_retries", "delay_us", "None", "*a", "&a",
+                                "!!python/name:os.system", "[", "{", "1e-300", "-1", ""])
+POLICY_SPEC = st.lists(st.one_of(POLICY_WORDS, st.sampled_from(list("+=(),: ")),
+                                 st.text(max_size=5)), max_size=10).map("".join)
+
+
+@FUZZ
+@given(spec=POLICY_SPEC)
+def test_fuzz_policy_specs(spec, sandbox, monkeypatch):
+    monkeypatch.chdir(sandbox)
+    before = _snapshot(sandbox)
+    with _deadline():
+        rc, out, err = run_main(["run", "fault-storm", "--policy", spec, *BUDGET])
+    _assert_clean(rc, out, err)
+    assert _snapshot(sandbox) == before
+    assert not (sandbox / "PWNED").exists()
