@@ -7,11 +7,9 @@ depends only on (seed, r), so every policy sees the same workload (common random
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +18,12 @@ import pandas as pd
 from . import __version__
 from .config import ConfigError, ScenarioConfig, as_overrides, load_calibration
 from .engines import map_jobs
-from .limits import as_budget, check_config, check_runs
 from .metrics import (calls_table, compare_table, latency_table, ops_table, summary_table,
                       vcpus_table)
 from .model.td import Td
+from .limits import as_budget, check_config, check_runs, check_sweep
 from .policies import PolicySet, resolve_policy
-from .safeio import check_path, short
+from .safeio import check_path, out_path, probe_writable, short
 from .scenarios import load_scenario
 
 TABLES = ("calls", "ops", "vcpus", "summary")
@@ -37,27 +35,17 @@ RESULT_MARKERS = ("manifest.json", "table.csv")
 def check_out_dir(out_dir) -> Path:
     """Refuse, before any work, a place a result cannot go or must not replace: an existing
     file, a folder this tool did not write, an unwritable parent."""
-    out = check_path(out_dir, "--out")
-    where = f"--out {short(str(out), 80)}"
-    if out.name in ("", ".", "..") or Path(os.path.abspath(out)) in (
-            Path.cwd(), *Path.cwd().parents):
-        raise ConfigError(f"{where}: is the current folder or above it; name a results folder")
+    out = out_path(out_dir)        # a path at all: not empty, '.', NUL, too long (safeio)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a results folder")
+    if out.is_dir() and any(out.iterdir()) and \
+            not any((out / m).exists() for m in RESULT_MARKERS):
+        raise ConfigError(f"--out {out}: folder holds files that are not a workbench result; "
+                          "choose a new or empty folder")
     try:
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"{where}: is a file, not a results folder")
-        if out.is_dir() and any(out.iterdir()) and \
-                not any((out / m).exists() for m in RESULT_MARKERS):
-            raise ConfigError(f"{where}: folder holds files that are not a workbench result; "
-                              "choose a new or empty folder")
-        # probe without creating anything: an unlinked temporary file leaves no trace
-        parent = next(p for p in (out.parent, *out.parent.parents) if p.exists())
-        for d in ((out, parent) if out.is_dir() else (parent,)):
-            if not d.is_dir() or not os.access(d, os.W_OK | os.X_OK):
-                raise ConfigError(f"{where}: cannot write there ({short(str(d), 80)} is not "
-                                  "a writable folder)")
-            tempfile.TemporaryFile(dir=d).close()
+        probe_writable(out)        # creates nothing: the folder appears only with the result
     except OSError as err:
-        raise ConfigError(f"{where}: cannot write there ({err.strerror})") from None
+        raise ConfigError(f"--out {out}: cannot write there ({err.strerror})") from None
     return out
 
 
@@ -129,15 +117,14 @@ class RunResult:
 
     @classmethod
     def load(cls, path) -> "RunResult":
-        path = check_path(path, "result")
+        path = Path(check_path(path, "result"))
         try:
             tables = {n: pd.read_parquet(path / f"{n}.parquet") for n in TABLES}
             manifest = json.loads((path / "manifest.json").read_text())
             ev = path / "events.parquet"
             events = pd.read_parquet(ev) if ev.exists() else None
         except Exception as err:  # any unreadable file is a corrupt result
-            raise ConfigError(f"{short(str(path), 80)}: not a readable result "
-                              f"({type(err).__name__})") from None
+            raise ConfigError(f"{path}: not a readable result ({type(err).__name__})") from None
         return cls(**tables, manifest=manifest, events=events)
 
 
@@ -216,14 +203,13 @@ class Comparison:
 
     @classmethod
     def load(cls, path) -> "Comparison":
-        path = check_path(path, "comparison")
+        path = Path(check_path(path, "comparison"))
         try:
             summary = pd.read_parquet(path / "summary.parquet")
             ops = pd.read_parquet(path / "ops.parquet")
             param = json.loads((path / "manifest.json").read_text()).get("param")
         except Exception as err:
-            raise ConfigError(f"{short(str(path), 80)}: not a readable comparison "
-                              f"({type(err).__name__})") from None
+            raise ConfigError(f"{path}: not a readable comparison ({type(err).__name__})") from None
         return cls(summary, ops, param)
 
 
@@ -278,15 +264,10 @@ def sweep(scenario, param: str, values, policies=("upstream",), *, reps: int = 3
     ``"timings.sept_add_us"``, ``"module.host_priority"``). Replication r of every value
     and policy uses the same seed."""
     _check_seed(seed)
-    if not isinstance(param, str) or not param.strip():
-        raise ConfigError(f"sweep: param is a dotted scenario key, not {short(param)}")
-    if isinstance(values, (str, bytes, dict)) or not isinstance(values, (list, tuple, range)):
-        raise ConfigError(f"sweep: values must be a list, not {short(values)}")
-    values = list(values)
+    check_sweep(param, values, policies, reps)     # types and size, before any list is built
+    values = list(values or [])
     if not values:
-        raise ConfigError(f"give at least one value for {short(param)}")
-    n_pol = 1 if isinstance(policies, (str, dict, PolicySet)) else len(policies or [])
-    check_runs(len(values) * max(1, n_pol) * (reps if isinstance(reps, int) else 1))
+        raise ConfigError(f"give at least one value for {param}")
     base = as_overrides(sets)
     cfgs = [(v, load_scenario(scenario, {**base, param: v})) for v in values]
     for _, cfg in cfgs:

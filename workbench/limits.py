@@ -112,3 +112,14 @@ def check_runs(n_runs: int, budget=None) -> None:
     if n_runs > limit:
         raise ConfigError(f"{n_runs} runs (reps x policies x values) is above the limit of "
                           f"{limit}; split the study or raise Budget(max_runs=...)")
+
+
+def check_sweep(param, values, policies, reps, budget=None) -> None:
+    """A sweep's arguments have the right types and make at most ``max_runs`` runs."""
+    if not isinstance(param, str) or not param.strip():
+        raise ConfigError(f"sweep: param is a dotted scenario key, not {short(param)}")
+    if isinstance(values, (str, bytes, dict)) or not isinstance(values, (list, tuple, range)):
+        raise ConfigError(f"sweep: values must be a list, not {short(values)}")
+    n_pol = 1 if isinstance(policies, (str, dict)) or hasattr(policies, "for_site") \
+        else len(policies or [])
+    check_runs(len(values) * max(1, n_pol) * (reps if isinstance(reps, int) else 1), budget)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -164,3 +165,31 @@ def read_yaml_file(path, what: str = "file"):
     """The YAML document in a regular UTF-8 file, under the rules above."""
     text = read_text_file(path, what)
     return load_yaml_text(text, f"{what} {short(str(path), 80)}")
+
+
+def out_path(value, what: str = "--out") -> Path:
+    """A folder a result may be written to: a valid path that is not the current folder or
+    above it, and, if it exists, one this process may list."""
+    out = check_path(value, what)
+    where = f"{what} {short(str(out), 80)}"
+    cwd = Path.cwd()
+    if out.name in ("", ".", "..") or Path(os.path.abspath(out)) in (cwd, *cwd.parents):
+        raise ConfigError(f"{where}: is the current folder or above it; name a results folder")
+    try:
+        if out.is_dir() and not os.access(out, os.R_OK | os.X_OK):
+            raise ConfigError(f"{where}: the folder cannot be read")
+    except OSError as err:
+        raise ConfigError(f"{where}: cannot use it ({err.strerror})") from None
+    return out
+
+
+def probe_writable(out: Path) -> None:
+    """Raise ``OSError`` unless a result can be written at ``out``, creating nothing: the
+    nearest existing folder on the way (and ``out`` itself if it exists) must take a file."""
+    parent = next(p for p in (out.parent, *out.parent.parents) if p.exists())
+    for d in ((out, parent) if out.is_dir() else (parent,)):
+        if not d.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(d))
+        if not os.access(d, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", str(d))
+        tempfile.TemporaryFile(dir=d).close()   # unlinked at once: leaves no trace
