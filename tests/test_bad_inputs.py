@@ -565,19 +565,20 @@ def test_a_failed_swap_never_deletes_the_previous_result(tmp_path, small_result,
     assert len(kept) == 1
 
 
-def test_ctrl_c_of_a_process_pool_compare_ends_the_workers(tmp_path):
+def test_ctrl_c_of_a_process_pool_compare(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "workbench", "compare", "malicious-accept",
                           "--policies", "upstream,zero-tolerance", "--reps", "2", "--engine",
                           "processes", "--workers", "2", "--set", "horizon_us=1e8",
                           "--out", str(tmp_path / "c")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         cwd=tmp_path)
+                         cwd=tmp_path, start_new_session=True)
     try:
         time.sleep(6)
-        p.send_signal(signal.SIGINT)      # the main process only, as `kill -INT` does
+        os.killpg(p.pid, signal.SIGINT)   # the whole process group, as Ctrl-C in a terminal
         out, err = p.communicate(timeout=20)
     finally:
-        p.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)   # never leave workers behind
     assert p.returncode == 130 and err == "workbench: interrupted\n", err[-2000:]
     assert not any(tmp_path.iterdir())
 

@@ -185,7 +185,7 @@ def cmd_run(args) -> None:
             budget=_budget(args))
     print(run_report(r))
     _budget_note(r.summary)
-    if args.out is not None:
+    if args.out:
         print(f"wrote {r.save(args.out)}")
 
 
@@ -201,6 +201,7 @@ def cmd_compare(args) -> None:
                 engine=args.engine, workers=args.workers)
     print(f"{args.scenario}: {len(policies)} policies x {args.reps} replications "
           f"(seed {args.seed}, common random numbers)")
+    _budget_note(c.summary)
     print("\nOutcomes and costs per run (mean over replications; vm_bugged and guest_panics "
           "count replications):")
     print(_fmt(c.table.drop(columns=[x for x in c.table.columns if x.endswith("_us")
@@ -210,8 +211,7 @@ def cmd_compare(args) -> None:
     lat = c.latency
     lat = lat[lat["op"].isin(["private_fault", "zap_4k", "conversion", "accept_4K", "vp_enter"])]
     print(_fmt(lat.sort_values(["op", "policy"], kind="stable")))
-    _budget_note(c.summary)
-    if args.out is not None:
+    if args.out:
         print(f"wrote {c.save(args.out)}")
 
 
@@ -236,9 +236,9 @@ def cmd_sweep(args) -> None:
     print(f"{args.scenario}: {args.param} in {values}, {len(policies)} policies x "
           f"{args.reps} replications (seed {args.seed}, common random numbers)")
     t = c.table
-    print(_fmt(t[[x for x in SWEEP_COLUMNS if x in t.columns]]))
     _budget_note(c.summary)
-    if args.out is not None:
+    print(_fmt(t[[x for x in SWEEP_COLUMNS if x in t.columns]]))
+    if args.out:
         print(f"wrote {c.save(args.out)}")
 
 
