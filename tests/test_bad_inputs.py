@@ -601,3 +601,38 @@ def test_fuzz_policy_specs(spec, sandbox, monkeypatch):
     _assert_clean(rc, out, err)
     assert _snapshot(sandbox) == before
     assert not (sandbox / "PWNED").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(),
+                    reason="needs root to run a check as an ordinary user (setpriv)")
+def test_unwritable_out_as_an_ordinary_user():
+    import shutil
+    import tempfile
+    d = Path(tempfile.mkdtemp(dir="/tmp"))
+    d.chmod(0o777)
+    script = f"""
+import os, workbench
+from workbench.cli import main
+d = {str(d)!r}
+workbench.run('fault-storm', sets=['horizon_us=200']).save(d + '/r')
+os.chmod(d + '/r', 0o555)
+codes = [main(['run', 'fault-storm', '--out', d + '/r'])]
+os.mkdir(d + '/ro', 0o555)
+codes.append(main(['run', 'fault-storm', '--out', d + '/ro/new']))
+os.chmod(d + '/r', 0)
+codes.append(main(['run', 'fault-storm', '--out', d + '/r']))
+print(codes)
+"""
+    try:
+        out = subprocess.run(["/usr/bin/setpriv", "--reuid=65534", "--regid=65534",
+                              "--clear-groups", sys.executable, "-c", script],
+                             capture_output=True, text=True, timeout=120, cwd=d)
+        assert out.stdout.strip() == "[2, 2, 2]", out.stderr[-2000:]
+        lines = out.stderr.splitlines()
+        assert len(lines) == 3 and all(x.startswith("workbench: error: --out") for x in lines)
+        assert "Traceback" not in out.stderr
+    finally:
+        for p in (d / "r", d / "ro"):
+            if p.exists():
+                p.chmod(0o755)
+        shutil.rmtree(d, ignore_errors=True)
