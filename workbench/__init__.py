@@ -11,7 +11,18 @@ Public API::
 """
 __version__ = "0.1.0"
 
+import sys as _sys  # noqa: E402
+
+if _sys.argv[:1] == ["-m"] and _sys.path and not _sys.flags.safe_path:
+    # `python -m workbench` put the current folder first on sys.path: a shared scenario
+    # bundle holding e.g. yaml.py would run as soon as we import yaml. Drop it, as the
+    # `workbench` command does (PYTHONPATH=. makes a folder importable on purpose).
+    import os as _os
+    if _sys.path[0] in ("", _os.getcwd()):
+        del _sys.path[0]
+
 from .config import ConfigError, ScenarioConfig, load_calibration, with_overrides  # noqa: E402
+from .limits import Budget  # noqa: E402
 from .policies import (PRESETS, REGISTRY, Policy, PolicyError, PolicySet, make_policy,  # noqa: E402
                        register, resolve_policy)
 from .scenarios import describe as describe_scenarios, load_scenario, scenario_names  # noqa: E402
@@ -20,4 +31,4 @@ from .experiments import Comparison, RunResult, compare, run, sweep  # noqa: E40
 __all__ = ["__version__", "run", "compare", "sweep", "load_scenario", "scenario_names",
            "describe_scenarios", "RunResult", "Comparison", "ScenarioConfig", "ConfigError",
            "load_calibration", "with_overrides", "PRESETS", "REGISTRY", "Policy",
-           "PolicyError", "PolicySet", "make_policy", "register", "resolve_policy"]
+           "PolicyError", "PolicySet", "make_policy", "register", "resolve_policy", "Budget"]

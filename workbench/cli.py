@@ -6,6 +6,9 @@
     workbench compare SCENARIO --policies a,b,c [--reps R] [--seed N] [--out DIR]
 
 Bad input gives one line on stderr and exit status 2; nothing already on disk is touched.
+Ctrl-C prints ``interrupted`` and exits 130 with nothing stored half-way. A run that
+reaches its budget (``--max-events``, ``--max-seconds``) stops, says so on stderr and
+reports what it simulated (``stopped = "budget"``).
 """
 from __future__ import annotations
 
@@ -36,6 +39,13 @@ def build_parser() -> Parser:
         c.add_argument("--out", help="folder to write the parquet tables and manifest to")
         c.add_argument("--import", dest="imports", action="append", default=[],
                        metavar="MODULE", help="import a module that registers policies")
+    r = sub.choices["run"]
+    r.add_argument("--max-events", type=int, default=None, metavar="N",
+                   help="stop the run after N simulated events (default 10,000,000)")
+    r.add_argument("--max-seconds", type=float, default=None, metavar="S",
+                   help="stop the run after S seconds of wall-clock time (default 600)")
+    r.add_argument("--quiet", action="store_true",
+                   help="no progress lines on stderr during a long run")
     sub.choices["run"].add_argument(
         "--policy", help="preset, policy name, mod:Class, per site (upstream+fault=resume-guest) "
                          "or a YAML file holding a policy mapping")
@@ -92,11 +102,15 @@ def cmd_calibration(args) -> None:
 def _imports(args) -> None:
     import importlib
     from .config import ConfigError
+    from .safeio import short
     for m in args.imports:
+        if not m or not all(p.isidentifier() for p in m.split(".")):
+            raise ConfigError(f"--import {short(m)}: expected a module name (pkg.module)")
         try:
             importlib.import_module(m)
-        except Exception as err:
-            raise ConfigError(f"--import {m}: {type(err).__name__}: {err}") from None
+        except Exception as err:     # the user's module: any failure is one line
+            raise ConfigError(f"--import {short(m)}: {type(err).__name__}: "
+                              f"{short(str(err), 120)[1:-1]}") from None
 
 
 def run_report(r) -> str:
@@ -128,26 +142,52 @@ def run_report(r) -> str:
 
 
 def _policy_arg(text):
-    """A ``--policy`` value; a path to a YAML file holds a policy spec."""
-    from pathlib import Path
+    """A ``--policy`` value; a path to a YAML file holds a policy spec (data: it may name
+    policies, never import one)."""
     if text and text.endswith((".yaml", ".yml")):
         from .config import read_yaml
-        return read_yaml(Path(text))
+        from .policies import resolve_policy
+        return resolve_policy(read_yaml(text, "policy file"), imports=False)
     return text
 
 
 def _check_out(args) -> None:
-    if args.out:
+    if args.out is not None:
         from .experiments import check_out_dir
         check_out_dir(args.out)     # before the work, not after it
+
+
+def _budget(args):
+    from .limits import Budget
+    kw = {k: v for k, v in (("max_events", args.max_events),
+                            ("max_seconds", args.max_seconds)) if v is not None}
+    return Budget(**kw, progress=None if args.quiet else _progress)
+
+
+def _progress(now_us: float, horizon_us: float, events: int, elapsed_s: float) -> None:
+    """One stderr line every few seconds of a long run."""
+    print(f"workbench: simulated {now_us / 1000:.4g} of {horizon_us / 1000:.4g} ms "
+          f"({now_us / horizon_us:.0%}), {events:,} events, {events / elapsed_s:,.0f} "
+          f"events/s, {elapsed_s:.0f} s", file=sys.stderr, flush=True)
+
+
+def _budget_note(summary) -> None:
+    """Say on stderr that a run stopped at its budget."""
+    rows = summary[summary["stopped"] == "budget"]
+    if len(rows):
+        print(f"workbench: {len(rows)} run(s) stopped at the budget; the tables cover only "
+              "the simulated time reached (raise --max-events / --max-seconds)",
+              file=sys.stderr)
 
 
 def cmd_run(args) -> None:
     from .experiments import run
     _imports(args)
     _check_out(args)
-    r = run(args.scenario, seed=args.seed, policy=_policy_arg(args.policy), sets=args.set)
+    r = run(args.scenario, seed=args.seed, policy=_policy_arg(args.policy), sets=args.set,
+            budget=_budget(args))
     print(run_report(r))
+    _budget_note(r.summary)
     if args.out:
         print(f"wrote {r.save(args.out)}")
 
@@ -164,6 +204,7 @@ def cmd_compare(args) -> None:
                 engine=args.engine, workers=args.workers)
     print(f"{args.scenario}: {len(policies)} policies x {args.reps} replications "
           f"(seed {args.seed}, common random numbers)")
+    _budget_note(c.summary)
     print("\nOutcomes and costs per run (mean over replications; vm_bugged and guest_panics "
           "count replications):")
     print(_fmt(c.table.drop(columns=[x for x in c.table.columns if x.endswith("_us")
@@ -198,6 +239,7 @@ def cmd_sweep(args) -> None:
     print(f"{args.scenario}: {args.param} in {values}, {len(policies)} policies x "
           f"{args.reps} replications (seed {args.seed}, common random numbers)")
     t = c.table
+    _budget_note(c.summary)
     print(_fmt(t[[x for x in SWEEP_COLUMNS if x in t.columns]]))
     if args.out:
         print(f"wrote {c.save(args.out)}")
@@ -210,11 +252,26 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         globals()[f"cmd_{args.cmd}"](args)
     except (UsageError, ConfigError, PolicyError) as err:
-        print(f"workbench: error: {err}", file=sys.stderr)
+        print(f"workbench: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("workbench: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         return 0
+    except Exception as err:    # a bug of ours: still one line (WORKBENCH_TRACEBACK=1 shows it)
+        import os
+        if os.environ.get("WORKBENCH_TRACEBACK"):
+            raise
+        print(f"workbench: internal error: {type(err).__name__}: {_one_line(err)} "
+              "(please report; WORKBENCH_TRACEBACK=1 shows where)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _one_line(err, limit: int = 400) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 if __name__ == "__main__":

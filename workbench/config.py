@@ -6,17 +6,19 @@ options, and the vCPU roles of the workload. Variants are made with
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .safeio import (MAX_TEXT_CHARS, ConfigError, check_path, load_yaml_text, read_yaml_file,
+                     short)
+
 DATA = Path(__file__).resolve().parent.parent / "data"
+MIN_DURATION_US = 1e-3   # 1 ns: any positive duration below it would not advance time
 
-
-class ConfigError(ValueError):
-    """A configuration a user gave is invalid; the message is one line."""
+__all__ = ["ConfigError"]
 
 
 class Frozen(BaseModel):
@@ -68,6 +70,11 @@ class Calibration(Frozen):
     jitter_cv: float = Field(ge=0.0, le=1.0)       # the module's calls
     kvm_jitter_cv: float = Field(ge=0.0, le=2.0)   # KVM's and the VMM's own steps
 
+    @model_validator(mode="after")
+    def _floor(self):
+        _check_floor(self)
+        return self
+
 
 class ModuleOptions(Frozen):
     """Switches of the TDX module model. Defaults are TDX module 1.5.01 (domain.md §3-4)."""
@@ -117,6 +124,7 @@ class VcpuGroup(Frozen):
 
     @model_validator(mode="after")
     def _range_is_pages(self):
+        _check_floor(self)
         if self.range_kb % 4:
             raise ValueError("range_kb must be a multiple of 4 (whole 4 KB pages)")
         return self
@@ -157,7 +165,9 @@ class ScenarioConfig(Frozen):
 def _first_error(err: ValidationError) -> str:
     e = err.errors()[0]
     where = ".".join(str(p) for p in e["loc"]) or "config"
-    return f"{where}: {e['msg']}"
+    msg = " ".join(str(e["msg"]).split()).removeprefix("Value error, ")
+    where = where if len(where) <= 80 else where[:77] + "..."
+    return f"{where}: {msg[:200]}" if e["loc"] else msg[:200]
 
 
 def validate(model: type[BaseModel], data: dict, what: str):
@@ -166,53 +176,75 @@ def validate(model: type[BaseModel], data: dict, what: str):
         return model.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{what}: {_first_error(err)}") from None
+    except RecursionError:
+        raise ConfigError(f"{what}: nested too deeply") from None
 
 
-def read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot read YAML ({type(err).__name__})") from None
+def read_yaml(path: Path, what: str = "file") -> dict:
+    """A YAML mapping from a regular file, read by :mod:`workbench.safeio`'s rules."""
+    data = read_yaml_file(path, what)
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"{what} {short(str(path), 80)}: expected a mapping at the top level")
     return data
+
+
+def _check_floor(model: BaseModel) -> None:
+    """Every positive duration is at least 1 ns, so simulated time always advances."""
+    for k, v in model:
+        if k.endswith("_us") and isinstance(v, float) and 0.0 < v < MIN_DURATION_US:
+            raise ValueError(f"{k} = {v:g} is below the floor of {MIN_DURATION_US:g} us "
+                             "(a positive duration must make simulated time advance)")
 
 
 def load_calibration(name_or_path: str = "default", timings: dict | None = None
                      ) -> tuple[Calibration, dict]:
     """The calibration and its per-quantity metadata (status, source); ``timings``
     overrides single entries (``{"sept_add_us": 50}``)."""
-    path = Path(name_or_path)
+    path = check_path(name_or_path, "calibration")
     if not path.suffix:
-        path = DATA / "calibration" / f"{name_or_path}.yaml"
-    if not path.exists():
-        raise ConfigError(f"calibration {name_or_path!r} not found")
-    raw = read_yaml(path)
+        path = check_path(DATA / "calibration" / f"{name_or_path}.yaml", "calibration")
+    if not os.path.exists(path):
+        raise ConfigError(f"calibration {short(str(name_or_path))} not found")
+    raw = read_yaml(path, "calibration")
     quantities = raw.get("quantities") or {}
+    where = short(str(path), 80)
+    if not isinstance(quantities, dict):
+        raise ConfigError(f"calibration {where}: 'quantities' must be a mapping of "
+                          "name: {value, status, source}")
     bad = [k for k, q in quantities.items()
            if not isinstance(q, dict) or q.get("status") not in ("exact", "published", "guess")]
     if bad:
-        raise ConfigError(f"{path}: {bad[0]} needs a value and a status exact|published|guess")
+        raise ConfigError(f"calibration {where}: {short(bad[0])} needs a value and a status "
+                          "exact|published|guess")
     values = {k: q.get("value") for k, q in quantities.items()}
+    if timings is not None and not isinstance(timings, dict):
+        raise ConfigError(f"timings: expected a mapping, not {short(timings)}")
     unknown = set(timings or {}) - set(values)
     if unknown:
-        raise ConfigError(f"timings: unknown quantity {sorted(unknown)[0]!r}")
+        raise ConfigError(f"timings: unknown quantity {short(sorted(map(str, unknown))[0])}")
     values.update(timings or {})
-    cal = validate(Calibration, {"name": raw.get("name", path.stem), **values}, str(path))
+    cal = validate(Calibration, {"name": raw.get("name", path.stem), **values},
+                   f"calibration {where}" + (" with timings" if timings else ""))
     return cal, quantities
 
 
 def parse_value(text: str):
     """A ``--set`` value: numbers (``3``, ``2.5``, ``1e3``), then YAML scalars (``true``,
     ``null``), else the text itself."""
+    if not isinstance(text, str):
+        return text
+    if len(text) > MAX_TEXT_CHARS:
+        raise ConfigError(f"--set value {short(text)}: longer than {MAX_TEXT_CHARS} characters")
     for number in (int, float):
         try:
             return number(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             pass
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return load_yaml_text(text, "--set value")
+    except ConfigError as err:
+        if "not accepted" in str(err) or "deeper" in str(err) or "duplicate" in str(err):
+            raise    # refused for safety, not merely text that is not YAML
         return text
 
 
@@ -224,7 +256,13 @@ def as_overrides(sets) -> dict:
     if isinstance(sets, str):
         sets = [sets]
     if isinstance(sets, dict):
+        bad = next((k for k in sets if not isinstance(k, str)), None)
+        if bad is not None:
+            raise ConfigError(f"sets: keys are dotted names, not {short(bad)}")
         return dict(sets)
+    if not isinstance(sets, (list, tuple)):
+        raise ConfigError(f"sets: expected 'key=value' texts, a list of them or a mapping, "
+                          f"not {short(sets)}")
     return dict(_split(s) for s in sets)
 
 
@@ -239,9 +277,10 @@ def with_overrides(config: ScenarioConfig, sets: list[str] | dict) -> ScenarioCo
             node = _child(node, p, key)
         last = parts[-1]
         if not isinstance(node, (dict, list)):
-            raise ConfigError(f"--set {key}: {'.'.join(parts[:-1])} has no fields")
+            raise ConfigError(f"--set {short(key, 80)}: {short('.'.join(parts[:-1]), 80)} has no "
+                              "fields")
         if isinstance(node, dict) and last not in node and parts[:-1] != ["timings"]:
-            raise ConfigError(f"--set {key}: unknown key {last!r}")
+            raise ConfigError(f"--set {short(key, 80)}: unknown key {short(last)}")
         if isinstance(node, list):
             last = _index(node, last, key)
         node[last] = value
@@ -249,15 +288,17 @@ def with_overrides(config: ScenarioConfig, sets: list[str] | dict) -> ScenarioCo
 
 
 def _split(item: str) -> tuple[str, object]:
+    if not isinstance(item, str):
+        raise ConfigError(f"--set: expected a 'key=value' text, not {short(item)}")
     key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"--set {item!r}: expected key=value")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {short(item)}: expected key=value")
     return key.strip(), parse_value(value)
 
 
 def _index(node: list, part: str, key: str) -> int:
     if not part.isdigit() or int(part) >= len(node):
-        raise ConfigError(f"--set {key}: no element {part!r}")
+        raise ConfigError(f"--set {short(key, 80)}: no element {short(part)}")
     return int(part)
 
 
@@ -265,5 +306,5 @@ def _child(node, part: str, key: str):
     if isinstance(node, list):
         return node[_index(node, part, key)]
     if not isinstance(node, dict) or part not in node:
-        raise ConfigError(f"--set {key}: unknown key {part!r}")
+        raise ConfigError(f"--set {short(key, 80)}: unknown key {short(part)}")
     return node[part]

@@ -31,8 +31,21 @@ def map_jobs(fn, jobs: list, engine: str | None = None, workers: int | None = No
         return [fn(j) for j in jobs]
     if engine == "processes":
         with ProcessPoolExecutor(min(n, len(jobs))) as pool:
-            return list(pool.map(fn, jobs))
+            try:
+                return list(pool.map(fn, jobs))
+            except BaseException:           # Ctrl-C or an error: do not wait for the rest
+                _stop(pool)
+                raise
     return _dask(fn, jobs, n, client)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the workers now (exiting the ``with`` would wait
+    for every running job)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()
 
 
 def _dask(fn, jobs, n, client):

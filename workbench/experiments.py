@@ -7,9 +7,9 @@ depends only on (seed, r), so every policy sees the same workload (common random
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,9 @@ from .engines import map_jobs
 from .metrics import (calls_table, compare_table, latency_table, ops_table, summary_table,
                       vcpus_table)
 from .model.td import Td
+from .limits import as_budget, check_config, check_runs, check_sweep
 from .policies import PolicySet, resolve_policy
+from .safeio import check_path, out_path, probe_writable, short
 from .scenarios import load_scenario
 
 TABLES = ("calls", "ops", "vcpus", "summary")
@@ -33,7 +35,7 @@ RESULT_MARKERS = ("manifest.json", "table.csv")
 def check_out_dir(out_dir) -> Path:
     """Refuse, before any work, a place a result cannot go or must not replace: an existing
     file, a folder this tool did not write, an unwritable parent."""
-    out = Path(out_dir)
+    out = out_path(out_dir)        # a path at all: not empty, '.', NUL, too long (safeio)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a results folder")
     if out.is_dir() and any(out.iterdir()) and \
@@ -41,31 +43,55 @@ def check_out_dir(out_dir) -> Path:
         raise ConfigError(f"--out {out}: folder holds files that are not a workbench result; "
                           "choose a new or empty folder")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out.parent).close()
+        probe_writable(out)        # creates nothing: the folder appears only with the result
     except OSError as err:
         raise ConfigError(f"--out {out}: cannot write there ({err.strerror})") from None
     return out
+
+
+def _mkdir(parent: Path, prefix: str) -> Path:
+    """A new folder with the user's normal permissions (``mkdtemp`` would make it 0700)."""
+    while True:
+        p = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            p.mkdir()
+            return p
+        except FileExistsError:
+            continue
 
 
 def write_folder(out_dir, write) -> Path:
     """Call ``write(tmp)`` on a fresh sibling folder, then swap it in for ``out_dir``:
     an existing result is replaced whole or, if anything fails, left as it was."""
     out = check_out_dir(out_dir)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new."))
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old.")) / "prev"
+    tmp = old = None
+    keep_old = False     # True if the previous result could not be put back: never delete it
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _mkdir(out.parent, f".{out.name[:200]}.new.")
+        old = _mkdir(out.parent, f".{out.name[:200]}.old.") / "prev"
         write(tmp)
         if out.exists():
             out.rename(old)
         tmp.rename(out)
-    except BaseException:
-        if old.exists() and not out.exists():
-            old.rename(out)
+    except BaseException as err:
+        if old is not None and old.exists() and not out.exists():
+            try:
+                old.rename(out)
+            except OSError:
+                keep_old = True
+                raise ConfigError(f"--out {short(str(out), 80)}: cannot write the result, and "
+                                  f"the previous one is kept in {short(str(old), 120)}") from None
+        if isinstance(err, OSError):     # disk full, permissions changed, ...
+            raise ConfigError(f"--out {short(str(out), 80)}: cannot write the result "
+                              f"({err.strerror or type(err).__name__}); nothing was "
+                              "changed") from None
         raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old.parent, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not keep_old:
+            shutil.rmtree(old.parent, ignore_errors=True)
     return out
 
 
@@ -91,7 +117,7 @@ class RunResult:
 
     @classmethod
     def load(cls, path) -> "RunResult":
-        path = Path(path)
+        path = Path(check_path(path, "result"))
         try:
             tables = {n: pd.read_parquet(path / f"{n}.parquet") for n in TABLES}
             manifest = json.loads((path / "manifest.json").read_text())
@@ -111,14 +137,20 @@ def git_commit() -> str:
 
 
 def run(scenario="lazy-accept-boot", *, seed: int = 0, policy=None, replication: int = 0,
-        sets=None, calibration: str | None = None) -> RunResult:
+        sets=None, calibration: str | None = None, budget=None) -> RunResult:
     """Run one scenario (name, path or config) once. ``policy`` is a preset name, a policy
-    name, a spec mapping or a :class:`PolicySet`; default: the scenario's (``upstream``)."""
+    name, a spec mapping or a :class:`PolicySet`; default: the scenario's (``upstream``),
+    whose ``policy:`` is data and so never imports code. ``budget``: a
+    :class:`~workbench.limits.Budget` (events and wall-clock time of the run)."""
     _check_seed(seed)
+    _check_seed(replication, "replication")
+    budget = as_budget(budget)
     cfg = load_scenario(scenario, sets)
-    pset = resolve_policy(cfg.policy if policy is None else policy)
+    check_config(cfg)
+    pset = (resolve_policy(cfg.policy, imports=False) if policy is None
+            else resolve_policy(policy))
     cal, _ = load_calibration(calibration or cfg.calibration, cfg.timings)
-    td = Td(cfg, pset, cal, seed, replication).run()
+    td = Td(cfg, pset, cal, seed, replication).run(budget)
     tags = {"run_id": f"{cfg.name}/{pset.name}/s{seed}/r{replication}", "scenario": cfg.name,
             "policy": pset.name, "seed": seed, "replication": replication}
     calls = calls_table(td.rec.calls, tags)
@@ -171,7 +203,7 @@ class Comparison:
 
     @classmethod
     def load(cls, path) -> "Comparison":
-        path = Path(path)
+        path = Path(check_path(path, "comparison"))
         try:
             summary = pd.read_parquet(path / "summary.parquet")
             ops = pd.read_parquet(path / "ops.parquet")
@@ -187,21 +219,29 @@ def _gather(jobs, engine, workers, client, param=None) -> Comparison:
                       pd.concat([o for _, o in results], ignore_index=True), param)
 
 
-def _check_seed(seed) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be a whole number >= 0, not {seed!r}")
+MAX_SEED = 2**63 - 1    # what a parquet int64 column holds
+
+
+def _check_seed(seed, what: str = "seed") -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{what} must be a whole number from 0 to 2**63-1, not {short(seed)}")
 
 
 def _policy_sets(policies, reps) -> list[PolicySet]:
     if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
-        raise ConfigError(f"reps must be a whole number >= 1, not {reps!r}")
+        raise ConfigError(f"reps must be a whole number >= 1, not {short(reps)}")
+    if isinstance(policies, (str, dict, PolicySet)):
+        policies = [policies]
+    if not isinstance(policies, (list, tuple)) and policies is not None:
+        raise ConfigError(f"policies: expected a list of policy specs, not {short(policies)}")
+    check_runs(reps * len(policies or []))
     psets = [resolve_policy(p) for p in (policies or [])]
     if not psets:
         raise ConfigError("give at least one policy")
     names = [p.name for p in psets]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
-        raise ConfigError(f"policy {dup!r} is given twice")
+        raise ConfigError(f"policy {short(dup)} is given twice")
     return psets
 
 
@@ -211,6 +251,7 @@ def compare(scenario, policies=("upstream",), *, reps: int = 3, seed: int = 0, s
     serial, processes or dask (default: processes when ``workers`` > 1, else serial)."""
     _check_seed(seed)
     cfg = load_scenario(scenario, sets)
+    check_config(cfg)
     psets = _policy_sets(policies, reps)
     jobs = [(cfg, p, seed, r, {}) for p in psets for r in range(reps)]
     return _gather(jobs, engine, workers, client)
@@ -223,11 +264,14 @@ def sweep(scenario, param: str, values, policies=("upstream",), *, reps: int = 3
     ``"timings.sept_add_us"``, ``"module.host_priority"``). Replication r of every value
     and policy uses the same seed."""
     _check_seed(seed)
+    check_sweep(param, values, policies, reps)     # types and size, before any list is built
     values = list(values or [])
     if not values:
         raise ConfigError(f"give at least one value for {param}")
     base = as_overrides(sets)
     cfgs = [(v, load_scenario(scenario, {**base, param: v})) for v in values]
+    for _, cfg in cfgs:
+        check_config(cfg)
     psets = _policy_sets(policies, reps)
     jobs = [(cfg, p, seed, r, {"param": param, "value": v})
             for v, cfg in cfgs for p in psets for r in range(reps)]

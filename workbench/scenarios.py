@@ -2,9 +2,11 @@
 into a frozen :class:`~workbench.config.ScenarioConfig`."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .config import DATA, ConfigError, ScenarioConfig, read_yaml, validate, with_overrides
+from .safeio import check_path, short
 
 SCENARIO_DIR = DATA / "scenarios"
 
@@ -20,17 +22,17 @@ def load_scenario(name_or_path, sets=None) -> ScenarioConfig:
         cfg = name_or_path
     elif not isinstance(name_or_path, (str, Path)):
         raise ConfigError(f"a scenario is a name, a YAML path or a ScenarioConfig, "
-                          f"not {name_or_path!r}")
+                          f"not {short(name_or_path)}")
     else:
-        path = Path(name_or_path)
+        path = check_path(name_or_path, "scenario")
         if path.suffix not in (".yaml", ".yml"):
-            path = SCENARIO_DIR / f"{name_or_path}.yaml"
-        if not path.exists():
-            raise ConfigError(f"unknown scenario {str(name_or_path)!r} "
+            path = check_path(SCENARIO_DIR / f"{name_or_path}.yaml", "scenario")
+        if not os.path.exists(path):
+            raise ConfigError(f"unknown scenario {short(str(name_or_path))} "
                               f"(known: {', '.join(scenario_names())})")
-        data = read_yaml(path)
+        data = read_yaml(path, "scenario")
         data.setdefault("name", path.stem)
-        cfg = validate(ScenarioConfig, data, f"scenario {path.name}")
+        cfg = validate(ScenarioConfig, data, f"scenario {short(path.name, 80)}")
     return with_overrides(cfg, sets) if sets else cfg
 
 

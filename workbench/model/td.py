@@ -13,6 +13,7 @@ from ..policies import PolicySet
 from ..records import VCPU_STATES, Recorder, TimeAverage
 from ..rng import stream
 from ..tdx_errno import TDX_EXIT_EPT_VIOLATION, TDX_SUCCESS
+from .budget import run_budgeted
 from .guest import ExitKind, GuestCpu, GuestKernel
 from .host import STOPPED, USERSPACE, Kvm
 from .clock import FairEnvironment, Jitter
@@ -259,12 +260,12 @@ class Td:
         self.prebuilt_pages += size // PAGE_4K
 
     # ------------------------------------------------------------------ run
-    def run(self) -> "Td":
+    def run(self, budget=None) -> "Td":
         for v in self.vcpus:
             v.tdv.proc = self.env.process(v.thread())
             if self.config.host.tick_us:
                 self.env.process(self._ticks(v))
-        self.env.run(until=self.config.horizon_scaled_us)
+        run_budgeted(self, self.config.horizon_scaled_us, budget)   # a Budget: limits.py
         self._close()
         return self
 

@@ -1,8 +1,9 @@
 """Layer 2 (policies): the registry of policies by name, policy specs and presets.
 
-A *spec* is what YAML, the CLI and Python accept: a name (``"blind-retry"``), a mapping
-(``{"policy": "blind-retry", "max_retries": null}``) or an import path of a user's class
-(``"mypkg.mymod:MyPolicy"``). A *policy set* names one policy per call site; a *preset* is a
+A *spec* is what YAML, the CLI and Python accept: a name (``"blind-retry"``) or a mapping
+(``{"policy": "blind-retry", "max_retries": null}``); Python and the CLI's ``--policy``
+may also name a user's class by import path (``"mypkg.mymod:MyPolicy"``), which is
+imported only when ``imports=True`` (never for a spec read from a file or ``--set``). A *policy set* names one policy per call site; a *preset* is a
 named policy set (``workbench policies`` lists them).
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, replace
 
+from ..safeio import ConfigError, load_yaml_text, short
 from .base import Policy, Site
 
 REGISTRY: dict[str, type] = {}
@@ -39,18 +41,26 @@ def register(cls=None, *, name: str | None = None):
 
 
 def _import(path: str) -> type:
-    mod, _, attr = path.replace(":", ".").rpartition(".")
+    """The class named by ``module:Class`` (imported and registered)."""
+    mod, _, attr = path.partition(":")
+    if not mod or not attr.isidentifier() or not all(p.isidentifier() for p in mod.split(".")):
+        raise PolicyError(f"policy {short(path)}: an import path is module.name:ClassName")
     try:
         cls = getattr(importlib.import_module(mod), attr)
-        return register(cls, name=getattr(cls, "name", "") or path)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise PolicyError(f"cannot import policy {path!r}: {err}") from None
     except PolicyError as err:
-        raise PolicyError(f"policy {path!r}: {err}") from None
+        raise PolicyError(f"policy {short(path)}: {err}") from None
+    except Exception as err:     # the module is the user's code: any failure is one line
+        raise PolicyError(f"cannot import policy {short(path)}: {type(err).__name__}: "
+                          f"{short(str(err), 120)[1:-1]}") from None
+    try:
+        return register(cls, name=getattr(cls, "name", "") or path)
+    except PolicyError as err:
+        raise PolicyError(f"policy {short(path)}: {err}") from None
 
 
-def make_policy(spec) -> Policy:
-    """A policy instance from a spec (name, mapping, import path, or an instance)."""
+def make_policy(spec, *, imports: bool = True) -> Policy:
+    """A policy instance from a spec (name, mapping, import path, or an instance).
+    ``imports=False`` (specs read from a file or ``--set``) refuses ``module:Class``."""
     if isinstance(spec, type) and hasattr(spec, "on_busy"):
         spec = register(spec).name      # a class: its registered name, default parameters
     if isinstance(spec, Policy) or (hasattr(spec, "on_busy") and not isinstance(spec, (str, dict))):
@@ -62,14 +72,23 @@ def make_policy(spec) -> Policy:
     elif isinstance(spec, str) and spec.endswith(")") and "(" in spec:
         spec, params = _parse_call(spec)
     if not isinstance(spec, str):
-        raise PolicyError(f"a policy spec is a name or a mapping with 'policy', not {spec!r}")
-    cls = REGISTRY.get(spec) or (_import(spec) if (":" in spec or "." in spec) else None)
+        raise PolicyError(f"a policy spec is a name or a mapping with 'policy', not {short(spec)}")
+    cls = REGISTRY.get(spec)
+    if cls is None and ":" in spec:
+        if not imports:
+            raise PolicyError(f"policy {short(spec)}: import paths are accepted only from "
+                              "Python or the command line (--policy, --import), never from a "
+                              "file or --set")
+        cls = _import(spec)
     if cls is None:
-        raise PolicyError(f"unknown policy {spec!r} (known: {', '.join(sorted(REGISTRY))})")
+        raise PolicyError(f"unknown policy {short(spec)} (known: {', '.join(sorted(REGISTRY))})")
+    bad = next((k for k in params if not isinstance(k, str)), None)
+    if bad is not None:
+        raise PolicyError(f"policy {short(spec)}: parameter names are text, not {short(bad)}")
     try:
         return cls(**params)
-    except (TypeError, ValueError) as err:
-        raise PolicyError(f"policy {spec!r}: {err}") from None
+    except (TypeError, ValueError, OverflowError) as err:
+        raise PolicyError(f"policy {short(spec)}: {short(str(err), 160)[1:-1]}") from None
 
 
 SEPT_LOCKS = ("none", "vm_spinlock", "mmu_lock_write")
@@ -150,9 +169,11 @@ PRESETS: dict[str, dict] = {
 SITE_NAMES = tuple(s.value for s in Site)
 
 
-def resolve_policy(spec="upstream") -> PolicySet:
+def resolve_policy(spec="upstream", *, imports: bool = True) -> PolicySet:
     """A :class:`PolicySet` from a preset name, a single policy (used at every site it
-    serves; the others keep upstream), or a mapping ``{preset?, fault?, zap?, ...}``."""
+    serves; the others keep upstream), or a mapping ``{preset?, fault?, zap?, ...}``.
+    ``imports=False`` for specs from a file or ``--set``: no ``module:Class`` import."""
+    _screen(spec, imports)
     if isinstance(spec, PolicySet):
         return spec
     if isinstance(spec, str) and spec in PRESETS:
@@ -176,6 +197,27 @@ def resolve_policy(spec="upstream") -> PolicySet:
     return replace(base, name=policy_label(pol), **{s.value: pol for s in pol.sites})
 
 
+def _screen(spec, imports: bool) -> None:
+    """Refuse, before any lookup, mapping keys that are not text and (``imports=False``)
+    any ``module:Class`` a spec from a file or ``--set`` would import."""
+    if isinstance(spec, dict):
+        bad = next((k for k in spec if not isinstance(k, str)), None)
+        if bad is not None:
+            raise PolicyError(f"policy: keys are call sites or 'preset', not {short(bad)}")
+    if imports:
+        return
+    texts = [spec] if isinstance(spec, str) else (
+        [v for v in spec.values()] + [spec.get("policy")] if isinstance(spec, dict) else [])
+    for t in texts:
+        if isinstance(t, dict):
+            t = t.get("policy")
+        if isinstance(t, str) and ":" in t and t not in REGISTRY and t not in PRESETS:
+            name = next(p for p in t.replace("=", "+").replace("(", "+").split("+") if ":" in p)
+            raise PolicyError(f"policy {short(name.strip())}: import paths are accepted only "
+                              "from Python or the command line (--policy, --import), never "
+                              "from a file or --set")
+
+
 def policy_label(pol: Policy) -> str:
     """A policy's name, with the parameters that differ from its defaults:
     ``blind-retry(max_retries=None)``. Two different policies never share a label."""
@@ -191,15 +233,19 @@ def policy_label(pol: Policy) -> str:
 
 def _parse_call(text: str) -> tuple[str, dict]:
     """``"blind-retry(max_retries=None,delay_us=2)"`` -> name and parameters."""
-    import yaml
     name, _, args = text[:-1].partition("(")
     params = {}
     for item in filter(None, (a.strip() for a in args.split(","))):
         k, sep, v = item.partition("=")
-        if not sep:
-            raise PolicyError(f"policy {text!r}: expected name(key=value, ...)")
-        v = v.strip()
-        params[k.strip()] = None if v in ("None", "null") else yaml.safe_load(v)
+        k, v = k.strip(), v.strip()
+        if not sep or not k:
+            raise PolicyError(f"policy {short(text)}: expected name(key=value, ...)")
+        if k in params:
+            raise PolicyError(f"policy {short(text)}: parameter {short(k)} is given twice")
+        try:
+            params[k] = None if v in ("None", "null") else load_yaml_text(v, "value")
+        except ConfigError as err:
+            raise PolicyError(f"policy {short(text)}: {short(k)}: {err}") from None
     return name.strip(), params
 
 
@@ -222,6 +268,10 @@ def _parse_label(text: str) -> dict:
     spec: dict = {}
     for part in filter(None, (p.strip() for p in text.split("+"))):
         site, sep, name = part.partition("=")
+        key = site if sep else "preset"
+        if key in spec:
+            raise PolicyError(f"policy {short(text)}: {'the preset' if key == 'preset' else key}"
+                              " is given twice")
         if not sep:
             spec["preset"] = part
         elif site not in (*SITE_NAMES, "sept_lock"):
@@ -241,8 +291,8 @@ def _label(chosen: dict, spec: dict, lock) -> str:
 
 
 def _preset(name: str) -> PolicySet:
-    if name not in PRESETS:
-        raise PolicyError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    if not isinstance(name, str) or name not in PRESETS:
+        raise PolicyError(f"unknown preset {short(name)} (known: {', '.join(PRESETS)})")
     p = PRESETS[name]
     return PolicySet(name=name, sept_lock=p.get("sept_lock", "none"),
                      **{s: make_policy(p[s]) for s in SITE_NAMES})
@@ -250,4 +300,4 @@ def _preset(name: str) -> PolicySet:
 
 def _check_site(pol: Policy, site: Site) -> None:
     if site not in getattr(pol, "sites", tuple(Site)):
-        raise PolicyError(f"policy {pol.name!r} does not serve the {site.value} site")
+        raise PolicyError(f"policy {short(pol.name)} does not serve the {site.value} site")
