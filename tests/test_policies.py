@@ -252,8 +252,11 @@ def test_hp_left_set_longer_than_hp_lock_timeout_exits_the_spammers_to_userspace
     """Zero tolerance fails the ioctl and leaves TDHP set on the entry until userspace
     retries; with a 15 ms VMM and a 10 ms HP_LOCK_TIMEOUT the spamming vCPUs' HP-busy
     streak times out (0x9000020500000000), goes to the VMM, and the TD keeps running.
-    Upstream's kick + retry clears TDHP at once: no timeout."""
-    slow = dict(timings__vmm_turnaround_us=15000, horizon_us=40000)
+    Upstream's kick + retry clears TDHP at once: no timeout. (KVM's spread is narrowed so
+    the VMM reliably takes longer than the timeout, and the spammers hold the entry 1 us
+    per TDCALL so that the first conversion's BLOCKs meet them.)"""
+    slow = dict(timings__vmm_turnaround_us=15000, timings__kvm_jitter_cv=0.1, horizon_us=40000,
+                timings__accept_probe_us=1)
     zt = sim("malicious-accept", policy="zero-tolerance", **slow)
     s = zt.summary.iloc[0]
     assert s["hp_timeouts"] >= 1 and s["stopped"] == ""

@@ -51,7 +51,7 @@ def vcpus_table(td, tags: dict) -> pd.DataFrame:
     TDCALLs are not work."""
     rows = [{"vcpu": v.name, "role": v.role, "hostile": v.role in HOSTILE_ROLES,
              **{f"{s}_us": v.times[s] for s in VCPU_STATES},
-             "faults": v.faults, "entries": v.entries,
+             "faults": v.faults, "entries": v.entries, "ticks": v.ticks,
              "zero_step_armings": v.tdv.armings, "pages_accepted": v.guest.accepted,
              "conversions": v.conversions,
              "useful_work": 0 if v.role in HOSTILE_ROLES else

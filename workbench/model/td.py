@@ -34,6 +34,7 @@ class Vcpu:
         self.in_guest_mode = False
         self.entries = 0              # TDH.VP.ENTER attempts (kicks tell re-entries apart)
         self.faults = 0
+        self.ticks = 0                # timer ticks that found it in guest mode
         self.conversions = 0          # MapGPA calls that converted the whole range
         self.exit_reason = None
         self.last_leaf = ""
@@ -275,6 +276,7 @@ class Td:
         yield self.env.timeout(self.tick_phase.random() * self.config.host.tick_us)
         while not self.stopped:
             if v.in_guest_mode:
+                v.ticks += 1
                 self.module.post_interrupt(v.tdv)
             yield self.env.timeout(self.kvm_duration(self.config.host.tick_us))
 
