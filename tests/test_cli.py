@@ -28,6 +28,13 @@ def test_policies_lists_presets_and_origins():
         assert name in out
 
 
+def test_calibration_shows_every_timing_and_the_module_versions():
+    out = cli("calibration").stdout
+    assert "kvm_jitter_cv" in out and "seamcall_entry_us" in out
+    assert "default 1.5.01" in out
+    assert "2.0.12   zero-step VP.ENTER takes the S-EPT tree shared" in out
+
+
 def test_run_prints_a_summary_and_writes_the_tables(tmp_path):
     out = cli("run", "lazy-accept-boot", "--seed", "4", "--set", "horizon_us=2000",
               "--out", str(tmp_path / "r"))

@@ -970,3 +970,40 @@ def test_accept_2m_uninterrupted_takes_all_512_pages():
     res = run_gen(env, m.tdg_mem_page_accept(v, RIP, REGION, LEVEL_2M))
     assert res == (TDX_SUCCESS, None)
     assert env.now == pytest.approx(CAL0.accept_2m_us)
+
+
+# ------------------------------------------------------------------------ §10.1: versions
+@pytest.mark.parametrize("version,contend", [("1.5.01", True), ("1.5.06", True),
+                                             ("1.5.08", False), ("2.0.12", False)])
+def test_two_armed_vcpus_contend_on_the_tree_only_on_older_modules(version, contend):
+    """Fact 9.1 holds where td_entry_stepping_filter takes the tree exclusive (1.5.01-1.5.06);
+    from 1.5.08 it takes it shared, so two armed entries pass each other."""
+    env, rec, m, (a, b) = _armed(ModuleOptions(version=version), names=("v0", "v1"))
+    first = call(env, 0.0, m.tdh_vp_enter(a, RIP))
+    second = call(env, CAL0.epoch_hold_us + 0.05, m.tdh_vp_enter(b, RIP))
+    env.run()
+    assert first["status"] == (TDX_SUCCESS, -1)
+    assert second["status"] == ((BUSY_TREE, -1) if contend else (TDX_SUCCESS, -1))
+    assert m.tree_lock.is_free()
+
+
+def test_on_newer_modules_an_armed_entry_meets_only_block_class_callers():
+    env, rec, m, (v,) = _armed(ModuleOptions(version="2.0.12"))
+    tables(m, G)
+    leaf(m, H, State.MAPPED)
+    call(env, 0.0, m.tdh_vp_enter(v, RIP))                    # tree shared while armed
+    aug = call(env, 0.5, m.tdh_mem_page_aug("h-aug", G))      # shared: passes
+    blk = call(env, 0.6, m.tdh_mem_range_block("h-blk", H))   # exclusive: BUSY
+    env.run()
+    assert aug["status"] == TDX_SUCCESS
+    assert blk["status"] == BUSY_TREE
+    assert m.tree_lock.host_priority       # a sharex_hp tree: the failed host try set HP
+
+
+def test_what_if_a_module_returns_busy_with_no_vcpu_running(sim):
+    """§10.4: tdh_do_no_vcpus relies on no new BUSY once every vCPU is out. A module that
+    does not keep that makes the merged kick-and-retry-once bug the VM."""
+    what_if = sim("conversion-storm", module__busy_without_vcpus=0.2, horizon_us=5000)
+    assert what_if.summary["stopped"].iloc[0] == "vm_bugged"
+    assert "0x80000200000000ac" in " ".join(what_if.events["detail"]).lower()
+    assert sim("conversion-storm", horizon_us=5000).summary["vm_bugged"].iloc[0] == 0

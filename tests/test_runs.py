@@ -95,3 +95,11 @@ def test_saving_over_a_result_replaces_it_whole(tmp_path):
     workbench.run("fault-storm", seed=3, sets=SHORT).save(first)
     assert json.loads((first / "manifest.json").read_text())["seed"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_every_result_records_the_module_version():
+    r = workbench.run("lazy-accept-boot", sets={"horizon_us": 500, "module.version": "2.0.12"})
+    assert r.summary["module_version"].iloc[0] == "2.0.12"
+    assert r.manifest["scenario"]["module"]["version"] == "2.0.12"
+    assert workbench.run("lazy-accept-boot", sets={"horizon_us": 500}).summary[
+        "module_version"].iloc[0] == "1.5.01"

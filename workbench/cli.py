@@ -94,9 +94,14 @@ def cmd_policies(args) -> None:
 
 def cmd_calibration(args) -> None:
     from .config import load_calibration
+    from .model.versions import DEFAULT_VERSION, VERSIONS
     _, meta = load_calibration()
     for k, q in meta.items():
         print(f"  {k:20s} {q['value']:>9} {q['status']:9s} {q['source']}")
+    print(f"TDX module versions (--set module.version=V; default {DEFAULT_VERSION}):")
+    for name, v in VERSIONS.items():
+        print(f"  {name:8s} zero-step VP.ENTER takes the S-EPT tree {v.zero_step_tree.value}; "
+              f"tree lock {'with' if v.tree_lock_hp else 'without'} HOST_PRIORITY. {v.source}")
 
 
 def _imports(args) -> None:

@@ -76,8 +76,17 @@ class Calibration(Frozen):
         return self
 
 
+ModuleVersionName = Literal["1.5.01", "1.5.06", "1.5.08", "2.0.01", "2.0.04", "2.0.12"]
+
+
 class ModuleOptions(Frozen):
-    """Switches of the TDX module model. Defaults are TDX module 1.5.01 (domain.md §3-4)."""
+    """Switches of the TDX module model. Defaults are TDX module 1.5.01 (domain.md §3-4);
+    ``version`` selects the version-dependent semantics (``workbench/model/versions.py``)."""
+    version: ModuleVersionName = "1.5.01"
+    # What-if (domain §10.4): the chance that a TDH.MEM.* call meets a module-internal
+    # holder (TDCS op_state) even when no vCPU runs, breaking the assumption that
+    # tdh_do_no_vcpus' one retry after a kick must succeed. 0 = the module keeps it.
+    busy_without_vcpus: float = Field(0.0, ge=0.0, le=1.0)
     host_priority: bool = True
     hp_lock_timeout_us: float = Field(1_000_000.0, ge=10_000.0, le=100_000_000.0)
     # The announced change: ACCEPT does not lock a not-present (FREE) entry.

@@ -71,7 +71,8 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
     rec, horizon = td.rec, td.env.now
     occ = td.module.epoch_occupancy
     occ.close(horizon)
-    row = {"horizon_us": horizon, "vcpus": td.n_vcpus, "stopped": td.stopped or ""}
+    row = {"horizon_us": horizon, "vcpus": td.n_vcpus, "stopped": td.stopped or "",
+           "module_version": td.module.version.name}
     for op in LATENCY_OPS:
         lat = ops.loc[ops["op"] == op, "latency_us"]
         row[f"{op}_n"] = len(lat)

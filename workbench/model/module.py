@@ -15,17 +15,19 @@ import simpy
 
 from ..config import Calibration, ModuleOptions
 from ..records import Overlap, Recorder
+from ..rng import Draws
 from ..tdx_errno import (
-    OPERAND_ID_RCX, OPERAND_ID_RDX, OPERAND_ID_SEPT, OPERAND_ID_TD_EPOCH, OPERAND_ID_TDR,
-    OPERAND_ID_TDVPR, TDX_EPT_ENTRY_NOT_FREE, TDX_EPT_ENTRY_STATE_INCORRECT,
+    OPERAND_ID_OP_STATE, OPERAND_ID_RCX, OPERAND_ID_RDX, OPERAND_ID_SEPT, OPERAND_ID_TD_EPOCH,
+    OPERAND_ID_TDR, OPERAND_ID_TDVPR, TDX_EPT_ENTRY_NOT_FREE, TDX_EPT_ENTRY_STATE_INCORRECT,
     TDX_EPT_WALK_FAILED, TDX_EXIT_EPT_VIOLATION, TDX_GPA_RANGE_ALREADY_BLOCKED,
     TDX_GPA_RANGE_NOT_BLOCKED, TDX_HOST_PRIORITY_BUSY_TIMEOUT, TDX_INTERRUPTED_RESUMABLE,
     TDX_OPERAND_BUSY, TDX_OPERAND_BUSY_HOST_PRIORITY, TDX_OPERAND_INVALID,
     TDX_PAGE_ALREADY_ACCEPTED, TDX_PAGE_SIZE_MISMATCH, TDX_PREVIOUS_TLB_EPOCH_BUSY,
-    TDX_SUCCESS, TDX_TLB_TRACKING_NOT_DONE, status_class,
+    TDX_SUCCESS, TDX_TLB_TRACKING_NOT_DONE, busy, status_class,
 )
 from .clock import Jitter
 from .locks import Mode, SharexHpLock, SharexLock, Side
+from .versions import VERSIONS
 from .sept import LEAF_STATES, LEVEL_2M, LEVEL_4K, SecureEpt, State
 
 SHARED, EXCLUSIVE = Mode.SHARED, Mode.EXCLUSIVE
@@ -75,7 +77,10 @@ class TdxModule:
         self.env, self.cal, self.opts, self.rec = env, cal, opts, recorder
         self.sept = SecureEpt(opts.host_priority)
         self.tdr = SharexHpLock("TDR", OPERAND_ID_TDR, opts.host_priority)
-        self.tree_lock = SharexLock("SEPT_TREE", OPERAND_ID_SEPT)
+        self.version = VERSIONS[opts.version]
+        self.tree_lock = (SharexHpLock("SEPT_TREE", OPERAND_ID_SEPT, opts.host_priority)
+                          if self.version.tree_lock_hp else SharexLock("SEPT_TREE", OPERAND_ID_SEPT))
+        self._internal = Draws(rng, "random") if opts.busy_without_vcpus else None
         self.epoch_lock = SharexLock("TD_EPOCH", OPERAND_ID_TD_EPOCH)
         self.epoch = 0
         self.epoch_refcount = [0, 0]
@@ -116,6 +121,8 @@ class TdxModule:
         yield env.timeout(self.duration(cal.seamcall_entry_us))
         locks, check, cost_us, effect = plan()
         st, taken = self._take(caller, locks, HOST, tdr_operand)
+        if not st and self._internal and self._internal.next() < self.opts.busy_without_vcpus:
+            st = busy(OPERAND_ID_OP_STATE)     # what-if: an internal holder, no vCPU needed
         if not st:
             st = check()
         if st:
@@ -264,8 +271,9 @@ class TdxModule:
         if not epoch_shared:
             self.epoch_occupancy.set_a(env.now, False)
         held = taken[:2]
-        if v.zero_step_armed:
-            st = self.tree_lock.try_acquire(v.name, EXCLUSIVE, HOST)
+        if v.zero_step_armed:   # exclusive (1.5.01-1.5.06) or shared (1.5.08+): versions.py
+            tree = self.version.zero_step_tree
+            st = self.tree_lock.try_acquire(v.name, tree, HOST)
             if st:
                 self.epoch_refcount[parity] -= 1
                 self._release(v.name, held)
@@ -273,12 +281,12 @@ class TdxModule:
             yield env.timeout(self.duration(cal.zero_step_walk_us * len(v.epf_gpas)))
             faulting = next((g for g in v.epf_gpas if self.sept.would_fault(g)), None)
             if faulting is not None:
-                self.tree_lock.release(v.name, EXCLUSIVE)
+                self.tree_lock.release(v.name, tree)
                 self.epoch_refcount[parity] -= 1
                 self._release(v.name, held)
                 return (yield from self._enter_failed(v, t0, TDX_EXIT_EPT_VIOLATION, faulting))
             yield env.timeout(self.duration(cal.zero_step_hold_us))
-            self.tree_lock.release(v.name, EXCLUSIVE)  # just before VM entry
+            self.tree_lock.release(v.name, tree)  # just before VM entry
         yield env.timeout(self.duration(cal.vp_enter_us))
         v.entry_rip, v.epoch_parity = rip, parity       # TDR and TDVPR stay held shared
         self.rec.call(t0, env.now, "TDH.VP.ENTER", v.name, -1, TDX_SUCCESS)
