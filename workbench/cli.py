@@ -3,7 +3,7 @@
     workbench scenarios
     workbench policies
     workbench run SCENARIO [--seed N] [--policy P] [--set key=value ...] [--out DIR]
-    workbench compare SCENARIO --policies a,b,c [--reps R] [--seed N] [--out DIR]
+    workbench compare SCENARIO --policies a,b,c [--reps R] [--seed N] [--baseline P] [--out DIR]
 
 Bad input gives one line on stderr and exit status 2; nothing already on disk is touched.
 """
@@ -55,6 +55,9 @@ def build_parser() -> Parser:
         c.add_argument("--reps", type=int, default=3)
         c.add_argument("--engine", choices=("serial", "processes", "dask"), default="serial")
         c.add_argument("--workers", type=int, default=None)
+    sub.choices["compare"].add_argument(
+        "--baseline", help="policy to difference the others against, replication by "
+                           "replication (paired, common random numbers)")
     return p
 
 
@@ -157,6 +160,12 @@ def cmd_compare(args) -> None:
         raise UsageError("--reps must be at least 1")
     _check_out(args)
     policies = [_policy_arg(p) for p in split_specs(args.policies)]
+    if args.baseline:
+        from .policies import resolve_policy
+        names = [resolve_policy(p).name for p in policies]
+        if resolve_policy(_policy_arg(args.baseline)).name not in names:
+            raise UsageError(f"--baseline {args.baseline}: not one of --policies "
+                             f"({', '.join(names)})")
     c = compare(args.scenario, policies, reps=args.reps, seed=args.seed, sets=args.set,
                 engine=args.engine, workers=args.workers)
     print(f"{args.scenario}: {len(policies)} policies x {args.reps} replications "
@@ -170,8 +179,41 @@ def cmd_compare(args) -> None:
     lat = c.latency
     lat = lat[lat["op"].isin(["private_fault", "zap_4k", "conversion", "accept_4K", "vp_enter"])]
     print(_fmt(lat.sort_values(["op", "policy"], kind="stable")))
+    print(interval_report(c, args.baseline))
     if args.out:
         print(f"wrote {c.save(args.out)}")
+
+
+def _headline(summary) -> list[str]:
+    from .metrics import HEADLINE
+    return [m for m in HEADLINE if m in summary.columns and m != "policy"]
+
+
+def interval_report(c, baseline=None) -> str:
+    """Means with 95 % t-intervals over replications (one line per metric, one column per
+    policy and group) and, given a ``baseline``, the paired differences against it."""
+    import numpy as np
+    from .stats import with_intervals
+    metrics = _headline(c.summary)
+    wide = with_intervals(c.stats(metrics), by=c.by)
+    keys = [*c.by, "policy"]
+    cols = [" ".join(str(v) for v in r) for r in wide[keys].itertuples(index=False)]
+    t = wide.drop(columns=keys).T
+    t.columns = cols
+    out = ["", "Mean [95 % t-interval] over replications:", _fmt(t.rename_axis("metric")
+                                                                  .reset_index())]
+    if baseline:
+        d = c.diff(baseline, metrics)
+        fin = np.isfinite(d["ci_low"])
+        d["paired diff [95 % CI]"] = [
+            f"{x:.3g} [{lo:.3g}, {hi:.3g}]{' *' if z else ''}" if f else
+            ("-" if not np.isfinite(x) else f"{x:.3g}")
+            for x, lo, hi, z, f in zip(d["diff"], d["ci_low"], d["ci_high"],
+                                       d["excludes_zero"], fin)]
+        out += ["", f"Paired differences against {baseline} (policy - {baseline}, per "
+                    "replication; * the interval excludes zero):",
+                _fmt(d[[*c.by, "policy", "metric", "n", "paired diff [95 % CI]"]])]
+    return "\n".join(out)
 
 
 SWEEP_COLUMNS = ["value", "policy", "reps", "busy_rate", "kicks", "error_exits", "vm_bugged",

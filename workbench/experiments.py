@@ -144,20 +144,46 @@ def _one(args) -> tuple[pd.DataFrame, pd.DataFrame]:
 @dataclass
 class Comparison:
     """Per-run summary rows, per-op rows, and the one-row-per-policy table. A sweep adds
-    the swept parameter and its ``value`` to every row, and one table row per value."""
+    the swept parameter and its ``value`` to every row, and one table row per value; an
+    experiment (a design of several factors) adds one column per factor instead."""
     summary: pd.DataFrame
     ops: pd.DataFrame
     param: str | None = None
+    factors: tuple = ()
+
+    @property
+    def by(self) -> list[str]:
+        """The columns that group replications into table rows (besides ``policy``)."""
+        return list(self.factors) if self.factors else (["value"] if self.param else [])
 
     @property
     def table(self) -> pd.DataFrame:
         """One row per policy (and swept value): outcomes and costs, means over replications."""
-        return compare_table(self.summary, by=["value"] if self.param else [])
+        return compare_table(self.summary, by=self.by)
 
     @property
     def latency(self) -> pd.DataFrame:
         """One row per policy and op kind: latency percentiles over all replications."""
-        return latency_table(self.ops, by=["value"] if self.param else [])
+        return latency_table(self.ops, by=self.by)
+
+    def stats(self, metrics=None, level: float = 0.95) -> pd.DataFrame:
+        """Tidy: per group, policy and metric, ``n``, ``mean``, ``sd`` and the t-interval
+        (``ci_low``, ``ci_high``) over replications. Default: every numeric metric."""
+        from .stats import describe
+        return describe(self.summary, by=self.by, metrics=metrics, level=level)
+
+    def diff(self, baseline: str, metrics=None, level: float = 0.95) -> pd.DataFrame:
+        """Paired per-replication differences of every other policy against ``baseline``
+        (common random numbers), with the t-interval and ``excludes_zero``."""
+        from .stats import paired_diff
+        return paired_diff(self.summary, baseline, by=self.by, metrics=metrics, level=level)
+
+    def tails(self, seed: int = 0, n_resamples: int = 999, level: float = 0.95) -> pd.DataFrame:
+        """p99 and p99.9 latency per policy and op, pooled over replications, with a seeded
+        bootstrap interval over replications."""
+        from .stats import latency_intervals
+        return latency_intervals(self.ops, by=self.by, seed=seed, n_resamples=n_resamples,
+                                 level=level)
 
     def save(self, out_dir) -> Path:
         """``summary.parquet``, ``ops.parquet``, ``table.csv`` and ``latency.csv``."""
