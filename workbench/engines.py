@@ -9,40 +9,104 @@ workers (define it in a module; the CLI's ``--import``).
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+import sys
+import threading
+import time
+import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from .config import ConfigError
 
 ENGINES = ("serial", "processes", "dask")
 
 
-def map_jobs(fn, jobs: list, engine: str | None = None, workers: int | None = None,
-             client=None) -> list:
-    """``[fn(j) for j in jobs]``, in order, on the chosen engine (default: ``processes``
-    when more than one worker is asked for, else ``serial``)."""
+def _check(engine, workers) -> tuple[str, int]:
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or workers < 1):
         raise ConfigError(f"workers must be a whole number >= 1, not {workers!r}")
     engine = engine or ("processes" if (workers or 1) > 1 else "serial")
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    n = workers or os.cpu_count() or 1
+    cpus = os.cpu_count() or 1
+    if workers and workers > cpus and engine != "serial":
+        warnings.warn(f"--workers {workers} is more than the {cpus} CPUs of this machine: "
+                      "the runs will not go faster (SimPy uses one CPU per run)",
+                      stacklevel=3)
+    return engine, workers or cpus
+
+
+def map_jobs(fn, jobs: list, engine: str | None = None, workers: int | None = None,
+             client=None) -> list:
+    """``[fn(j) for j in jobs]``, in order, on the chosen engine (default: ``processes``
+    when more than one worker is asked for, else ``serial``)."""
+    out = [None] * len(jobs)
+    for i, r in imap_jobs(fn, jobs, engine, workers, client):
+        out[i] = r
+    return out
+
+
+def imap_jobs(fn, jobs: list, engine: str | None = None, workers: int | None = None,
+              client=None):
+    """Yield ``(index, fn(jobs[index]))`` as each job finishes, on the chosen engine. Pool
+    workers end themselves when this process dies (even by SIGKILL)."""
+    engine, n = _check(engine, workers)
     if engine == "serial" or len(jobs) <= 1:
-        return [fn(j) for j in jobs]
+        for i, j in enumerate(jobs):
+            yield i, fn(j)
+        return
     if engine == "processes":
-        with ProcessPoolExecutor(min(n, len(jobs))) as pool:
-            return list(pool.map(fn, jobs))
-    return _dask(fn, jobs, n, client)
+        with ProcessPoolExecutor(min(n, len(jobs)), initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
+            futures = {pool.submit(fn, j): i for i, j in enumerate(jobs)}
+            try:
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in sorted(done, key=futures.get):
+                        yield futures[f], f.result()
+            finally:
+                for f in futures:
+                    f.cancel()
+        return
+    yield from _dask(fn, jobs, n, client)
+
+
+def die_with_parent(parent: int) -> None:
+    """Process-pool initializer: end this worker when its parent is gone. Linux delivers
+    SIGKILL at once (``PR_SET_PDEATHSIG``); elsewhere a watchdog thread polls the parent."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(1.0)
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
 
 
 def _dask(fn, jobs, n, client):
     try:
-        from dask.distributed import Client, LocalCluster
+        from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
         raise ConfigError("engine 'dask' needs the dist extra: pip install -e '.[dist]'") from None
-    if client is not None:
+
+    def run(c):
         # pure=False: equal arguments must still run (every job carries its replication)
-        return client.gather(client.map(fn, jobs, pure=False))
+        futures = c.map(fn, jobs, pure=False)
+        index = {f.key: i for i, f in enumerate(futures)}
+        for f in as_completed(futures):
+            yield index[f.key], f.result()
+    if client is not None:
+        yield from run(client)
+        return
     with LocalCluster(n_workers=min(n, len(jobs)), threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as c:
-        return c.gather(c.map(fn, jobs, pure=False))
+        yield from run(c)

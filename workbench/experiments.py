@@ -17,12 +17,14 @@ import pandas as pd
 
 from . import __version__
 from .config import ConfigError, ScenarioConfig, as_overrides, load_calibration
+from .designs import check_factor, check_values
 from .engines import map_jobs
 from .metrics import (calls_table, compare_table, latency_table, ops_table, summary_table,
                       vcpus_table)
 from .model.td import Td
 from .policies import PolicySet, resolve_policy
 from .scenarios import load_scenario
+from .store import now as _now, provenance
 
 TABLES = ("calls", "ops", "vcpus", "summary")
 
@@ -134,11 +136,15 @@ def run(scenario="lazy-accept-boot", *, seed: int = 0, policy=None, replication:
 
 
 def _one(args) -> tuple[pd.DataFrame, pd.DataFrame]:
-    cfg, policy, seed, rep, extra = args
+    cfg, policy, seed, rep, _ = args
     r = run(cfg, seed=seed, policy=policy, replication=rep)
-    for k, v in extra.items():
-        r.summary[k], r.ops[k] = v, v
     return r.summary, r.ops
+
+
+def _tag(df: pd.DataFrame, extra: dict) -> pd.DataFrame:
+    for k, v in extra.items():
+        df[k] = v
+    return df
 
 
 @dataclass
@@ -150,6 +156,7 @@ class Comparison:
     ops: pd.DataFrame
     param: str | None = None
     factors: tuple = ()
+    manifest: dict = field(default_factory=dict)
 
     @property
     def by(self) -> list[str]:
@@ -192,7 +199,9 @@ class Comparison:
             self.ops.to_parquet(tmp / "ops.parquet", index=False)
             self.table.to_csv(tmp / "table.csv", index=False)
             self.latency.to_csv(tmp / "latency.csv", index=False)
-            (tmp / "manifest.json").write_text(json.dumps({"param": self.param}))
+            (tmp / "manifest.json").write_text(json.dumps(
+                {"param": self.param, "factors": list(self.factors), **self.manifest},
+                indent=1, default=str))
         return write_folder(out_dir, write)
 
     @classmethod
@@ -201,16 +210,20 @@ class Comparison:
         try:
             summary = pd.read_parquet(path / "summary.parquet")
             ops = pd.read_parquet(path / "ops.parquet")
-            param = json.loads((path / "manifest.json").read_text()).get("param")
+            manifest = json.loads((path / "manifest.json").read_text())
+            param, factors = manifest.get("param"), tuple(manifest.get("factors") or ())
         except Exception as err:
             raise ConfigError(f"{path}: not a readable comparison ({type(err).__name__})") from None
-        return cls(summary, ops, param)
+        return cls(summary, ops, param, factors, manifest)
 
 
-def _gather(jobs, engine, workers, client, param=None) -> Comparison:
+def _gather(jobs, engine, workers, client, param=None, manifest=None) -> Comparison:
+    started = _now()
     results = map_jobs(_one, jobs, engine, workers, client)
-    return Comparison(pd.concat([s for s, _ in results], ignore_index=True),
-                      pd.concat([o for _, o in results], ignore_index=True), param)
+    summary = pd.concat([_tag(s, j[4]) for (s, _), j in zip(results, jobs)], ignore_index=True)
+    ops = pd.concat([_tag(o, j[4]) for (_, o), j in zip(results, jobs)], ignore_index=True)
+    prov = provenance(engine, workers, started)
+    return Comparison(summary, ops, param, manifest={**(manifest or {}), "provenance": prov})
 
 
 def _check_seed(seed) -> None:
@@ -239,7 +252,9 @@ def compare(scenario, policies=("upstream",), *, reps: int = 3, seed: int = 0, s
     cfg = load_scenario(scenario, sets)
     psets = _policy_sets(policies, reps)
     jobs = [(cfg, p, seed, r, {}) for p in psets for r in range(reps)]
-    return _gather(jobs, engine, workers, client)
+    return _gather(jobs, engine, workers, client, manifest={
+        "scenario": cfg.model_dump(mode="json"), "overrides": as_overrides(sets),
+        "policies": [p.spec() for p in psets], "reps": reps, "seed": seed})
 
 
 def sweep(scenario, param: str, values, policies=("upstream",), *, reps: int = 3,
@@ -252,12 +267,16 @@ def sweep(scenario, param: str, values, policies=("upstream",), *, reps: int = 3
     values = list(values or [])
     if not values:
         raise ConfigError(f"give at least one value for {param}")
+    check_factor(param, "--param")
+    check_values(param, values, "--values")
     base = as_overrides(sets)
     cfgs = [(v, load_scenario(scenario, {**base, param: v})) for v in values]
     psets = _policy_sets(policies, reps)
     jobs = [(cfg, p, seed, r, {"param": param, "value": v})
             for v, cfg in cfgs for p in psets for r in range(reps)]
-    return _gather(jobs, engine, workers, client, param)
+    return _gather(jobs, engine, workers, client, param, manifest={
+        "scenario": cfgs[0][1].model_dump(mode="json"), "overrides": base, "values": values,
+        "policies": [p.spec() for p in psets], "reps": reps, "seed": seed})
 
 
 __all__ = ["RunResult", "Comparison", "run", "compare", "sweep", "PolicySet", "ScenarioConfig"]
