@@ -196,3 +196,43 @@ def with_intervals(desc: pd.DataFrame, by=(), metrics=None, digits: int = 3) -> 
     wide = d.pivot_table(index=keys, columns="metric", values="cell", aggfunc="first",
                          sort=False)
     return wide.reindex(columns=order).reset_index().rename_axis(columns=None)
+
+
+def _tex(text) -> str:
+    text = str(text)
+    out = []
+    for ch in text:
+        out.append({"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
+                    "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\~{}",
+                    "^": r"\^{}"}.get(ch, ch))
+    return "".join(out)
+
+
+def latex_table(desc: pd.DataFrame, by=(), metrics=None, caption: str = "",
+                digits: int = 3) -> str:
+    """A booktabs LaTeX table from :func:`describe`: one row per group and policy, one
+    column per metric holding the mean and its 95 % t-interval."""
+    keys = [*by, "policy"]
+    if metrics is not None:
+        desc = desc[desc["metric"].isin(metrics)]
+    order = list(dict.fromkeys(desc["metric"]))
+
+    def cell(r):
+        if not np.isfinite(r["mean"]):
+            return "--"
+        if not np.isfinite(r["ci_low"]):
+            return f"{r['mean']:.{digits}g}"
+        return f"{r['mean']:.{digits}g} [{r['ci_low']:.{digits}g}, {r['ci_high']:.{digits}g}]"
+
+    lines = [r"\begin{table}", r"\centering", r"\small",
+             r"\begin{tabular}{" + "l" * len(keys) + "r" * len(order) + "}", r"\toprule",
+             " & ".join(_tex(c) for c in [*keys, *order]) + r" \\", r"\midrule"]
+    for key, g in _groups(desc, keys):
+        cells = {r["metric"]: cell(r) for _, r in g.iterrows()}
+        lines.append(" & ".join([*(_tex(k) for k in key),
+                                 *(_tex(cells.get(m, "--")) for m in order)]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(r"\caption{" + _tex(caption) + "}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
