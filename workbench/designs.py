@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .config import DATA, ConfigError, as_overrides, read_yaml, validate
+from .config import DATA, ConfigError, as_overrides, load_calibration, read_yaml, validate
 from .scenarios import load_scenario
 
 EXPERIMENT_DIR = DATA / "experiments"
@@ -132,7 +132,8 @@ def check(exp: Experiment) -> None:
     base = load_scenario(exp.scenario, exp.sets)
     for point in points(exp):   # every value must make a valid scenario
         try:
-            load_scenario(base, point)
+            cfg = load_scenario(base, point)
+            load_calibration(cfg.calibration, cfg.timings)
         except ConfigError as err:
             raise ConfigError(f"{where}: factor value {point}: {err}") from None
 
