@@ -270,3 +270,23 @@ def test_cli_store_errors_are_one_line(args, words, tmp_path, monkeypatch, capsy
     assert main(list(args)) == 2
     err = capsys.readouterr().err
     assert words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_workers_above_the_cpu_count_warn():
+    from workbench.engines import map_jobs
+    n = (os.cpu_count() or 1) + 1
+    with pytest.warns(UserWarning, match="more than the"):
+        assert map_jobs(abs, [-1, -2], workers=n) == [1, 2]
+
+
+def test_compare_out_records_provenance(tmp_path):
+    import json
+    c = workbench.compare("touch-storm", ["upstream"], reps=1, sets={"horizon_us": 500})
+    out = c.save(tmp_path / "c")
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["seed"] == 0 and m["scenario"]["horizon_us"] == 500
+    assert {"git_commit", "git_dirty", "version", "dependencies"} <= set(m["provenance"])
+    (out / "index.html").write_text("<p>mine</p>")
+    with pytest.raises(ConfigError, match="index.html"):
+        c.save(out)
+    assert (out / "index.html").read_text() == "<p>mine</p>"

@@ -30,6 +30,9 @@ TABLES = ("calls", "ops", "vcpus", "summary")
 
 
 RESULT_MARKERS = ("manifest.json", "table.csv")
+# every file a result folder of this tool may hold (RunResult.save, Comparison.save)
+RESULT_FILES = {"manifest.json", "table.csv", "latency.csv", "calls.parquet", "ops.parquet",
+                "vcpus.parquet", "summary.parquet", "events.parquet"}
 
 
 def check_out_dir(out_dir) -> Path:
@@ -38,10 +41,14 @@ def check_out_dir(out_dir) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a results folder")
-    if out.is_dir() and any(out.iterdir()) and \
-            not any((out / m).exists() for m in RESULT_MARKERS):
-        raise ConfigError(f"--out {out}: folder holds files that are not a workbench result; "
-                          "choose a new or empty folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not any((out / m).exists() for m in RESULT_MARKERS):
+            raise ConfigError(f"--out {out}: folder holds files that are not a workbench "
+                              "result; choose a new or empty folder")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in RESULT_FILES)
+        if foreign:
+            raise ConfigError(f"--out {out}: holds {foreign[0]}, which this tool did not "
+                              "write; replacing the folder would delete it (choose another)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out.parent).close()
