@@ -63,6 +63,8 @@ def build_parser() -> Parser:
         c.add_argument("--reps", type=int, default=None if c is sw else 3)
         c.add_argument("--engine", choices=("serial", "processes", "dask"), default=None)
         c.add_argument("--workers", type=int, default=None)
+        c.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                       help="run on an existing Dask cluster (implies --engine dask)")
     rs = sub.add_parser("results", help="list the stored experiments, or show one with "
                                         "intervals")
     rs.add_argument("experiment", nargs="?")
@@ -187,8 +189,9 @@ def cmd_compare(args) -> None:
         if resolve_policy(_policy_arg(args.baseline)).name not in names:
             raise UsageError(f"--baseline {args.baseline}: not one of --policies "
                              f"({', '.join(names)})")
+    engine, client = _cluster(args)
     c = compare(args.scenario, policies, reps=args.reps, seed=args.seed, sets=args.set,
-                engine=args.engine, workers=args.workers)
+                engine=engine, workers=args.workers, client=client)
     print(f"{args.scenario}: {len(policies)} policies x {args.reps} replications "
           f"(seed {args.seed}, common random numbers)")
     print("\nOutcomes and costs per run (mean over replications; vm_bugged and guest_panics "
@@ -265,8 +268,9 @@ def cmd_sweep(args) -> None:
     _check_out(args)
     values = [parse_value(v.strip()) for v in args.values.split(",") if v.strip()]
     policies = [_policy_arg(p) for p in split_specs(args.policies)]
+    engine, client = _cluster(args)
     c = sweep(args.scenario, args.param, values, policies, reps=reps, seed=seed,
-              sets=args.set, engine=args.engine, workers=args.workers)
+              sets=args.set, engine=engine, workers=args.workers, client=client)
     print(f"{args.scenario}: {args.param} in {values}, {len(policies)} policies x "
           f"{reps} replications (seed {seed}, common random numbers)")
     t = c.table
@@ -275,14 +279,32 @@ def cmd_sweep(args) -> None:
         print(f"wrote {c.save(args.out)}")
 
 
+def _cluster(args):
+    """``(engine, client)``: a Dask client connected to ``--scheduler``, if given."""
+    if not args.scheduler:
+        return args.engine, None
+    if args.engine not in (None, "dask"):
+        raise UsageError("--scheduler needs --engine dask (or no --engine)")
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise UsageError("--scheduler needs the dist extra: pip install -e '.[dist]'") from None
+    try:
+        return "dask", Client(args.scheduler, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as err:
+        raise UsageError(f"--scheduler {args.scheduler}: cannot connect "
+                         f"({type(err).__name__})") from None
+
+
 def sweep_experiment(args) -> None:
     from .runner import run_experiment
     for flag in ("values", "policies", "out"):
         if getattr(args, flag) is not None:
             raise UsageError(f"--{flag} goes with --param; an experiment file names its own "
                              "factors and policies and writes to the store (--store)")
+    engine, client = _cluster(args)
     c = run_experiment(args.scenario, store=args.store, reps=args.reps, seed=args.seed,
-                       sets=args.set, engine=args.engine, workers=args.workers)
+                       sets=args.set, engine=engine, workers=args.workers, client=client)
     print(experiment_report(c))
 
 

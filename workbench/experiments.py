@@ -18,7 +18,7 @@ import pandas as pd
 from . import __version__
 from .config import ConfigError, ScenarioConfig, as_overrides, load_calibration
 from .designs import check_factor, check_values
-from .engines import map_jobs
+from .engines import imap_jobs
 from .metrics import (calls_table, compare_table, latency_table, ops_table, summary_table,
                       vcpus_table)
 from .model.td import Td
@@ -225,8 +225,17 @@ class Comparison:
 
 
 def _gather(jobs, engine, workers, client, param=None, manifest=None) -> Comparison:
+    import sys
+
+    from tqdm import tqdm
     started = _now()
-    results = map_jobs(_one, jobs, engine, workers, client)
+    results = [None] * len(jobs)
+    # a text bar on a terminal only (notebooks keep their outputs as they were)
+    with tqdm(total=len(jobs), unit="run", desc="runs", file=sys.stderr,
+              disable=not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())) as bar:
+        for i, r in imap_jobs(_one, jobs, engine, workers, client):
+            results[i] = r
+            bar.update(1)
     summary = pd.concat([_tag(s, j[4]) for (s, _), j in zip(results, jobs)], ignore_index=True)
     ops = pd.concat([_tag(o, j[4]) for (_, o), j in zip(results, jobs)], ignore_index=True)
     prov = provenance(engine, workers, started)

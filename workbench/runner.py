@@ -78,6 +78,8 @@ def run_experiment(experiment, *, store=None, reps=None, seed=None, sets=None,
             seen.add(key)
         skipped = len(seen) - len(todo)
         git = {k: v for k, v in provenance().items() if k.startswith("git")}
+        # longest first (vCPUs x simulated time): a pool ends with short runs, not one long
+        todo.sort(key=lambda i: -_cost(runs[i][0][0]))
         bar = _bar(len(todo), skipped, exp.name, progress)
         try:
             for j, (summary, ops) in imap_jobs(_one, [runs[i][0] for i in todo], engine,
@@ -96,6 +98,10 @@ def run_experiment(experiment, *, store=None, reps=None, seed=None, sets=None,
                               computed=len(todo), skipped=skipped, metas=c.manifest)
         write_experiment(st, exp.name, c)
     return c
+
+
+def _cost(cfg) -> float:
+    return cfg.n_vcpus * cfg.horizon_scaled_us
 
 
 def _bar(total, skipped, name, progress):
