@@ -39,6 +39,8 @@ def cli(*args, env=None):
     ({"factors": {"timings.sept_add_us": [3, -1]}}, "sept_add_us"),
     ({"factors": {"timings.sept_add_us": {"low": 1, "high": 9}}}, "needs design: lhs"),
     ({"reps": 0}, "reps"),
+    ({"reps": "auto"}, "needs precision"),
+    ({"precision": {"metric": "busy_rate"}}, "for reps: auto only"),
     ({"bogus": 1}, "bogus"),
 ])
 def test_a_bad_design_is_refused_with_one_line(change, words):
@@ -290,3 +292,20 @@ def test_compare_out_records_provenance(tmp_path):
     with pytest.raises(ConfigError, match="index.html"):
         c.save(out)
     assert (out / "index.html").read_text() == "<p>mine</p>"
+
+
+def test_reps_auto_adds_batches_until_the_interval_is_tight_or_the_cap(tmp_path):
+    exp = {**SMALL, "factors": {}, "reps": "auto", "sets": {"horizon_us": 1000},
+           "precision": {"metric": "private_fault_p50_us", "rel": 1e-9, "batch": 2,
+                         "max_reps": 4}}
+    c = run_experiment(exp, store=tmp_path / "st", progress=False)
+    p = c.manifest["precision"]
+    assert p["reps"] == 4 and not p["reached"] and len(c.summary) == 8
+    assert c.manifest["runs_computed"] == 8
+    loose = {**exp, "precision": {**exp["precision"], "rel": 0.99}}
+    c = run_experiment(loose, store=tmp_path / "st", progress=False)
+    assert c.manifest["precision"]["reached"] and c.manifest["precision"]["reps"] == 2
+    assert c.manifest["runs_computed"] == 0
+    with pytest.raises(ConfigError, match="nosuch"):
+        run_experiment({**exp, "precision": {"metric": "nosuch"}}, store=tmp_path / "st",
+                       progress=False)

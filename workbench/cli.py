@@ -25,6 +25,15 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _reps(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number or auto, not {text!r}") from None
+
+
 def build_parser() -> Parser:
     p = Parser(prog="workbench", description="Simulate how KVM handles TDX_OPERAND_BUSY.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
@@ -60,7 +69,9 @@ def build_parser() -> Parser:
                            metavar="MODULE")
         c.add_argument("--policies", required=c is not sw,
                        help="comma-separated presets, policies or per-site specs")
-        c.add_argument("--reps", type=int, default=None if c is sw else 3)
+        c.add_argument("--reps", type=_reps if c is sw else int, default=None if c is sw else 3,
+                       help="replications" + (" (an experiment: a number or auto)"
+                                              if c is sw else ""))
         c.add_argument("--engine", choices=("serial", "processes", "dask"), default=None)
         c.add_argument("--workers", type=int, default=None)
         c.add_argument("--scheduler", metavar="tcp://HOST:PORT",
@@ -256,10 +267,12 @@ def cmd_sweep(args) -> None:
     from .experiments import sweep
     from .policies.registry import split_specs
     _imports(args)
-    if args.reps is not None and args.reps < 1:
-        raise UsageError("--reps must be at least 1")
     if args.param is None:
         return sweep_experiment(args)
+    if args.reps == "auto":
+        raise UsageError("--reps auto is for experiment files (it needs their precision:)")
+    if args.reps is not None and args.reps < 1:
+        raise UsageError("--reps must be at least 1")
     if args.values is None or args.policies is None:
         raise UsageError("--param needs --values and --policies")
     if args.store:
@@ -316,12 +329,17 @@ def experiment_report(c, baseline=None) -> str:
     dirty = " (uncommitted changes)" if prov.get("git_dirty") else ""
     head = [f"{m.get('name')}: scenario {e.get('scenario')}, factors "
             f"{', '.join(m.get('factors') or {}) or '-'}, {len(e.get('policies') or [])} "
-            f"policies x {e.get('reps')} replications (seed {e.get('seed')}, common random "
-            "numbers)",
+            f"policies x {len((m.get('seeds') or {}).get('replications') or [])} replications "
+            f"(seed {e.get('seed')}, common random numbers)",
             f"{len(m.get('runs', []))} runs: {m.get('runs_computed')} computed, "
             f"{m.get('runs_from_store')} from the store; version {prov.get('version')}, commit "
             f"{(prov.get('git_commit') or '?')[:10]}{dirty}, {prov.get('engine')}, "
             f"{prov.get('started')} to {prov.get('finished')}"]
+    prec = m.get("precision")
+    if prec:
+        head.append(f"reps auto: {prec['reps']} replications; the 95 % interval of "
+                    f"{prec['metric']} is within {prec['worst_rel_half_width']:.1%} of its mean"
+                    f" (asked {prec['rel']:.1%}{'' if prec['reached'] else ', NOT reached by max_reps'})")
     made_by = m.get("runs_made_by") or []
     if len(made_by) > 1 or any(x.get("git_dirty") for x in made_by):
         head.append("note: the stored runs were made by " + "; ".join(
@@ -377,8 +395,8 @@ def cmd_export(args) -> None:
     if args.format == "latex":
         text = latex_table(desc, by=c.by, metrics=metrics,
                            caption=f"{args.experiment}: mean [95 % t-interval] over "
-                                   f"{c.manifest.get('experiment', {}).get('reps')} "
-                                   "replications")
+                                   f"{len(c.manifest.get('seeds', {}).get('replications', []))}"
+                                   " replications")
         write = lambda p: p.write_text(text)  # noqa: E731
     elif args.format == "csv":
         write = lambda p: desc.to_csv(p, index=False)  # noqa: E731

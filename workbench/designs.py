@@ -13,7 +13,7 @@ geometrically) and crosses them with the factors given as lists::
     factors:
       timings.sept_add_us: [3, 30, 100]
     policies: [upstream, upstream+fault=resume-guest]
-    reps: 3
+    reps: 3           # or: reps: auto, precision: {metric: zap_4k_p99_us, rel: 0.05}
     seed: 0
 
 Every result row carries each factor's value in a column of its own, named by the factor
@@ -25,7 +25,7 @@ import itertools
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,6 +53,17 @@ class Range(BaseModel):
     log: bool = False
 
 
+class Precision(BaseModel):
+    """``reps: auto``: add ``batch`` replications at a time until the 95 % interval of
+    ``metric`` has a half-width under ``rel`` times its mean in every group (policy and
+    design point), or ``max_reps`` is reached."""
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    metric: str
+    rel: float = Field(0.05, gt=0.0, lt=1.0)
+    batch: int = Field(3, ge=2, le=1000, strict=True)
+    max_reps: int = Field(30, ge=2, le=10_000, strict=True)
+
+
 class Experiment(BaseModel):
     """A multi-factor experiment; see the module docstring for the YAML form."""
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -62,7 +73,8 @@ class Experiment(BaseModel):
     sets: dict[str, Any] = {}
     factors: dict[str, list | Range] = {}
     policies: list[str | dict] = Field(["upstream"], min_length=1)
-    reps: int = Field(3, ge=1, le=10_000, strict=True)
+    reps: Annotated[int, Field(ge=1, le=10_000, strict=True)] | Literal["auto"] = 3
+    precision: Precision | None = None
     seed: int = Field(0, ge=0, strict=True)
     design: Literal["grid", "lhs"] = "grid"
     samples: int | None = Field(None, ge=1, le=100_000, strict=True)
@@ -126,6 +138,10 @@ def check(exp: Experiment) -> None:
             raise ConfigError(f"{where}: design lhs needs samples: N")
     elif exp.samples is not None:
         raise ConfigError(f"{where}: samples is for design: lhs only")
+    if exp.reps == "auto" and exp.precision is None:
+        raise ConfigError(f"{where}: reps: auto needs precision: {{metric: NAME, rel: 0.05}}")
+    if exp.precision is not None and exp.reps != "auto":
+        raise ConfigError(f"{where}: precision is for reps: auto only")
     clash = set(as_overrides(exp.sets)) & set(exp.factors)
     if clash:
         raise ConfigError(f"{where}: {sorted(clash)[0]} is both fixed in sets and a factor")

@@ -30,9 +30,10 @@ def run_spec(cfg, pset, seed: int, replication: int, calibration) -> dict:
             "version": __version__}
 
 
-def plan(experiment, *, reps=None, seed=None, sets=None):
+def plan(experiment, *, reps=None, seed=None, sets=None, n_reps: int | None = None):
     """The experiment (overrides applied) and its runs in design order:
-    ``(exp, [(job, key, factor columns)])``."""
+    ``(exp, [(job, key, factor columns)])``; ``n_reps`` replications when the experiment
+    chooses them itself (``reps: auto``)."""
     exp = load_experiment(experiment)
     changes = {}
     if reps is not None:
@@ -43,7 +44,8 @@ def plan(experiment, *, reps=None, seed=None, sets=None):
         changes["sets"] = {**exp.sets, **as_overrides(sets)}
     if changes:
         exp = load_experiment({**exp.model_dump(), **changes})
-    psets = _policy_sets(exp.policies, exp.reps)
+    n = exp.reps if exp.reps != "auto" else (n_reps or exp.precision.batch)
+    psets = _policy_sets(exp.policies, n)
     base = load_scenario(exp.scenario, exp.sets)
     cals, out = {}, []
     for pt in points(exp):
@@ -53,7 +55,7 @@ def plan(experiment, *, reps=None, seed=None, sets=None):
             cals[ck] = load_calibration(cfg.calibration, cfg.timings)[0]
         cols = {factor_column(k): v for k, v in pt.items()}
         for p in psets:
-            for r in range(exp.reps):
+            for r in range(n):
                 key = run_key(run_spec(cfg, p, exp.seed, r, cals[ck]))
                 out.append(((cfg, p, exp.seed, r, {}), key, cols))
     return exp, out
@@ -65,38 +67,76 @@ def run_experiment(experiment, *, store=None, reps=None, seed=None, sets=None,
     """Run an experiment (name, YAML path, mapping or :class:`~workbench.designs.Experiment`)
     into the store (``store``: a folder; default ``data/results/`` or
     ``$WORKBENCH_RESULTS``), skipping stored runs, and return its :class:`Comparison`.
-    ``reps``, ``seed`` and ``sets`` override the experiment's own (and are recorded).
-    ``progress``: a tqdm bar (None: only on a terminal or in Jupyter)."""
+    ``reps`` (a number or ``"auto"``), ``seed`` and ``sets`` override the experiment's own
+    (and are recorded). ``progress``: a tqdm bar (None: only on a terminal or in Jupyter)."""
     started = now()
-    exp, runs = plan(experiment, reps=reps, seed=seed, sets=sets)
+    exp, _ = plan(experiment, reps=reps, seed=seed, sets=sets)
     st = store if isinstance(store, Store) else Store(store)
+    kw = dict(reps=reps, seed=seed, sets=sets, engine=engine, workers=workers, client=client,
+              progress=progress, started=started)
     with st:
-        todo, seen = [], set()
-        for i, (_, key, _) in enumerate(runs):
-            if key not in seen and not st.has_run(key):
-                todo.append(i)
-            seen.add(key)
-        skipped = len(seen) - len(todo)
-        git = {k: v for k, v in provenance().items() if k.startswith("git")}
-        # longest first (vCPUs x simulated time): a pool ends with short runs, not one long
-        todo.sort(key=lambda i: -_cost(runs[i][0][0]))
-        bar = _bar(len(todo), skipped, exp.name, progress)
-        try:
-            for j, (summary, ops) in imap_jobs(_one, [runs[i][0] for i in todo], engine,
-                                               workers, client):
-                job, key, _ = runs[todo[j]]
-                st.put_run(key, summary, ops, {"run_id": summary["run_id"].iloc[0],
-                                               "version": __version__, **git,
-                                               "finished": now()})
-                bar.update(1)
-        finally:
-            bar.close()
-        c = assemble(st, exp, runs)
-        c.manifest = manifest(exp, runs, overrides={"reps": reps, "seed": seed,
-                                                    "sets": as_overrides(sets)},
-                              prov=provenance(engine, workers, started),
-                              computed=len(todo), skipped=skipped, metas=c.manifest)
+        if exp.reps != "auto":
+            return _run(st, experiment, None, **kw)
+        p = exp.precision
+        n, computed = p.batch, 0
+        while True:
+            c = _run(st, experiment, n, **kw)
+            computed += c.manifest["runs_computed"]
+            done, worst = precise_enough(c, p)
+            if done or n >= p.max_reps:
+                break
+            n = min(n + p.batch, p.max_reps)
+        c.manifest["precision"] = {**p.model_dump(), "reps": n, "reached": done,
+                                   "worst_rel_half_width": worst}
+        c.manifest["runs_computed"] = computed
+        c.manifest["runs_from_store"] = len(set(c.manifest["runs"])) - computed
         write_experiment(st, exp.name, c)
+    return c
+
+
+def precise_enough(c: Comparison, p) -> tuple[bool, float]:
+    """Whether every group's interval of ``p.metric`` has a half-width under ``p.rel`` of
+    its mean, and the worst relative half-width (a metric that never varies is precise)."""
+    import numpy as np
+    if p.metric not in c.summary.columns:
+        raise ConfigError(f"precision: {p.metric!r} is not a metric of the runs")
+    s = c.stats([p.metric])
+    half = (s["ci_high"] - s["ci_low"]) / 2
+    rel = np.where(half == 0, 0.0, half / s["mean"].abs())
+    rel = np.where(np.isfinite(rel), rel, np.inf)
+    worst = float(rel.max()) if len(rel) else 0.0
+    return worst <= p.rel, worst
+
+
+def _run(st, experiment, n_reps, *, reps, seed, sets, engine, workers, client, progress,
+         started) -> Comparison:
+    exp, runs = plan(experiment, reps=reps, seed=seed, sets=sets, n_reps=n_reps)
+    todo, seen = [], set()
+    for i, (_, key, _) in enumerate(runs):
+        if key not in seen and not st.has_run(key):
+            todo.append(i)
+        seen.add(key)
+    skipped = len(seen) - len(todo)
+    git = {k: v for k, v in provenance().items() if k.startswith("git")}
+    # longest first (vCPUs x simulated time): a pool ends with short runs, not one long
+    todo.sort(key=lambda i: -_cost(runs[i][0][0]))
+    bar = _bar(len(todo), skipped, exp.name, progress)
+    try:
+        for j, (summary, ops) in imap_jobs(_one, [runs[i][0] for i in todo], engine,
+                                           workers, client):
+            job, key, _ = runs[todo[j]]
+            st.put_run(key, summary, ops, {"run_id": summary["run_id"].iloc[0],
+                                           "version": __version__, **git,
+                                           "finished": now()})
+            bar.update(1)
+    finally:
+        bar.close()
+    c = assemble(st, exp, runs)
+    c.manifest = manifest(exp, runs, n_reps or exp.reps,
+                          overrides={"reps": reps, "seed": seed, "sets": as_overrides(sets)},
+                          prov=provenance(engine, workers, started),
+                          computed=len(todo), skipped=skipped, metas=c.manifest)
+    write_experiment(st, exp.name, c)
     return c
 
 
@@ -124,7 +164,7 @@ def assemble(st: Store, exp, runs) -> Comparison:
                       manifest={"made_by": sorted(commits, key=str)})
 
 
-def manifest(exp, runs, overrides, prov, computed, skipped, metas) -> dict:
+def manifest(exp, runs, n_reps, overrides, prov, computed, skipped, metas) -> dict:
     from .store import FORMAT
     text = Path(exp.source).read_text() if exp.source and Path(exp.source).exists() else None
     made_by = [dict(zip(("version", "git_commit", "git_dirty"), m))
@@ -133,7 +173,7 @@ def manifest(exp, runs, overrides, prov, computed, skipped, metas) -> dict:
             "experiment_file": exp.source or None, "experiment_text": text,
             "overrides": {k: v for k, v in overrides.items() if v not in (None, {})},
             "factors": {k: factor_column(k) for k in exp.factors},
-            "seeds": {"root": exp.seed, "replications": list(range(exp.reps))},
+            "seeds": {"root": exp.seed, "replications": list(range(n_reps))},
             "runs": [key for _, key, _ in runs], "runs_computed": computed,
             "runs_from_store": skipped, "runs_made_by": made_by, "provenance": prov}
 
@@ -178,7 +218,8 @@ def results(experiment: str | None = None, *, store=None, table: str = "summary"
             e = m.get("experiment", {})
             rows.append({"experiment": name, "scenario": e.get("scenario"),
                          "factors": ", ".join(m.get("factors") or {}) or "-",
-                         "policies": len(e.get("policies") or []), "reps": e.get("reps"),
+                         "policies": len(e.get("policies") or []),
+                         "reps": len((m.get("seeds") or {}).get("replications") or []),
                          "runs": len(m["runs"]),
                          "finished": (m.get("provenance") or {}).get("finished")})
         return pd.DataFrame(rows, columns=["experiment", "scenario", "factors", "policies",
