@@ -85,7 +85,28 @@ def test_cli_compare_baseline_prints_paired_differences():
            "upstream,zero-tolerance", "--reps", "2", "--set", "horizon_us=1000"]
     out = subprocess.run([*cli, "--baseline", "upstream"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "t-interval" in out.stdout and "Paired differences against upstream" in out.stdout
+    assert "t-interval" in out.stdout and "Paired differences against upstream" in out.stdout, \
+        out.stdout[-2000:] + out.stderr
     bad = subprocess.run([*cli, "--baseline", "vm-spinlock"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "--baseline" in bad.stderr
+    assert bad.returncode == 2 and "--baseline" in bad.stderr, bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_warmup_cut_recomputes_latency_columns_and_rate_settles():
+    from workbench.stats import op_rate, settle_time
+    c = workbench.compare("lazy-accept-boot", ["upstream"], reps=2, sets=SHORT)
+    cols = [x for x in c.summary.columns if x.startswith("private_fault_")]
+    pd.testing.assert_frame_equal(c.warmup(0).summary[cols], c.summary[cols],
+                                  check_dtype=False)
+    w = c.warmup(1000)
+    assert (w.ops["t_start_us"] >= 1000).all() and len(w.ops) < len(c.ops)
+    assert (w.summary["private_fault_n"] < c.summary["private_fault_n"]).all()
+    assert w.manifest["warmup_us"] == 1000
+    with pytest.raises(ConfigError, match="warmup_us"):
+        c.warmup(-1)
+    rate = op_rate(c.ops, 500)
+    assert {"policy", "op", "t_us", "per_ms"} <= set(rate.columns)
+    # a synthetic ramp: 1, 2, 4 then 8 ops per bin from t = 300
+    t = [0] + [100] * 2 + [200] * 4 + [t for t in range(300, 1000, 100) for _ in range(8)]
+    ops = pd.DataFrame({"t_start_us": t, "policy": "p", "op": "x", "replication": 0})
+    assert settle_time(ops, 100) == 300

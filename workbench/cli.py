@@ -89,6 +89,9 @@ def build_parser() -> Parser:
     ex.add_argument("--metrics", help="comma-separated metrics (latex default: the headline "
                                       "ones)")
     ex.add_argument("--store")
+    for c in (sub.choices["compare"], rs):
+        c.add_argument("--warmup-us", type=float, default=None,
+                       help="leave out operations that started before this time")
     sub.choices["compare"].add_argument(
         "--baseline", help="policy to difference the others against, replication by "
                            "replication (paired, common random numbers)")
@@ -203,6 +206,8 @@ def cmd_compare(args) -> None:
     engine, client = _cluster(args)
     c = compare(args.scenario, policies, reps=args.reps, seed=args.seed, sets=args.set,
                 engine=engine, workers=args.workers, client=client)
+    if args.warmup_us is not None:
+        c = c.warmup(args.warmup_us)
     print(f"{args.scenario}: {len(policies)} policies x {args.reps} replications "
           f"(seed {args.seed}, common random numbers)")
     print("\nOutcomes and costs per run (mean over replications; vm_bugged and guest_panics "
@@ -368,7 +373,10 @@ def cmd_results(args) -> None:
         print(f"store {st.root}:")
         print(_fmt(t) if len(t) else "(no experiments stored yet)")
         return
-    print(experiment_report(load_stored(args.experiment, st), args.baseline))
+    c = load_stored(args.experiment, st)
+    if args.warmup_us is not None:
+        c = c.warmup(args.warmup_us)
+    print(experiment_report(c, args.baseline))
 
 
 EXPORTS = {"csv": "stats.csv", "parquet": "stats.parquet", "latex": "table.tex"}

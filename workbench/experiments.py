@@ -199,6 +199,14 @@ class Comparison:
         return latency_intervals(self.ops, by=self.by, seed=seed, n_resamples=n_resamples,
                                  level=level)
 
+    def warmup(self, warmup_us: float) -> "Comparison":
+        """A copy without the operations that started before ``warmup_us``; the per-op
+        latency columns of the summary are recomputed from the rest."""
+        from .stats import warmup_cut
+        summary, ops = warmup_cut(self.summary, self.ops, warmup_us)
+        return Comparison(summary, ops, self.param, self.factors,
+                          {**self.manifest, "warmup_us": warmup_us})
+
     def save(self, out_dir) -> Path:
         """``summary.parquet``, ``ops.parquet``, ``table.csv`` and ``latency.csv``."""
         def write(tmp: Path) -> None:

@@ -236,3 +236,65 @@ def latex_table(desc: pd.DataFrame, by=(), metrics=None, caption: str = "",
         lines.append(r"\caption{" + _tex(caption) + "}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
+
+
+# -- warm-up -------------------------------------------------------------------------------
+def warmup_cut(summary: pd.DataFrame, ops: pd.DataFrame, warmup_us: float
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Drop the operations that started before ``warmup_us`` and recompute each run's
+    per-op latency columns of the summary (``{op}_n``, ``{op}_{q}_us``, ``{op}_max_us``)
+    from the rest, as :func:`workbench.metrics.summary_row` computes them. Other summary
+    columns (counters over the whole run) are left as they are."""
+    from .metrics import LATENCY_OPS, QUANTILES
+    if not np.isfinite(warmup_us) or warmup_us < 0:
+        raise ConfigError(f"warmup_us must be a finite number >= 0, not {warmup_us!r}")
+    kept = ops[ops["t_start_us"] >= warmup_us].reset_index(drop=True)
+    s = summary.copy()
+    groups = {k: g["latency_us"] for k, g in kept.groupby(["run_id", "op"], sort=False)}
+    for op in LATENCY_OPS:
+        cols = {"n": f"{op}_n", "max": f"{op}_max_us",
+                **{q: f"{op}_{q}_us" for q in QUANTILES}}
+        if not all(c in s.columns for c in cols.values()):
+            continue
+        for i, run in s["run_id"].items():
+            lat = groups.get((run, op))
+            n = 0 if lat is None else len(lat)
+            s.at[i, cols["n"]] = n
+            s.at[i, cols["max"]] = float(lat.max()) if n else np.nan
+            for q, p in QUANTILES.items():
+                s.at[i, cols[q]] = float(lat.quantile(p)) if n else np.nan
+    return s, kept
+
+
+def op_rate(ops: pd.DataFrame, bin_us: float, by=()) -> pd.DataFrame:
+    """Operations started per ms in bins of ``bin_us``, per group (``by``, ``policy``,
+    ``op``), averaged over replications: where the rate flattens, the warm-up is over."""
+    keys = [*by, "policy", "op"]
+    if ops.empty:
+        return pd.DataFrame(columns=[*keys, "t_us", "per_ms"])
+    reps = ops.groupby([*by, "policy"], sort=False)["replication"].nunique()
+    b = (ops["t_start_us"] // bin_us * bin_us).rename("t_us")
+    n = ops.groupby([*(ops[k] for k in keys), b], sort=False).size().rename("count")
+    out = n.reset_index()
+    r = out.set_index([*by, "policy"]).index.map(reps)
+    out["per_ms"] = out["count"] / np.asarray(r, dtype=float) / (bin_us / 1000.0)
+    return out.drop(columns="count").sort_values([*keys, "t_us"], kind="stable",
+                                                 ignore_index=True)
+
+
+def settle_time(ops: pd.DataFrame, bin_us: float, tol: float = 0.2) -> float:
+    """The start of the first bin from which every later bin's operation rate (all ops,
+    all groups pooled, the last bin left out as partial) stays within ``tol`` of the mean
+    rate of the second half: a suggested ``warmup_us``."""
+    if ops.empty:
+        return 0.0
+    rate = (ops["t_start_us"] // bin_us).value_counts().sort_index()
+    full = np.arange(rate.index.min(), rate.index.max())   # the last bin may be partial
+    if len(full) < 2:
+        return 0.0
+    r = rate.reindex(full, fill_value=0).to_numpy(dtype=float)
+    ref = r[len(r) // 2:].mean()
+    ok = np.abs(r - ref) <= tol * ref
+    bad = np.nonzero(~ok)[0]
+    first = 0 if len(bad) == 0 else bad[-1] + 1
+    return float(full[min(first, len(full) - 1)] * bin_us)
