@@ -182,14 +182,16 @@ def test_two_writers_and_a_corrupt_run(tmp_path):
 
 
 def _children(pid):
-    out = []
+    """Python child processes of ``pid`` (pool workers; not a passing ``git``)."""
+    out = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
+        if int(fields[1]) == pid and b"python" in cmd:
+            out.add(int(stat.parent.name))
     return out
 
 
@@ -204,9 +206,9 @@ def test_a_sweep_killed_with_sigkill_resumes_to_the_same_tables(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "workbench", "sweep", str(exp), "--store",
                              str(killed), "--workers", "2"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    runs, deadline, workers = killed / "runs", time.time() + 120, []
+    runs, deadline, workers = killed / "runs", time.time() + 120, set()
     while time.time() < deadline:
-        workers = workers or _children(proc.pid)
+        workers |= _children(proc.pid)
         done = [p for p in runs.iterdir() if not p.name.startswith(".")] \
             if runs.is_dir() else []
         if len(done) >= 3 or proc.poll() is not None:
