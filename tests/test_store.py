@@ -179,6 +179,11 @@ def test_two_writers_and_a_corrupt_run(tmp_path):
         run_experiment({**SMALL, "factors": {"timings.sept_add_us": [3]}, "reps": 1},
                        store=st, progress=False)
     assert bad.read_bytes() == b"not parquet"
+    manifest = st / "experiments" / "small" / "manifest.json"
+    manifest.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="manifest.json: not a valid experiment manifest"):
+        results("small", store=st)
+    assert manifest.read_text() == "[1, 2]"
 
 
 def _children(pid):
@@ -311,3 +316,21 @@ def test_reps_auto_adds_batches_until_the_interval_is_tight_or_the_cap(tmp_path)
     with pytest.raises(ConfigError, match="nosuch"):
         run_experiment({**exp, "precision": {"metric": "nosuch"}}, store=tmp_path / "st",
                        progress=False)
+
+
+def test_scheduler_runs_on_an_existing_dask_cluster_and_export_parquet(tmp_path, monkeypatch,
+                                                                        capsys):
+    from dask.distributed import LocalCluster
+    from workbench.cli import main
+    monkeypatch.setenv("WORKBENCH_RESULTS", str(tmp_path / "st"))
+    import yaml
+    small = tmp_path / "small.yaml"
+    small.write_text(yaml.safe_dump({**SMALL, "factors": {"timings.sept_add_us": [3]},
+                                     "reps": 1}))
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        assert main(["sweep", str(small), "--scheduler", cluster.scheduler_address]) == 0
+    out = capsys.readouterr().out
+    assert "2 computed" in out and ", dask," in out
+    assert main(["export", "small", "--format", "parquet"]) == 0
+    t = pd.read_parquet(tmp_path / "st" / "experiments" / "small" / "stats.parquet")
+    assert {"timings.sept_add_us", "policy", "metric", "ci_low"} <= set(t.columns)

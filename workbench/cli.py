@@ -308,7 +308,8 @@ def _cluster(args):
     except ImportError:
         raise UsageError("--scheduler needs the dist extra: pip install -e '.[dist]'") from None
     try:
-        return "dask", Client(args.scheduler, timeout="10s")
+        args.client = Client(args.scheduler, timeout="10s")   # closed by main()
+        return "dask", args.client
     except (OSError, TimeoutError, ValueError) as err:
         raise UsageError(f"--scheduler {args.scheduler}: cannot connect "
                          f"({type(err).__name__})") from None
@@ -440,7 +441,11 @@ def main(argv=None) -> int:
     warnings.formatwarning = _warning
     try:
         args = build_parser().parse_args(argv)
-        globals()[f"cmd_{args.cmd}"](args)
+        try:
+            globals()[f"cmd_{args.cmd}"](args)
+        finally:
+            if getattr(args, "client", None) is not None:
+                args.client.close()
     except (UsageError, ConfigError, PolicyError) as err:
         print(f"workbench: error: {err}", file=sys.stderr)
         return 2
