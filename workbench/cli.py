@@ -293,6 +293,11 @@ def cmd_sweep(args) -> None:
           f"{reps} replications (seed {seed}, common random numbers)")
     t = c.table
     print(_fmt(t[[x for x in SWEEP_COLUMNS if x in t.columns]]))
+    if reps >= 2:
+        from .stats import with_intervals
+        metrics = [x for x in SWEEP_METRICS if x in c.summary.columns]
+        print("\nMean [95 % t-interval] over replications:")
+        print(_fmt(with_intervals(c.stats(metrics), by=c.by)))
     if args.out:
         print(f"wrote {c.save(args.out)}")
 
