@@ -36,6 +36,7 @@ RUN_FILES = ("summary.parquet", "ops.parquet", "run.json")
 EXPERIMENT_FILES = {"manifest.json", "summary.parquet", "ops.parquet", "table.csv",
                     "stats.csv", "diff.csv", "table.tex", "stats.parquet"}
 KEY = re.compile(r"^[0-9a-f]{64}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")   # an experiment's name
 TMP = ".tmp-"
 SUMMARY_NEEDS = {"run_id", "scenario", "policy", "seed", "replication"}
 OPS_NEEDS = {"policy", "seed", "replication", "op", "latency_us"}
@@ -240,7 +241,7 @@ class Store:
 
     def manifest(self, name: str) -> dict:
         f = self.experiment_dir(name) / "manifest.json"
-        if not f.is_file():
+        if not NAME.match(str(name)) or not f.is_file():
             known = ", ".join(self.experiments()) or "none"
             raise ConfigError(f"store {self.root}: no experiment {name!r} (stored: {known})")
         try:
