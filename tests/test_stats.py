@@ -60,7 +60,7 @@ def test_comparison_stats_diff_and_tails_on_a_shipped_scenario():
                           sets=SHORT)
     st = c.stats()
     assert set(st["policy"]) == {"upstream", "zero-tolerance"}
-    row = st[(st["policy"] == "upstream") & (st["metric"] == "busy_rate")].iloc[0]
+    row = st[(st["policy"] == "upstream") & (st["metric"] == "kicks")].iloc[0]
     assert row["n"] == 3 and row["ci_low"] <= row["mean"] <= row["ci_high"]
     assert {"seed", "replication"}.isdisjoint(st["metric"])
     d = c.diff("upstream").set_index("metric")
@@ -70,13 +70,13 @@ def test_comparison_stats_diff_and_tails_on_a_shipped_scenario():
         (d.loc[m, "unpaired_high"] - d.loc[m, "unpaired_low"])
     t = c.tails(n_resamples=99)
     assert {"p99", "p999"} == set(t["quantile"]) and (t["reps"] == 3).all()
-    wide = with_intervals(c.stats(["busy_rate"]))
-    assert "[" in wide.loc[0, "busy_rate"]
+    wide = with_intervals(c.stats(["kicks"]))
+    assert "[" in wide.loc[0, "kicks"]
 
 
 def test_sweep_intervals_group_by_value():
     c = workbench.sweep("scale", "vcpus.1.count", [3, 5], ["upstream"], reps=2, sets=SHORT)
-    st = describe(c.summary, by=["value"], metrics=["busy_rate"])
+    st = describe(c.summary, by=["value"], metrics=["kicks"])
     assert list(st["value"]) == [3, 5]
 
 

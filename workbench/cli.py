@@ -224,47 +224,10 @@ def cmd_compare(args) -> None:
         print(f"wrote {c.save(args.out)}")
 
 
-def _headline(summary) -> list[str]:
-    from .metrics import HEADLINE
-    return [m for m in HEADLINE if m in summary.columns and m != "policy"]
-
-
-def interval_report(c, baseline=None) -> str:
-    """Means with 95 % t-intervals over replications (one line per metric, one column per
-    policy and group) and, given a ``baseline``, the paired differences against it."""
-    import numpy as np
-    from .stats import with_intervals
-    metrics = _headline(c.summary)
-    wide = with_intervals(c.stats(metrics), by=c.by)
-    keys = [*c.by, "policy"]
-    cols = [" ".join(str(v) for v in r) for r in wide[keys].itertuples(index=False)]
-    t = wide.drop(columns=keys).T
-    t.columns = cols
-    out = ["", "Mean [95 % t-interval] over replications:", _fmt(t.rename_axis("metric")
-                                                                  .reset_index())]
-    if baseline:
-        d = c.diff(baseline, metrics)
-        fin = np.isfinite(d["ci_low"])
-        d["paired diff [95 % CI]"] = [
-            f"{x:.3g} [{lo:.3g}, {hi:.3g}]{' *' if z else ''}" if f else
-            ("-" if not np.isfinite(x) else f"{x:.3g}")
-            for x, lo, hi, z, f in zip(d["diff"], d["ci_low"], d["ci_high"],
-                                       d["excludes_zero"], fin)]
-        out += ["", f"Paired differences against {baseline} (policy - {baseline}, per "
-                    "replication; * the interval excludes zero):",
-                _fmt(d[[*c.by, "policy", "metric", "n", "paired diff [95 % CI]"]])]
-    return "\n".join(out)
-
-
 SWEEP_COLUMNS = ["value", "policy", "reps", "busy_rate", "kicks", "error_exits", "vm_bugged",
                  "guest_panics", "zero_step_armings", "accept_throughput_per_ms",
                  "private_fault_p99_us", "zap_4k_p99_us", "conversion_p99_us",
                  "host_retry_cpu_us", "jain_guest_time"]
-
-
-SWEEP_METRICS = ["busy_rate", "kicks", "error_exits", "vm_bugged", "zero_step_armings",
-                 "accept_throughput_per_ms", "private_fault_p99_us", "zap_4k_p99_us",
-                 "conversion_p99_us", "host_retry_cpu_us"]
 
 
 def cmd_sweep(args) -> None:
@@ -300,6 +263,45 @@ def cmd_sweep(args) -> None:
         print(_fmt(with_intervals(c.stats(metrics), by=c.by)))
     if args.out:
         print(f"wrote {c.save(args.out)}")
+
+
+# the metrics a sweep prints with intervals (those the runs have: names may change)
+SWEEP_METRICS = ["busy_rate", "host_busy_rate", "guest_busy_rate", "kicks", "error_exits",
+                 "vm_bugged", "zero_step_armings", "accept_throughput_per_ms",
+                 "private_fault_p99_us", "zap_4k_p99_us", "conversion_p99_us",
+                 "host_retry_cpu_us"]
+
+
+def _headline(summary) -> list[str]:
+    from .metrics import HEADLINE
+    return [m for m in HEADLINE if m in summary.columns and m != "policy"]
+
+
+def interval_report(c, baseline=None) -> str:
+    """Means with 95 % t-intervals over replications (one line per metric, one column per
+    policy and group) and, given a ``baseline``, the paired differences against it."""
+    import numpy as np
+    from .stats import with_intervals
+    metrics = _headline(c.summary)
+    wide = with_intervals(c.stats(metrics), by=c.by)
+    keys = [*c.by, "policy"]
+    cols = [" ".join(str(v) for v in r) for r in wide[keys].itertuples(index=False)]
+    t = wide.drop(columns=keys).T
+    t.columns = cols
+    out = ["", "Mean [95 % t-interval] over replications:", _fmt(t.rename_axis("metric")
+                                                                  .reset_index())]
+    if baseline:
+        d = c.diff(baseline, metrics)
+        fin = np.isfinite(d["ci_low"])
+        d["paired diff [95 % CI]"] = [
+            f"{x:.3g} [{lo:.3g}, {hi:.3g}]{' *' if z else ''}" if f else
+            ("-" if not np.isfinite(x) else f"{x:.3g}")
+            for x, lo, hi, z, f in zip(d["diff"], d["ci_low"], d["ci_high"],
+                                       d["excludes_zero"], fin)]
+        out += ["", f"Paired differences against {baseline} (policy - {baseline}, per "
+                    "replication; * the interval excludes zero):",
+                _fmt(d[[*c.by, "policy", "metric", "n", "paired diff [95 % CI]"]])]
+    return "\n".join(out)
 
 
 def _cluster(args):

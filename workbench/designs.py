@@ -38,6 +38,7 @@ IGNORED = {
     "policy": "the policies are the comparison's own axis: list them under policies",
     "name": "the scenario's name labels results; it does not change a run",
     "question": "the scenario's question is documentation; it does not change a run",
+    "headline": "the scenario's headline metric names what to look at; it does not change a run",
 }
 # factor columns that would collide with a result table's own columns
 TAKEN = {"run_id", "scenario", "policy", "seed", "replication", "param", "value",
