@@ -142,8 +142,13 @@ def bootstrap_quantile(samples: list[np.ndarray], q: float, *, seed: int = 0,
     if len(samples) < 2:
         return est, np.nan, np.nan
 
+    memo: dict = {}   # few replications give few distinct resamples: compute each once
+
     def stat(idx):
-        return np.quantile(np.concatenate([samples[int(i)] for i in idx]), q)
+        key = tuple(np.sort(np.asarray(idx, dtype=int)))
+        if key not in memo:
+            memo[key] = np.quantile(np.concatenate([samples[i] for i in key]), q)
+        return memo[key]
 
     res = st.bootstrap((np.arange(len(samples)),), stat, vectorized=False,
                        n_resamples=n_resamples, confidence_level=level, method="percentile",
