@@ -327,7 +327,7 @@ def test_scheduler_runs_on_an_existing_dask_cluster_and_export_parquet(tmp_path,
     small = tmp_path / "small.yaml"
     small.write_text(yaml.safe_dump({**SMALL, "factors": {"timings.sept_add_us": [3]},
                                      "reps": 1}))
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster:
         assert main(["sweep", str(small), "--scheduler", cluster.scheduler_address]) == 0
     out = capsys.readouterr().out
     assert "2 computed" in out and ", dask," in out

@@ -445,7 +445,7 @@ def main(argv=None) -> int:
     import warnings
     from .config import ConfigError
     from .policies import PolicyError
-    warnings.formatwarning = _warning
+    saved, warnings.formatwarning = warnings.formatwarning, _warning
     try:
         args = build_parser().parse_args(argv)
         try:
@@ -458,6 +458,8 @@ def main(argv=None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    finally:
+        warnings.formatwarning = saved
     return 0
 
 

@@ -108,5 +108,5 @@ def _dask(fn, jobs, n, client):
         yield from run(client)
         return
     with LocalCluster(n_workers=min(n, len(jobs)), threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
         yield from run(c)
