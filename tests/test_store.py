@@ -334,3 +334,16 @@ def test_scheduler_runs_on_an_existing_dask_cluster_and_export_parquet(tmp_path,
     assert main(["export", "small", "--format", "parquet"]) == 0
     t = pd.read_parquet(tmp_path / "st" / "experiments" / "small" / "stats.parquet")
     assert {"timings.sept_add_us", "policy", "metric", "ci_low"} <= set(t.columns)
+
+
+def test_runs_of_another_version_are_kept_apart_with_one_warning(tmp_path, monkeypatch):
+    import workbench.runner as runner
+    one = {**SMALL, "factors": {"timings.sept_add_us": [3]}, "reps": 1}
+    monkeypatch.setattr(runner, "__version__", "0.0.1")
+    old = run_experiment(one, store=tmp_path / "st", progress=False)
+    monkeypatch.setattr(runner, "__version__", "0.0.2")
+    with pytest.warns(UserWarning, match="2 of the 2 runs to compute are stored for version "
+                                         "0.0.1"):
+        new = run_experiment(one, store=tmp_path / "st", progress=False)
+    assert new.manifest["runs_computed"] == 2
+    assert set(new.manifest["runs"]).isdisjoint(old.manifest["runs"])

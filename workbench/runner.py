@@ -23,11 +23,32 @@ from .scenarios import load_scenario
 from .store import Store, now, provenance, run_key
 
 
-def run_spec(cfg, pset, seed: int, replication: int, calibration) -> dict:
+def run_spec(cfg, pset, seed: int, replication: int, calibration, version=None) -> dict:
     """Everything that determines one run (what :func:`workbench.store.run_key` hashes)."""
     return {"scenario": cfg.model_dump(mode="json"), "policy": pset.spec(), "seed": seed,
             "replication": replication, "calibration": calibration.model_dump(mode="json"),
-            "version": __version__}
+            "version": version or __version__}
+
+
+def _other_versions(st: Store, jobs: list) -> None:
+    """Warn, in one line, when runs to be computed are stored for another package version
+    (the version is part of a run's key: they are kept apart, never mixed in)."""
+    import warnings
+    versions = st.run_versions() - {__version__}
+    if not versions or not jobs:
+        return
+    cals, found = {}, {}
+    for cfg, pset, seed, rep, _ in jobs:
+        ck = json.dumps([cfg.calibration, cfg.timings], sort_keys=True)
+        if ck not in cals:
+            cals[ck] = load_calibration(cfg.calibration, cfg.timings)[0]
+        for v in versions:
+            if st.has_run(run_key(run_spec(cfg, pset, seed, rep, cals[ck], v))):
+                found[v] = found.get(v, 0) + 1
+    if found:
+        warnings.warn(f"{sum(found.values())} of the {len(jobs)} runs to compute are stored for "
+                      f"version {', '.join(sorted(found))}, not this {__version__}; they are "
+                      "kept apart and not reused", stacklevel=3)
 
 
 def plan(experiment, *, reps=None, seed=None, sets=None, n_reps: int | None = None):
@@ -117,6 +138,7 @@ def _run(st, experiment, n_reps, *, reps, seed, sets, engine, workers, client, p
             todo.append(i)
         seen.add(key)
     skipped = len(seen) - len(todo)
+    _other_versions(st, [runs[i][0] for i in todo])
     git = {k: v for k, v in provenance().items() if k.startswith("git")}
     # longest first (vCPUs x simulated time): a pool ends with short runs, not one long
     todo.sort(key=lambda i: -_cost(runs[i][0][0]))

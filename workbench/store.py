@@ -234,6 +234,17 @@ class Store:
                               "move its folder away to recompute it") from None
         return summary, ops, meta
 
+    def run_versions(self) -> set:
+        """The package versions that made the stored runs (from each run.json)."""
+        out = set()
+        d = self.root / "runs"
+        for p in (d.iterdir() if d.is_dir() else ()):
+            try:
+                out.add(json.loads((p / "run.json").read_text()).get("version"))
+            except (OSError, ValueError, AttributeError):
+                continue
+        return out - {None}
+
     def experiments(self) -> list[str]:
         d = self.root / "experiments"
         return sorted(p.name for p in d.iterdir()
