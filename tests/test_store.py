@@ -313,6 +313,8 @@ def test_reps_auto_adds_batches_until_the_interval_is_tight_or_the_cap(tmp_path)
     c = run_experiment(loose, store=tmp_path / "st", progress=False)
     assert c.manifest["precision"]["reached"] and c.manifest["precision"]["reps"] == 2
     assert c.manifest["runs_computed"] == 0
+    fixed = run_experiment(exp, store=tmp_path / "st", reps=3, progress=False)
+    assert len(fixed.summary) == 6 and "precision" not in fixed.manifest
     with pytest.raises(ConfigError, match="nosuch"):
         run_experiment({**exp, "precision": {"metric": "nosuch"}}, store=tmp_path / "st",
                        progress=False)

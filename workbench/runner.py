@@ -59,6 +59,8 @@ def plan(experiment, *, reps=None, seed=None, sets=None, n_reps: int | None = No
     changes = {}
     if reps is not None:
         changes["reps"] = reps
+        if reps != "auto":
+            changes["precision"] = None   # a fixed number replaces reps: auto
     if seed is not None:
         changes["seed"] = seed
     if sets:
