@@ -282,10 +282,10 @@ def test_cli_store_errors_are_one_line(args, words, tmp_path, monkeypatch, capsy
 
 
 def test_workers_above_the_cpu_count_warn():
-    from workbench.engines import map_jobs
+    from workbench.engines import imap_jobs
     n = (os.cpu_count() or 1) + 1
     with pytest.warns(UserWarning, match="more than the"):
-        assert map_jobs(abs, [-1, -2], workers=n) == [1, 2]
+        assert sorted(imap_jobs(abs, [-1, -2], workers=n)) == [(0, 1), (1, 2)]
 
 
 def test_compare_out_records_provenance(tmp_path):

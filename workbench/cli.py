@@ -189,6 +189,29 @@ def cmd_run(args) -> None:
         print(f"wrote {r.save(args.out)}")
 
 
+def _warning(message, category, filename, lineno, line=None) -> str:
+    return f"workbench: warning: {message}\n"
+
+
+def _session(cmd):
+    """Around a subcommand: warnings print as one line, and a Dask client it connected
+    (``--scheduler``) is closed at the end."""
+    import functools
+
+    @functools.wraps(cmd)
+    def wrapped(args):
+        import warnings
+        saved, warnings.formatwarning = warnings.formatwarning, _warning
+        try:
+            return cmd(args)
+        finally:
+            warnings.formatwarning = saved
+            if getattr(args, "client", None) is not None:
+                args.client.close()
+    return wrapped
+
+
+@_session
 def cmd_compare(args) -> None:
     from .experiments import compare
     from .policies.registry import split_specs
@@ -230,6 +253,7 @@ SWEEP_COLUMNS = ["value", "policy", "reps", "busy_rate", "kicks", "error_exits",
                  "host_retry_cpu_us", "jain_guest_time"]
 
 
+@_session
 def cmd_sweep(args) -> None:
     from .config import parse_value
     from .experiments import sweep
@@ -372,6 +396,7 @@ def experiment_report(c, baseline=None) -> str:
     return "\n".join(out)
 
 
+@_session
 def cmd_results(args) -> None:
     from .runner import load_stored, results
     from .store import Store
@@ -390,6 +415,7 @@ def cmd_results(args) -> None:
 EXPORTS = {"csv": "stats.csv", "parquet": "stats.parquet", "latex": "table.tex"}
 
 
+@_session
 def cmd_export(args) -> None:
     from pathlib import Path
     from .runner import load_stored
@@ -437,29 +463,17 @@ def cmd_export(args) -> None:
         print(f"wrote {st.put_file(args.experiment, EXPORTS[args.format], write)}")
 
 
-def _warning(message, category, filename, lineno, line=None) -> str:
-    return f"workbench: warning: {message}\n"
-
-
 def main(argv=None) -> int:
-    import warnings
     from .config import ConfigError
     from .policies import PolicyError
-    saved, warnings.formatwarning = warnings.formatwarning, _warning
     try:
         args = build_parser().parse_args(argv)
-        try:
-            globals()[f"cmd_{args.cmd}"](args)
-        finally:
-            if getattr(args, "client", None) is not None:
-                args.client.close()
+        globals()[f"cmd_{args.cmd}"](args)
     except (UsageError, ConfigError, PolicyError) as err:
         print(f"workbench: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0
-    finally:
-        warnings.formatwarning = saved
     return 0
 
 

@@ -20,6 +20,39 @@ from .config import ConfigError
 ENGINES = ("serial", "processes", "dask")
 
 
+def map_jobs(fn, jobs: list, engine: str | None = None, workers: int | None = None,
+             client=None) -> list:
+    """``[fn(j) for j in jobs]``, in order, on the chosen engine (default: ``processes``
+    when more than one worker is asked for, else ``serial``)."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ConfigError(f"workers must be a whole number >= 1, not {workers!r}")
+    engine = engine or ("processes" if (workers or 1) > 1 else "serial")
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    n = workers or os.cpu_count() or 1
+    if engine == "serial" or len(jobs) <= 1:
+        return [fn(j) for j in jobs]
+    if engine == "processes":
+        with ProcessPoolExecutor(min(n, len(jobs))) as pool:
+            return list(pool.map(fn, jobs))
+    return _dask(fn, jobs, n, client)
+
+
+def _dask(fn, jobs, n, client):
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError("engine 'dask' needs the dist extra: pip install -e '.[dist]'") from None
+    if client is not None:
+        # pure=False: equal arguments must still run (every job carries its replication)
+        return client.gather(client.map(fn, jobs, pure=False))
+    with LocalCluster(n_workers=min(n, len(jobs)), threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        return c.gather(c.map(fn, jobs, pure=False))
+
+
+# -- runs as they finish (the results store writes each one at once) ---------------------
 def _check(engine, workers) -> tuple[str, int]:
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or workers < 1):
@@ -33,16 +66,6 @@ def _check(engine, workers) -> tuple[str, int]:
                       "the runs will not go faster (SimPy uses one CPU per run)",
                       stacklevel=3)
     return engine, workers or cpus
-
-
-def map_jobs(fn, jobs: list, engine: str | None = None, workers: int | None = None,
-             client=None) -> list:
-    """``[fn(j) for j in jobs]``, in order, on the chosen engine (default: ``processes``
-    when more than one worker is asked for, else ``serial``)."""
-    out = [None] * len(jobs)
-    for i, r in imap_jobs(fn, jobs, engine, workers, client):
-        out[i] = r
-    return out
 
 
 def imap_jobs(fn, jobs: list, engine: str | None = None, workers: int | None = None,
@@ -64,11 +87,11 @@ def imap_jobs(fn, jobs: list, engine: str | None = None, workers: int | None = N
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in sorted(done, key=futures.get):
                         yield futures[f], f.result()
-            finally:
-                for f in futures:
-                    f.cancel()
+            except BaseException:   # Ctrl-C, an error, or the caller stopped: end now
+                _halt(pool)
+                raise
         return
-    yield from _dask(fn, jobs, n, client)
+    yield from _dask_iter(fn, jobs, n, client)
 
 
 def die_with_parent(parent: int) -> None:
@@ -92,7 +115,16 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
 
 
-def _dask(fn, jobs, n, client):
+def _halt(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the workers now (leaving the ``with`` would
+    wait for every running job)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()
+
+
+def _dask_iter(fn, jobs, n, client):
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
