@@ -8,6 +8,9 @@ Public API::
     c = workbench.compare("malicious-accept", ["upstream", "zero-tolerance"], reps=3)
     c.table
     s = workbench.sweep("scale", "vcpus.1.count", [3, 15, 31], ["upstream", "vm-spinlock"])
+    c.stats(), c.diff("upstream"), c.tails()     # intervals, paired differences
+    workbench.run_experiment("scale")            # data/experiments/scale.yaml into the store
+    workbench.results("scale")                   # a tidy DataFrame from the store
 """
 __version__ = "0.1.0"
 
@@ -27,8 +30,9 @@ from .policies import (PRESETS, REGISTRY, Policy, PolicyError, PolicySet, make_p
                        register, resolve_policy)
 from .scenarios import describe as describe_scenarios, load_scenario, scenario_names  # noqa: E402
 from .experiments import Comparison, RunResult, compare, run, sweep  # noqa: E402
+from .runner import results, run_experiment  # noqa: E402
 
-__all__ = ["__version__", "run", "compare", "sweep", "load_scenario", "scenario_names",
+__all__ = ["__version__", "run", "compare", "sweep", "run_experiment", "results", "load_scenario", "scenario_names",
            "describe_scenarios", "RunResult", "Comparison", "ScenarioConfig", "ConfigError",
            "load_calibration", "with_overrides", "PRESETS", "REGISTRY", "Policy",
            "PolicyError", "PolicySet", "make_policy", "register", "resolve_policy", "Budget"]

@@ -3,7 +3,11 @@
     workbench scenarios
     workbench policies
     workbench run SCENARIO [--seed N] [--policy P] [--set key=value ...] [--out DIR]
-    workbench compare SCENARIO --policies a,b,c [--reps R] [--seed N] [--out DIR]
+    workbench compare SCENARIO --policies a,b,c [--reps R] [--seed N] [--baseline P] [--out DIR]
+    workbench sweep EXPERIMENT [--store DIR] [--reps R] [--workers W]
+    workbench sweep SCENARIO --param KEY --values a,b --policies p,q [--out DIR]
+    workbench results [EXPERIMENT] [--baseline P]
+    workbench export EXPERIMENT --format csv|parquet|latex [--out FILE]
 
 Bad input gives one line on stderr and exit status 2; nothing already on disk is touched.
 Ctrl-C prints ``interrupted`` and exits 130 with nothing stored half-way. A run that
@@ -22,6 +26,15 @@ class UsageError(Exception):
 class Parser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(message)
+
+
+def _reps(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number or auto, not {text!r}") from None
 
 
 def build_parser() -> Parser:
@@ -49,22 +62,49 @@ def build_parser() -> Parser:
     sub.choices["run"].add_argument(
         "--policy", help="preset, policy name, mod:Class, per site (upstream+fault=resume-guest) "
                          "or a YAML file holding a policy mapping")
-    sw = sub.add_parser("sweep", help="compare policies at each value of one parameter")
-    sw.add_argument("scenario", help="a scenario name or a YAML path")
-    sw.add_argument("--param", required=True, help="e.g. vcpus.1.count or timings.sept_add_us")
-    sw.add_argument("--values", required=True, help="comma-separated values")
+    sw = sub.add_parser("sweep", help="run an experiment file into the results store, or "
+                                      "compare policies at each value of one parameter")
+    sw.add_argument("scenario", help="an experiment (name in data/experiments or YAML path), "
+                                     "or with --param a scenario name or YAML path")
+    sw.add_argument("--param", help="e.g. vcpus.1.count or timings.sept_add_us")
+    sw.add_argument("--values", help="comma-separated values")
+    sw.add_argument("--store", help="results store folder (default data/results or "
+                                    "$WORKBENCH_RESULTS); experiments only")
     for c in (sub.choices["compare"], sw):
         if c is sw:
-            c.add_argument("--seed", type=int, default=0)
+            c.add_argument("--seed", type=int, default=None)
             c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
             c.add_argument("--out")
             c.add_argument("--import", dest="imports", action="append", default=[],
                            metavar="MODULE")
-        c.add_argument("--policies", required=True,
+        c.add_argument("--policies", required=c is not sw,
                        help="comma-separated presets, policies or per-site specs")
-        c.add_argument("--reps", type=int, default=3)
-        c.add_argument("--engine", choices=("serial", "processes", "dask"), default="serial")
+        c.add_argument("--reps", type=_reps if c is sw else int, default=None if c is sw else 3,
+                       help="replications" + (" (an experiment: a number or auto)"
+                                              if c is sw else ""))
+        c.add_argument("--engine", choices=("serial", "processes", "dask"), default=None)
         c.add_argument("--workers", type=int, default=None)
+        c.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                       help="run on an existing Dask cluster (implies --engine dask)")
+    rs = sub.add_parser("results", help="list the stored experiments, or show one with "
+                                        "intervals")
+    rs.add_argument("experiment", nargs="?")
+    rs.add_argument("--store")
+    rs.add_argument("--baseline", help="also show paired differences against this policy")
+    ex = sub.add_parser("export", help="write a stored experiment's table for a paper")
+    ex.add_argument("experiment")
+    ex.add_argument("--format", choices=("csv", "parquet", "latex"), default="csv")
+    ex.add_argument("--out", help="file to write (default: in the store beside the results);"
+                                  " an existing file is never replaced")
+    ex.add_argument("--metrics", help="comma-separated metrics (latex default: the headline "
+                                      "ones)")
+    ex.add_argument("--store")
+    for c in (sub.choices["compare"], rs):
+        c.add_argument("--warmup-us", type=float, default=None,
+                       help="leave out operations that started before this time")
+    sub.choices["compare"].add_argument(
+        "--baseline", help="policy to difference the others against, replication by "
+                           "replication (paired, common random numbers)")
     return p
 
 
@@ -197,6 +237,29 @@ def cmd_run(args) -> None:
         print(f"wrote {r.save(args.out)}")
 
 
+def _warning(message, category, filename, lineno, line=None) -> str:
+    return f"workbench: warning: {message}\n"
+
+
+def _session(cmd):
+    """Around a subcommand: warnings print as one line, and a Dask client it connected
+    (``--scheduler``) is closed at the end."""
+    import functools
+
+    @functools.wraps(cmd)
+    def wrapped(args):
+        import warnings
+        saved, warnings.formatwarning = warnings.formatwarning, _warning
+        try:
+            return cmd(args)
+        finally:
+            warnings.formatwarning = saved
+            if getattr(args, "client", None) is not None:
+                args.client.close()
+    return wrapped
+
+
+@_session
 def cmd_compare(args) -> None:
     from .experiments import compare
     from .policies.registry import split_specs
@@ -205,8 +268,17 @@ def cmd_compare(args) -> None:
         raise UsageError("--reps must be at least 1")
     _check_out(args)
     policies = [_policy_arg(p) for p in split_specs(args.policies)]
+    if args.baseline:
+        from .policies import resolve_policy
+        names = [resolve_policy(p).name for p in policies]
+        if resolve_policy(_policy_arg(args.baseline)).name not in names:
+            raise UsageError(f"--baseline {args.baseline}: not one of --policies "
+                             f"({', '.join(names)})")
+    engine, client = _cluster(args)
     c = compare(args.scenario, policies, reps=args.reps, seed=args.seed, sets=args.set,
-                engine=args.engine, workers=args.workers)
+                engine=engine, workers=args.workers, client=client)
+    if args.warmup_us is not None:
+        c = c.warmup(args.warmup_us)
     print(f"{args.scenario}: {len(policies)} policies x {args.reps} replications "
           f"(seed {args.seed}, common random numbers)")
     _budget_note(c.summary)
@@ -219,6 +291,7 @@ def cmd_compare(args) -> None:
     lat = c.latency
     lat = lat[lat["op"].isin(["private_fault", "zap_4k", "conversion", "accept_4K", "vp_enter"])]
     print(_fmt(lat.sort_values(["op", "policy"], kind="stable")))
+    print(interval_report(c, args.baseline))
     if args.out:
         print(f"wrote {c.save(args.out)}")
 
@@ -229,25 +302,215 @@ SWEEP_COLUMNS = ["value", "policy", "reps", "host_busy_rate", "guest_busy_rate",
                  "host_retry_cpu_us", "jain_work"]
 
 
+@_session
 def cmd_sweep(args) -> None:
     from .config import parse_value
     from .experiments import sweep
     from .policies.registry import split_specs
     _imports(args)
-    if args.reps < 1:
+    if args.param is None:
+        return sweep_experiment(args)
+    if args.reps == "auto":
+        raise UsageError("--reps auto is for experiment files (it needs their precision:)")
+    if args.reps is not None and args.reps < 1:
         raise UsageError("--reps must be at least 1")
+    if args.values is None or args.policies is None:
+        raise UsageError("--param needs --values and --policies")
+    if args.store:
+        raise UsageError("--store is for experiment files; a --param sweep writes to --out")
+    reps, seed = args.reps or 3, args.seed or 0
     _check_out(args)
     values = [parse_value(v.strip()) for v in args.values.split(",") if v.strip()]
     policies = [_policy_arg(p) for p in split_specs(args.policies)]
-    c = sweep(args.scenario, args.param, values, policies, reps=args.reps, seed=args.seed,
-              sets=args.set, engine=args.engine, workers=args.workers)
+    engine, client = _cluster(args)
+    c = sweep(args.scenario, args.param, values, policies, reps=reps, seed=seed,
+              sets=args.set, engine=engine, workers=args.workers, client=client)
     print(f"{args.scenario}: {args.param} in {values}, {len(policies)} policies x "
-          f"{args.reps} replications (seed {args.seed}, common random numbers)")
+          f"{reps} replications (seed {seed}, common random numbers)")
     t = c.table
     _budget_note(c.summary)
     print(_fmt(t[[x for x in SWEEP_COLUMNS if x in t.columns]]))
+    if reps >= 2:
+        from .stats import with_intervals
+        metrics = [x for x in SWEEP_METRICS if x in c.summary.columns]
+        print("\nMean [95 % t-interval] over replications:")
+        print(_fmt(with_intervals(c.stats(metrics), by=c.by)))
     if args.out:
         print(f"wrote {c.save(args.out)}")
+
+
+# the metrics a sweep prints with intervals (those the runs have: names may change)
+SWEEP_METRICS = ["busy_rate", "host_busy_rate", "guest_busy_rate", "kicks", "error_exits",
+                 "vm_bugged", "zero_step_armings", "accept_throughput_per_ms",
+                 "private_fault_p99_us", "zap_4k_p99_us", "conversion_p99_us",
+                 "host_retry_cpu_us"]
+
+
+def _headline(summary) -> list[str]:
+    from .metrics import HEADLINE
+    return [m for m in HEADLINE if m in summary.columns and m != "policy"]
+
+
+def interval_report(c, baseline=None) -> str:
+    """Means with 95 % t-intervals over replications (one line per metric, one column per
+    policy and group) and, given a ``baseline``, the paired differences against it."""
+    import numpy as np
+    from .stats import with_intervals
+    metrics = _headline(c.summary)
+    wide = with_intervals(c.stats(metrics), by=c.by)
+    keys = [*c.by, "policy"]
+    cols = [" ".join(str(v) for v in r) for r in wide[keys].itertuples(index=False)]
+    t = wide.drop(columns=keys).T
+    t.columns = cols
+    out = ["", "Mean [95 % t-interval] over replications:", _fmt(t.rename_axis("metric")
+                                                                  .reset_index())]
+    if baseline:
+        d = c.diff(baseline, metrics)
+        fin = np.isfinite(d["ci_low"])
+        d["paired diff [95 % CI]"] = [
+            f"{x:.3g} [{lo:.3g}, {hi:.3g}]{' *' if z else ''}" if f else
+            ("-" if not np.isfinite(x) else f"{x:.3g}")
+            for x, lo, hi, z, f in zip(d["diff"], d["ci_low"], d["ci_high"],
+                                       d["excludes_zero"], fin)]
+        out += ["", f"Paired differences against {baseline} (policy - {baseline}, per "
+                    "replication; * the interval excludes zero):",
+                _fmt(d[[*c.by, "policy", "metric", "n", "paired diff [95 % CI]"]])]
+    return "\n".join(out)
+
+
+def _cluster(args):
+    """``(engine, client)``: a Dask client connected to ``--scheduler``, if given."""
+    if not args.scheduler:
+        return args.engine, None
+    if args.engine not in (None, "dask"):
+        raise UsageError("--scheduler needs --engine dask (or no --engine)")
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise UsageError("--scheduler needs the dist extra: pip install -e '.[dist]'") from None
+    try:
+        args.client = Client(args.scheduler, timeout="10s")   # closed by main()
+        return "dask", args.client
+    except (OSError, TimeoutError, ValueError) as err:
+        raise UsageError(f"--scheduler {args.scheduler}: cannot connect "
+                         f"({type(err).__name__})") from None
+
+
+def sweep_experiment(args) -> None:
+    from .runner import run_experiment
+    for flag in ("values", "policies", "out"):
+        if getattr(args, flag) is not None:
+            raise UsageError(f"--{flag} goes with --param; an experiment file names its own "
+                             "factors and policies and writes to the store (--store)")
+    engine, client = _cluster(args)
+    c = run_experiment(args.scenario, store=args.store, reps=args.reps, seed=args.seed,
+                       sets=args.set, engine=engine, workers=args.workers, client=client)
+    print(experiment_report(c))
+
+
+def experiment_report(c, baseline=None) -> str:
+    import numpy as np
+    from .stats import with_intervals
+    m = c.manifest
+    e, prov = m.get("experiment", {}), m.get("provenance", {})
+    dirty = " (uncommitted changes)" if prov.get("git_dirty") else ""
+    head = [f"{m.get('name')}: scenario {e.get('scenario')}, factors "
+            f"{', '.join(m.get('factors') or {}) or '-'}, {len(e.get('policies') or [])} "
+            f"policies x {len((m.get('seeds') or {}).get('replications') or [])} replications "
+            f"(seed {e.get('seed')}, common random numbers)",
+            f"{len(m.get('runs', []))} runs: {m.get('runs_computed')} computed, "
+            f"{m.get('runs_from_store')} from the store; version {prov.get('version')}, commit "
+            f"{(prov.get('git_commit') or '?')[:10]}{dirty}, {prov.get('engine')}, "
+            f"{prov.get('started')} to {prov.get('finished')}"]
+    prec = m.get("precision")
+    if prec:
+        head.append(f"reps auto: {prec['reps']} replications; the 95 % interval of "
+                    f"{prec['metric']} is within {prec['worst_rel_half_width']:.1%} of its mean"
+                    f" (asked {prec['rel']:.1%}{'' if prec['reached'] else ', NOT reached by max_reps'})")
+    made_by = m.get("runs_made_by") or []
+    if len(made_by) > 1 or any(x.get("git_dirty") for x in made_by):
+        head.append("note: the stored runs were made by " + "; ".join(
+            f"{x.get('version')} {(x.get('git_commit') or '?')[:10]}"
+            f"{' dirty' if x.get('git_dirty') else ''}" for x in made_by))
+    metrics = [x for x in SWEEP_METRICS if x in c.summary.columns
+               and np.isfinite(c.summary[x].astype(float)).any()]
+    wide = with_intervals(c.stats(metrics), by=c.by)
+    out = [*head, "", "Mean [95 % t-interval] over replications:", _fmt(wide)]
+    if baseline:
+        d = c.diff(baseline, metrics)
+        d["diff [95 % CI]"] = [f"{x:.3g} [{lo:.3g}, {hi:.3g}]{' *' if z else ''}"
+                               for x, lo, hi, z in zip(d["diff"], d["ci_low"], d["ci_high"],
+                                                       d["excludes_zero"])]
+        out += ["", f"Paired differences against {baseline} (* excludes zero):",
+                _fmt(d[[*c.by, "policy", "metric", "n", "diff [95 % CI]"]])]
+    return "\n".join(out)
+
+
+@_session
+def cmd_results(args) -> None:
+    from .runner import load_stored, results
+    from .store import Store
+    st = Store(args.store)
+    if not args.experiment:
+        t = results(store=st)
+        print(f"store {st.root}:")
+        print(_fmt(t) if len(t) else "(no experiments stored yet)")
+        return
+    c = load_stored(args.experiment, st)
+    if args.warmup_us is not None:
+        c = c.warmup(args.warmup_us)
+    print(experiment_report(c, args.baseline))
+
+
+EXPORTS = {"csv": "stats.csv", "parquet": "stats.parquet", "latex": "table.tex"}
+
+
+@_session
+def cmd_export(args) -> None:
+    from pathlib import Path
+    from .runner import load_stored
+    from .stats import latex_table
+    from .store import Store, atomic_write
+    st = Store(args.store)
+    c = load_stored(args.experiment, st)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics \
+        else (_headline(c.summary) if args.format == "latex" else None)
+    if metrics:
+        unknown = [m for m in metrics if m not in c.summary.columns]
+        if unknown:
+            raise UsageError(f"--metrics: {unknown[0]!r} is not a metric of "
+                             f"{args.experiment}")
+    if args.format == "latex" and not args.metrics:   # the headline metrics that vary
+        metrics = [m for m in SWEEP_METRICS if m in metrics
+                   and c.summary[m].astype(float).fillna(0).abs().sum() > 0][:6] or metrics[:6]
+    desc = c.stats(metrics)
+    if args.format == "latex":
+        text = latex_table(desc, by=c.by, metrics=metrics,
+                           caption=f"{args.experiment}: mean [95 % t-interval] over "
+                                   f"{len(c.manifest.get('seeds', {}).get('replications', []))}"
+                                   " replications")
+        write = lambda p: p.write_text(text)  # noqa: E731
+    elif args.format == "csv":
+        write = lambda p: desc.to_csv(p, index=False)  # noqa: E731
+    else:
+        write = lambda p: desc.to_parquet(p, index=False)  # noqa: E731
+    if args.out:
+        out = Path(args.out)
+        if st.root.resolve() in out.resolve().parents:
+            raise UsageError(f"--out {out}: inside the store; leave --out out to write there")
+        if out.exists() or out.is_symlink():
+            raise UsageError(f"--out {out}: exists; the tool never replaces a file it did not "
+                             "write (choose a new name)")
+        if not out.parent.is_dir():
+            raise UsageError(f"--out {out}: no folder {out.parent}")
+        try:
+            atomic_write(out, write)
+        except OSError as err:
+            raise UsageError(f"--out {out}: cannot write there ({err.strerror})") from None
+        print(f"wrote {out}")
+        return
+    with st:
+        print(f"wrote {st.put_file(args.experiment, EXPORTS[args.format], write)}")
 
 
 def main(argv=None) -> int:

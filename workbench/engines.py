@@ -9,7 +9,11 @@ workers (define it in a module; the CLI's ``--import``).
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+import sys
+import threading
+import time
+import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from .config import ConfigError
 
@@ -59,3 +63,95 @@ def _dask(fn, jobs, n, client):
     with LocalCluster(n_workers=min(n, len(jobs)), threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as c:
         return c.gather(c.map(fn, jobs, pure=False))
+
+
+# -- runs as they finish (the results store writes each one at once) ---------------------
+def _check(engine, workers) -> tuple[str, int]:
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ConfigError(f"workers must be a whole number >= 1, not {workers!r}")
+    engine = engine or ("processes" if (workers or 1) > 1 else "serial")
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    cpus = os.cpu_count() or 1
+    if workers and workers > cpus and engine != "serial":
+        warnings.warn(f"--workers {workers} is more than the {cpus} CPUs of this machine: "
+                      "the runs will not go faster (SimPy uses one CPU per run)",
+                      stacklevel=3)
+    return engine, workers or cpus
+
+
+def imap_jobs(fn, jobs: list, engine: str | None = None, workers: int | None = None,
+              client=None):
+    """Yield ``(index, fn(jobs[index]))`` as each job finishes, on the chosen engine. Pool
+    workers end themselves when this process dies (even by SIGKILL)."""
+    engine, n = _check(engine, workers)
+    if engine == "serial" or len(jobs) <= 1:
+        for i, j in enumerate(jobs):
+            yield i, fn(j)
+        return
+    if engine == "processes":
+        with ProcessPoolExecutor(min(n, len(jobs)), initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
+            futures = {pool.submit(fn, j): i for i, j in enumerate(jobs)}
+            try:
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in sorted(done, key=futures.get):
+                        yield futures[f], f.result()
+            except BaseException:   # Ctrl-C, an error, or the caller stopped: end now
+                _halt(pool)
+                raise
+        return
+    yield from _dask_iter(fn, jobs, n, client)
+
+
+def die_with_parent(parent: int) -> None:
+    """Process-pool initializer: end this worker when its parent is gone. Linux delivers
+    SIGKILL at once (``PR_SET_PDEATHSIG``); elsewhere a watchdog thread polls the parent."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(1.0)
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+
+
+def _halt(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the workers now (leaving the ``with`` would
+    wait for every running job)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()
+
+
+def _dask_iter(fn, jobs, n, client):
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise ConfigError("engine 'dask' needs the dist extra: pip install -e '.[dist]'") from None
+
+    def run(c):
+        # pure=False: equal arguments must still run (every job carries its replication)
+        futures = c.map(fn, jobs, pure=False)
+        index = {f.key: i for i, f in enumerate(futures)}
+        for f in as_completed(futures):
+            yield index[f.key], f.result()
+    if client is not None:
+        yield from run(client)
+        return
+    with LocalCluster(n_workers=min(n, len(jobs)), threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        yield from run(c)

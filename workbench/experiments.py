@@ -17,7 +17,8 @@ import pandas as pd
 
 from . import __version__
 from .config import ConfigError, ScenarioConfig, as_overrides, load_calibration
-from .engines import map_jobs
+from .designs import check_factor, check_values
+from .engines import imap_jobs
 from .metrics import (calls_table, compare_table, latency_table, ops_table, summary_table,
                       vcpus_table)
 from .model.td import Td
@@ -25,11 +26,15 @@ from .limits import as_budget, check_config, check_runs, check_sweep
 from .policies import PolicySet, resolve_policy
 from .safeio import check_path, out_path, probe_writable, short
 from .scenarios import load_scenario
+from .store import now as _now, provenance
 
 TABLES = ("calls", "ops", "vcpus", "summary")
 
 
 RESULT_MARKERS = ("manifest.json", "table.csv")
+# every file a result folder of this tool may hold (RunResult.save, Comparison.save)
+RESULT_FILES = {"manifest.json", "table.csv", "latency.csv", "calls.parquet", "ops.parquet",
+                "vcpus.parquet", "summary.parquet", "events.parquet"}
 
 
 def check_out_dir(out_dir) -> Path:
@@ -38,10 +43,14 @@ def check_out_dir(out_dir) -> Path:
     out = out_path(out_dir)        # a path at all: not empty, '.', NUL, too long (safeio)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a results folder")
-    if out.is_dir() and any(out.iterdir()) and \
-            not any((out / m).exists() for m in RESULT_MARKERS):
-        raise ConfigError(f"--out {out}: folder holds files that are not a workbench result; "
-                          "choose a new or empty folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not any((out / m).exists() for m in RESULT_MARKERS):
+            raise ConfigError(f"--out {out}: folder holds files that are not a workbench "
+                              "result; choose a new or empty folder")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in RESULT_FILES)
+        if foreign:
+            raise ConfigError(f"--out {out}: holds {foreign[0]}, which this tool did not "
+                              "write; replacing the folder would delete it (choose another)")
     try:
         probe_writable(out)        # creates nothing: the folder appears only with the result
     except OSError as err:
@@ -166,30 +175,69 @@ def run(scenario="lazy-accept-boot", *, seed: int = 0, policy=None, replication:
 
 
 def _one(args) -> tuple[pd.DataFrame, pd.DataFrame]:
-    cfg, policy, seed, rep, extra = args
+    cfg, policy, seed, rep, _ = args
     r = run(cfg, seed=seed, policy=policy, replication=rep)
-    for k, v in extra.items():
-        r.summary[k], r.ops[k] = v, v
     return r.summary, r.ops
+
+
+def _tag(df: pd.DataFrame, extra: dict) -> pd.DataFrame:
+    for k, v in extra.items():
+        df[k] = v
+    return df
 
 
 @dataclass
 class Comparison:
     """Per-run summary rows, per-op rows, and the one-row-per-policy table. A sweep adds
-    the swept parameter and its ``value`` to every row, and one table row per value."""
+    the swept parameter and its ``value`` to every row, and one table row per value; an
+    experiment (a design of several factors) adds one column per factor instead."""
     summary: pd.DataFrame
     ops: pd.DataFrame
     param: str | None = None
+    factors: tuple = ()
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def by(self) -> list[str]:
+        """The columns that group replications into table rows (besides ``policy``)."""
+        return list(self.factors) if self.factors else (["value"] if self.param else [])
 
     @property
     def table(self) -> pd.DataFrame:
         """One row per policy (and swept value): outcomes and costs, means over replications."""
-        return compare_table(self.summary, by=["value"] if self.param else [])
+        return compare_table(self.summary, by=self.by)
 
     @property
     def latency(self) -> pd.DataFrame:
         """One row per policy and op kind: latency percentiles over all replications."""
-        return latency_table(self.ops, by=["value"] if self.param else [])
+        return latency_table(self.ops, by=self.by)
+
+    def stats(self, metrics=None, level: float = 0.95) -> pd.DataFrame:
+        """Tidy: per group, policy and metric, ``n``, ``mean``, ``sd`` and the t-interval
+        (``ci_low``, ``ci_high``) over replications. Default: every numeric metric."""
+        from .stats import describe
+        return describe(self.summary, by=self.by, metrics=metrics, level=level)
+
+    def diff(self, baseline: str, metrics=None, level: float = 0.95) -> pd.DataFrame:
+        """Paired per-replication differences of every other policy against ``baseline``
+        (common random numbers), with the t-interval and ``excludes_zero``."""
+        from .stats import paired_diff
+        return paired_diff(self.summary, baseline, by=self.by, metrics=metrics, level=level)
+
+    def tails(self, seed: int = 0, n_resamples: int = 999, level: float = 0.95) -> pd.DataFrame:
+        """p99 and p99.9 latency per policy and op, pooled over replications, with a seeded
+        bootstrap interval over replications."""
+        from .stats import latency_intervals
+        return latency_intervals(self.ops, by=self.by, seed=seed, n_resamples=n_resamples,
+                                 level=level)
+
+    def warmup(self, warmup_us: float) -> "Comparison":
+        """A copy without the operations that started before ``warmup_us``; the per-op
+        latency columns of the summary are recomputed from the rest."""
+        from .stats import warmup_cut
+        summary, ops = warmup_cut(self.summary, self.ops, warmup_us)
+        return Comparison(summary, ops, self.param, self.factors,
+                          {**self.manifest, "warmup_us": warmup_us})
 
     def save(self, out_dir) -> Path:
         """``summary.parquet``, ``ops.parquet``, ``table.csv`` and ``latency.csv``."""
@@ -198,7 +246,9 @@ class Comparison:
             self.ops.to_parquet(tmp / "ops.parquet", index=False)
             self.table.to_csv(tmp / "table.csv", index=False)
             self.latency.to_csv(tmp / "latency.csv", index=False)
-            (tmp / "manifest.json").write_text(json.dumps({"param": self.param}))
+            (tmp / "manifest.json").write_text(json.dumps(
+                {"param": self.param, "factors": list(self.factors), **self.manifest},
+                indent=1, default=str))
         return write_folder(out_dir, write)
 
     @classmethod
@@ -207,16 +257,29 @@ class Comparison:
         try:
             summary = pd.read_parquet(path / "summary.parquet")
             ops = pd.read_parquet(path / "ops.parquet")
-            param = json.loads((path / "manifest.json").read_text()).get("param")
+            manifest = json.loads((path / "manifest.json").read_text())
+            param, factors = manifest.get("param"), tuple(manifest.get("factors") or ())
         except Exception as err:
             raise ConfigError(f"{path}: not a readable comparison ({type(err).__name__})") from None
-        return cls(summary, ops, param)
+        return cls(summary, ops, param, factors, manifest)
 
 
-def _gather(jobs, engine, workers, client, param=None) -> Comparison:
-    results = map_jobs(_one, jobs, engine, workers, client)
-    return Comparison(pd.concat([s for s, _ in results], ignore_index=True),
-                      pd.concat([o for _, o in results], ignore_index=True), param)
+def _gather(jobs, engine, workers, client, param=None, manifest=None) -> Comparison:
+    import sys
+
+    from tqdm import tqdm
+    started = _now()
+    results = [None] * len(jobs)
+    # a text bar on a terminal only (notebooks keep their outputs as they were)
+    with tqdm(total=len(jobs), unit="run", desc="runs", file=sys.stderr,
+              disable=not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())) as bar:
+        for i, r in imap_jobs(_one, jobs, engine, workers, client):
+            results[i] = r
+            bar.update(1)
+    summary = pd.concat([_tag(s, j[4]) for (s, _), j in zip(results, jobs)], ignore_index=True)
+    ops = pd.concat([_tag(o, j[4]) for (_, o), j in zip(results, jobs)], ignore_index=True)
+    prov = provenance(engine, workers, started)
+    return Comparison(summary, ops, param, manifest={**(manifest or {}), "provenance": prov})
 
 
 MAX_SEED = 2**63 - 1    # what a parquet int64 column holds
@@ -254,7 +317,9 @@ def compare(scenario, policies=("upstream",), *, reps: int = 3, seed: int = 0, s
     check_config(cfg)
     psets = _policy_sets(policies, reps)
     jobs = [(cfg, p, seed, r, {}) for p in psets for r in range(reps)]
-    return _gather(jobs, engine, workers, client)
+    return _gather(jobs, engine, workers, client, manifest={
+        "scenario": cfg.model_dump(mode="json"), "overrides": as_overrides(sets),
+        "policies": [p.spec() for p in psets], "reps": reps, "seed": seed})
 
 
 def sweep(scenario, param: str, values, policies=("upstream",), *, reps: int = 3,
@@ -268,6 +333,8 @@ def sweep(scenario, param: str, values, policies=("upstream",), *, reps: int = 3
     values = list(values or [])
     if not values:
         raise ConfigError(f"give at least one value for {param}")
+    check_factor(param, "--param")
+    check_values(param, values, "--values")
     base = as_overrides(sets)
     cfgs = [(v, load_scenario(scenario, {**base, param: v})) for v in values]
     for _, cfg in cfgs:
@@ -275,7 +342,9 @@ def sweep(scenario, param: str, values, policies=("upstream",), *, reps: int = 3
     psets = _policy_sets(policies, reps)
     jobs = [(cfg, p, seed, r, {"param": param, "value": v})
             for v, cfg in cfgs for p in psets for r in range(reps)]
-    return _gather(jobs, engine, workers, client, param)
+    return _gather(jobs, engine, workers, client, param, manifest={
+        "scenario": cfgs[0][1].model_dump(mode="json"), "overrides": base, "values": values,
+        "policies": [p.spec() for p in psets], "reps": reps, "seed": seed})
 
 
 __all__ = ["RunResult", "Comparison", "run", "compare", "sweep", "PolicySet", "ScenarioConfig"]

@@ -119,3 +119,26 @@ def sweep_lines(table: pd.DataFrame, metric: str = "accept_throughput_per_ms",
     reps = int(table["reps"].max()) if "reps" in table.columns else 1
     return _themed(fig, f"{metric.replace('_', ' ')} as {param or 'the parameter'} grows",
                    f"mean over {reps} replication(s) per point")
+
+
+def interval_lines(stats: pd.DataFrame, metric: str, x: str, log_x: bool = False
+                   ) -> go.Figure:
+    """``metric`` against factor ``x``, one line per policy, with its 95 % t-interval as
+    error bars (from ``Comparison.stats()`` or ``workbench.results(name, table="stats")``).
+    Other factors of the design must be fixed first (filter the table)."""
+    s = stats[stats["metric"] == metric] if "metric" in stats.columns else stats.iloc[0:0]
+    if s.empty or x not in s.columns:
+        raise ValueError(f"interval_lines needs a stats table with metric {metric!r} and a "
+                         f"column {x!r} (Comparison.stats())")
+    fig = go.Figure()
+    for policy, g in s.groupby("policy", sort=False):
+        g = g.sort_values(x)
+        fig.add_trace(go.Scatter(
+            x=g[x], y=g["mean"], mode="lines+markers", name=str(policy),
+            error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["mean"],
+                         arrayminus=g["mean"] - g["ci_low"])))
+    fig.update_xaxes(title_text=x, type="log" if log_x else None)
+    fig.update_yaxes(title_text=metric.replace("_", " "))
+    n = int(s["n"].max())
+    return _themed(fig, f"{metric.replace('_', ' ')} against {x}",
+                   f"mean and 95 % t-interval over {n} replication(s) per point")
