@@ -71,7 +71,7 @@ def test_shipped_experiments_load_and_plan():
     assert min(counts) == 1 and max(counts) == 64 and len(exp.policies) == 3
     assert len(runs) == len(counts) * 3 * exp.reps
     assert set(load_experiment("hp-what-if").factors) == {"module.host_priority",
-                                                         "vcpus.1.count"}
+                                                         "vcpus.1.per_page"}
 
 
 def test_sweep_param_policy_is_refused():
