@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -59,11 +61,14 @@ plots.latency_ecdf(c.ops, "zap_4k")
 plots.latency_ecdf(c.ops, "private_fault")
 
 # %% [markdown]
-# ## One run up close: when did the module say BUSY?
+# ## One run up close: when did the module say BUSY, and who got work done?
 
 # %%
 one = workbench.run(scenario, seed=seed, policy=policies[0], sets=sets)
 plots.busy_timeline(one.calls)
+
+# %%
+plots.fairness(one.vcpus)
 
 # %% [markdown]
 # ## Try it yourself
