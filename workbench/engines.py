@@ -24,13 +24,7 @@ def map_jobs(fn, jobs: list, engine: str | None = None, workers: int | None = No
              client=None) -> list:
     """``[fn(j) for j in jobs]``, in order, on the chosen engine (default: ``processes``
     when more than one worker is asked for, else ``serial``)."""
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 1):
-        raise ConfigError(f"workers must be a whole number >= 1, not {workers!r}")
-    engine = engine or ("processes" if (workers or 1) > 1 else "serial")
-    if engine not in ENGINES:
-        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    n = workers or os.cpu_count() or 1
+    engine, n = _check(engine, workers)
     if engine == "serial" or len(jobs) <= 1:
         return [fn(j) for j in jobs]
     if engine == "processes":
@@ -101,7 +95,7 @@ def imap_jobs(fn, jobs: list, engine: str | None = None, workers: int | None = N
                     for f in sorted(done, key=futures.get):
                         yield futures[f], f.result()
             except BaseException:   # Ctrl-C, an error, or the caller stopped: end now
-                _halt(pool)
+                _stop(pool)
                 raise
         return
     yield from _dask_iter(fn, jobs, n, client)
@@ -126,15 +120,6 @@ def die_with_parent(parent: int) -> None:
     if os.getppid() != parent:
         os._exit(1)
     threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
-
-
-def _halt(pool: ProcessPoolExecutor) -> None:
-    """Cancel what has not started and end the workers now (leaving the ``with`` would
-    wait for every running job)."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
-        proc.terminate()
 
 
 def _dask_iter(fn, jobs, n, client):

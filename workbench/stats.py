@@ -182,6 +182,16 @@ def latency_intervals(ops: pd.DataFrame, by=(), quantiles=None, *, seed: int = 0
                                        "ci_high"])
 
 
+def _cell(r, digits: int, missing: str) -> str:
+    """``mean [low, high]`` of one :func:`describe` row (the mean alone without an
+    interval, ``missing`` without a mean)."""
+    if not np.isfinite(r["mean"]):
+        return missing
+    if not np.isfinite(r["ci_low"]):
+        return f"{r['mean']:.{digits}g}"
+    return f"{r['mean']:.{digits}g} [{r['ci_low']:.{digits}g}, {r['ci_high']:.{digits}g}]"
+
+
 def with_intervals(desc: pd.DataFrame, by=(), metrics=None, digits: int = 3) -> pd.DataFrame:
     """A wide, printable table from :func:`describe`: one row per group, one column per
     metric holding ``mean [low, high]``."""
@@ -189,14 +199,8 @@ def with_intervals(desc: pd.DataFrame, by=(), metrics=None, digits: int = 3) -> 
     if metrics is not None:
         desc = desc[desc["metric"].isin(metrics)]
 
-    def cell(r):
-        if not np.isfinite(r["mean"]):
-            return "-"
-        if not np.isfinite(r["ci_low"]):
-            return f"{r['mean']:.{digits}g}"
-        return f"{r['mean']:.{digits}g} [{r['ci_low']:.{digits}g}, {r['ci_high']:.{digits}g}]"
-
-    d = desc.assign(cell=desc.apply(cell, axis=1) if len(desc) else [])
+    d = desc.assign(cell=desc.apply(_cell, axis=1, digits=digits, missing="-")
+                    if len(desc) else [])
     order = list(dict.fromkeys(d["metric"]))
     wide = d.pivot_table(index=keys, columns="metric", values="cell", aggfunc="first",
                          sort=False)
@@ -222,18 +226,11 @@ def latex_table(desc: pd.DataFrame, by=(), metrics=None, caption: str = "",
         desc = desc[desc["metric"].isin(metrics)]
     order = list(dict.fromkeys(desc["metric"]))
 
-    def cell(r):
-        if not np.isfinite(r["mean"]):
-            return "--"
-        if not np.isfinite(r["ci_low"]):
-            return f"{r['mean']:.{digits}g}"
-        return f"{r['mean']:.{digits}g} [{r['ci_low']:.{digits}g}, {r['ci_high']:.{digits}g}]"
-
     lines = [r"\begin{table}", r"\centering", r"\small",
              r"\begin{tabular}{" + "l" * len(keys) + "r" * len(order) + "}", r"\toprule",
              " & ".join(_tex(c) for c in [*keys, *order]) + r" \\", r"\midrule"]
     for key, g in _groups(desc, keys):
-        cells = {r["metric"]: cell(r) for _, r in g.iterrows()}
+        cells = {r["metric"]: _cell(r, digits, "--") for _, r in g.iterrows()}
         lines.append(" & ".join([*(_tex(k) for k in key),
                                  *(_tex(cells.get(m, "--")) for m in order)]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
