@@ -29,6 +29,8 @@ from workbench.policies import resolve_policy  # noqa: E402
 TARGET_SPEED_RATIO = 0.05
 # peak Python memory of a ~100k-event run, in MB per 100k events
 TARGET_MB_PER_100K_EVENTS = 150.0
+# `workbench --help` against `python -c pass`, both as fresh processes in the same run
+TARGET_HELP_RATIO = 3.0
 
 
 def bare_simpy(n: int) -> float:
@@ -61,6 +63,26 @@ def horizon_for(scenario: str, events: int) -> float:
     return 2000.0 * events / max(1, probe)
 
 
+def startup(argv: list[str], n: int = 5) -> float:
+    """Best wall time of ``n`` fresh processes running ``argv``."""
+    import subprocess
+    best = float("inf")
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def cli_startup() -> dict:
+    """`workbench --help` (which must not load pandas, pyarrow, pydantic or SimPy) as a
+    ratio to a bare interpreter."""
+    bare = startup([sys.executable, "-c", "pass"])
+    help_ = startup([sys.executable, "-m", "workbench", "--help"])
+    return {"python_pass_s": round(bare, 3), "workbench_help_s": round(help_, 3),
+            "ratio": round(help_ / bare, 2)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=100_000)
@@ -83,15 +105,20 @@ def main(argv=None) -> int:
                      "calls": calls, "seconds": round(dt, 3), "events_per_s": round(ev / dt),
                      "ratio_to_bare_simpy": round(ev / dt / base, 3),
                      "peak_mb_per_100k_events": round(peak * 100_000 / ev, 1)})
+    cli = cli_startup()
     ok = all(r["ratio_to_bare_simpy"] >= TARGET_SPEED_RATIO and
              r["peak_mb_per_100k_events"] <= TARGET_MB_PER_100K_EVENTS for r in rows)
+    ok = ok and cli["ratio"] <= TARGET_HELP_RATIO
     print(f"baseline: bare SimPy timeouts {base:,.0f} events/s")
     for r in rows:
         print("  ".join(f"{k}={v}" for k, v in r.items()))
+    print(f"startup: python -c pass {cli['python_pass_s']} s, workbench --help "
+          f"{cli['workbench_help_s']} s, ratio {cli['ratio']} (target <= {TARGET_HELP_RATIO})")
     print(f"targets: ratio >= {TARGET_SPEED_RATIO}, peak <= {TARGET_MB_PER_100K_EVENTS} MB "
           f"per 100k events: {'met' if ok else 'MISSED'}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"baseline_events_per_s": base, "runs": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"baseline_events_per_s": base, "runs": rows,
+                                               "startup": cli}, indent=2))
     return 0 if ok else 1
 
 

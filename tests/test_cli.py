@@ -144,3 +144,20 @@ def test_policy_parameters_in_a_spec_make_distinct_rows():
     assert out.returncode == 0, out.stderr
     assert "blind-retry(max_retries=0)" in out.stdout
     assert "blind-retry(max_retries=None)" in out.stdout
+
+
+HEAVY = ("pandas", "pyarrow", "plotly", "pydantic", "simpy", "scipy")
+
+
+def test_import_and_help_load_nothing_heavy():
+    """`import workbench` and `workbench --help` stay light: pandas, pyarrow, pydantic,
+    SimPy and plotly load when a run, a table or a figure is asked for (issue 11)."""
+    code = ("import sys, workbench; from workbench.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+            "workbench.run\nprint('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[-2] == "[]" and lines[-1] == "True"

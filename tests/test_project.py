@@ -37,7 +37,7 @@ LAYERS = {  # module -> layer; a module may import only from layers at or above 
     "scenarios": 4, "metrics": 5, "experiments": 6, "engines": 6, "stats": 6, "designs": 6,
     "store": 6, "runner": 6, "plots": 7, "widgets": 8, "cli": 8,
 }
-LAYERS.update({"safeio": 1, "limits": 1})     # issue 10: the safe reader and the budgets
+LAYERS.update({"safeio": 1, "limits": 1, "errors": 1})     # issue 10: the safe reader and the budgets
 
 
 def _layer(module: str) -> int | None:

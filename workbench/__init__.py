@@ -24,13 +24,36 @@ if _sys.argv[:1] == ["-m"] and _sys.path and not _sys.flags.safe_path:
     if _sys.path[0] in ("", _os.getcwd()):
         del _sys.path[0]
 
-from .config import ConfigError, ScenarioConfig, load_calibration, with_overrides  # noqa: E402
-from .limits import Budget  # noqa: E402
-from .policies import (PRESETS, REGISTRY, Policy, PolicyError, PolicySet, make_policy,  # noqa: E402
-                       register, resolve_policy)
-from .scenarios import describe as describe_scenarios, load_scenario, scenario_names  # noqa: E402
-from .experiments import Comparison, RunResult, compare, run, sweep  # noqa: E402
-from .runner import results, run_experiment  # noqa: E402
+# The public names are imported on first use (PEP 562), so that ``import workbench`` and
+# ``workbench --help`` do not pay for pandas, pyarrow, pydantic and SimPy.
+_LAZY = {
+    "run": "experiments", "compare": "experiments", "sweep": "experiments",
+    "RunResult": "experiments", "Comparison": "experiments",
+    "run_experiment": "runner", "results": "runner",
+    "load_scenario": "scenarios", "scenario_names": "scenarios",
+    "describe_scenarios": ("scenarios", "describe"),
+    "ScenarioConfig": "config", "ConfigError": "config", "load_calibration": "config",
+    "with_overrides": "config", "Budget": "limits",
+    "PRESETS": "policies", "REGISTRY": "policies", "Policy": "policies",
+    "PolicyError": "policies", "PolicySet": "policies", "make_policy": "policies",
+    "register": "policies", "resolve_policy": "policies",
+}
+
+
+def __getattr__(name: str):
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+    module, attr = where if isinstance(where, tuple) else (where, name)
+    import importlib
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = ["__version__", "run", "compare", "sweep", "run_experiment", "results", "load_scenario", "scenario_names",
            "describe_scenarios", "RunResult", "Comparison", "ScenarioConfig", "ConfigError",

@@ -514,8 +514,7 @@ def cmd_export(args) -> None:
 
 
 def main(argv=None) -> int:
-    from .config import ConfigError
-    from .policies import PolicyError
+    from .errors import ConfigError, PolicyError
     try:
         args = build_parser().parse_args(argv)
         globals()[f"cmd_{args.cmd}"](args)

@@ -32,9 +32,7 @@ MAX_NAME_BYTES = 255            # NAME_MAX on Linux
 MAX_PATH_BYTES = 4095           # PATH_MAX - 1
 
 
-class ConfigError(ValueError):
-    """A configuration a user gave is invalid or cannot be read safely; the message is one
-    line. (Defined here so the readers below raise it; ``workbench.config`` re-exports it.)"""
+from .errors import ConfigError  # noqa: E402  (raised by the readers below)
 
 
 def short(value, limit: int = 60) -> str:

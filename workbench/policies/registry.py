@@ -11,14 +11,11 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, replace
 
+from ..errors import PolicyError
 from ..safeio import ConfigError, load_yaml_text, short
 from .base import Policy, Site
 
 REGISTRY: dict[str, type] = {}
-
-
-class PolicyError(ValueError):
-    """A policy spec cannot be understood; the message is one line."""
 
 
 def register(cls=None, *, name: str | None = None):
