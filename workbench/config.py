@@ -226,6 +226,13 @@ def load_calibration(name_or_path: str = "default", timings: dict | None = None
         raise ConfigError(f"calibration {where}: {short(bad[0])} needs a value and a status "
                           "exact|published|guess")
     values = {k: q.get("value") for k, q in quantities.items()}
+    for k, q in quantities.items():
+        r = q.get("range")
+        if r is not None and not (isinstance(r, list) and len(r) == 2
+                                  and all(isinstance(x, (int, float)) for x in r)
+                                  and 0 <= r[0] <= r[1]):
+            raise ConfigError(f"calibration {where}: {short(k)}: range must be [low, high] "
+                              "with 0 <= low <= high")
     if timings is not None and not isinstance(timings, dict):
         raise ConfigError(f"timings: expected a mapping, not {short(timings)}")
     unknown = set(timings or {}) - set(values)

@@ -1,0 +1,65 @@
+"""Which conclusions survive the guesses: rankings across calibrations drawn over the
+guessed timings' ranges (issue 13)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench.config import ConfigError, load_calibration
+from workbench.robustness import Robustness, design, ranges, robustness
+
+
+def test_every_guess_has_a_plausible_range_around_its_value():
+    _, meta = load_calibration()
+    guesses = {k: q for k, q in meta.items() if q["status"] == "guess"}
+    assert guesses and all("range" in q and q.get("range_why") for q in guesses.values())
+    assert all(q["range"][0] <= q["value"] <= q["range"][1] for q in guesses.values())
+
+
+def test_the_design_is_seeded_and_stays_in_the_ranges():
+    b = ranges(names=["sept_add_us", "vmm_turnaround_us"])
+    d = design(b, 20, seed=3)
+    assert d.equals(design(b, 20, seed=3)) and not d.equals(design(b, 20, seed=4))
+    for k, (lo, hi) in b.items():
+        assert d[k].between(lo, hi).all()
+    with pytest.raises(ConfigError):
+        ranges(names=["tdx_magic_us"])
+
+
+def _synthetic(f_a, f_b, n=64):
+    """Policies a and b whose metric is a known function of two timings."""
+    cal = design({"t1_us": (1.0, 9.0), "t2_us": (1.0, 1.5)}, n, seed=1)
+    values = pd.DataFrame([{"sample": i, "policy": p, "m": f(r)}
+                           for i, r in cal.iterrows() for p, f in (("a", f_a), ("b", f_b))])
+    return Robustness("m", cal, values)
+
+
+def test_a_ranking_that_cannot_flip_holds_in_every_calibration():
+    r = _synthetic(lambda t: t["t2_us"], lambda t: 2.0 + t["t1_us"])
+    row = r.rankings().iloc[0]
+    assert row["a_better_share"] == 1.0 and row["holds_everywhere"]
+    assert r.flips().empty
+
+
+def test_a_ranking_built_to_flip_names_its_timing_and_where():
+    r = _synthetic(lambda t: t["t1_us"] + 0.01 * t["t2_us"], lambda t: 5.0 + 0 * t["t1_us"])
+    row = r.rankings().iloc[0]
+    # t1 is drawn log-uniform over [1, 9] (a range wider than 2x): P(t1 < 5) = ln 5 / ln 9
+    assert row["a_better_share"] == pytest.approx(np.log(5) / np.log(9), abs=0.08)
+    assert not row["holds_everywhere"]
+    sens = r.sensitivity()
+    assert sens.iloc[0]["timing"] == "t1_us" and sens.iloc[0]["s1"] > 0.5
+    flip = r.flips().iloc[0]
+    assert flip["timing"] == "t1_us" and abs(flip["flip_near"] - 5.0) < 1.0
+
+
+def test_robustness_of_a_real_comparison_on_a_small_scenario():
+    """Serialising S-EPT calls (vm-spinlock) can only lose fault throughput to upstream's
+    parallel readers, whatever the timings."""
+    r = robustness("fault-storm", ["upstream", "vm-spinlock"], "accept_throughput_per_ms",
+                   samples=6, timings=["sept_add_us", "page_aug_us", "kvm_fault_us"],
+                   sets={"horizon_us": 1500, "vcpus.0.count": 4}, lower_is_better=False)
+    row = r.rankings().iloc[0]
+    assert (row["a"], row["b"]) == ("upstream", "vm-spinlock") and row["holds_everywhere"]
+    assert len(r.values) == 12 and np.isfinite(r.values["accept_throughput_per_ms"]).all()
