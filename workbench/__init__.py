@@ -11,6 +11,7 @@ Public API::
     c.stats(), c.diff("upstream"), c.tails()     # intervals, paired differences
     workbench.run_experiment("scale")            # data/experiments/scale.yaml into the store
     workbench.results("scale")                   # a tidy DataFrame from the store
+    workbench.robustness("zero-step", ["upstream", "sean-per-path"]).rankings()
 """
 __version__ = "0.1.0"
 
@@ -29,7 +30,7 @@ if _sys.argv[:1] == ["-m"] and _sys.path and not _sys.flags.safe_path:
 _LAZY = {
     "run": "experiments", "compare": "experiments", "sweep": "experiments",
     "RunResult": "experiments", "Comparison": "experiments",
-    "run_experiment": "runner", "results": "runner",
+    "run_experiment": "runner", "results": "runner", "robustness": "robustness",
     "load_scenario": "scenarios", "scenario_names": "scenarios",
     "describe_scenarios": ("scenarios", "describe"),
     "ScenarioConfig": "config", "ConfigError": "config", "load_calibration": "config",
@@ -55,7 +56,7 @@ def __dir__():
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["__version__", "run", "compare", "sweep", "run_experiment", "results", "load_scenario", "scenario_names",
+__all__ = ["__version__", "run", "compare", "sweep", "run_experiment", "results", "robustness", "load_scenario", "scenario_names",
            "describe_scenarios", "RunResult", "Comparison", "ScenarioConfig", "ConfigError",
            "load_calibration", "with_overrides", "PRESETS", "REGISTRY", "Policy",
            "PolicyError", "PolicySet", "make_policy", "register", "resolve_policy", "Budget"]

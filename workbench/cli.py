@@ -144,6 +144,10 @@ def cmd_robustness(args) -> None:
         print("\nmost sensitive timings per pair (first-order RBD-FAST index of a - b; "
               "Spearman's rho):")
         print(_fmt(sens.groupby(["a", "b"], sort=False).head(3)))
+        n, d = r.calibrations.shape
+        if n < 4 * d:
+            print(f"(only {n} calibrations for {d} timings: these indices are mostly noise; "
+                  "raise --samples or name a few --timings)")
     flips = r.flips()
     if len(flips):
         print("\nwhere a ranking flips:")
