@@ -44,3 +44,19 @@ def test_spammers_per_page_choose_how_many_pages_are_attacked(sim):
             hit.append(inside["gpa"].nunique())
         return max(hit)
     assert pages(1) == 4 and pages(4) == 1
+
+
+def test_a_fault_given_up_and_retaken_is_one_guest_visible_wait():
+    from workbench.metrics import ops_table
+    G, H = 0x5000, 0x6000
+    #        op, actor, gpa, t_start, t_end, attempts, busy, outcome
+    raw = [("private_fault", "v0", G, 0.0, 1.0, 1, 1, "resumed"),
+           ("private_fault", "v0", G, 3.0, 4.0, 1, 1, "exit_to_userspace"),
+           ("private_fault", "v0", G, 30.0, 32.0, 1, 0, "ok"),
+           ("private_fault", "v0", H, 40.0, 41.0, 1, 0, "ok"),
+           ("private_fault", "v1", G, 2.0, 2.5, 1, 0, "ok")]
+    ops = ops_table(raw, {"policy": "p"}, {"v0": "lazy_accept", "v1": "lazy_accept"})
+    waits = ops[ops["op"] == "fault_wait"].sort_values(["actor", "t_start_us"])
+    assert list(zip(waits["actor"], waits["gpa"], waits["latency_us"], waits["attempts"])) == [
+        ("v0", G, 32.0, 3), ("v0", H, 1.0, 1), ("v1", G, 0.5, 1)]
+    assert (waits["outcome"] == "ok").all() and (ops["op"] == "private_fault").sum() == 5

@@ -335,7 +335,7 @@ def cmd_compare(args) -> None:
     print("\nLatency per operation (us, all replications pooled; the hostile vCPUs' own "
           "TDCALLs left out):")
     lat = c.latency
-    lat = lat[lat["op"].isin(["private_fault", "zap_4k", "conversion", "accept_4K", "vp_enter"])]
+    lat = lat[lat["op"].isin(["private_fault", "fault_wait", "zap_4k", "conversion", "accept_4K", "vp_enter"])]
     print(_fmt(lat.sort_values(["op", "policy"], kind="stable")))
     print(interval_report(c, args.baseline))
     if args.out:

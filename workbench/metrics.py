@@ -9,7 +9,7 @@ from .model.sept import State
 from .records import CALL_COLUMNS, OP_COLUMNS, VCPU_STATES
 from .tdx_errno import OPERAND_NAMES, TDX_OPERAND_BUSY, status_name
 
-LATENCY_OPS = ("private_fault", "zap_4k", "conversion", "accept_4K", "vp_enter")
+LATENCY_OPS = ("private_fault", "fault_wait", "zap_4k", "conversion", "accept_4K", "vp_enter")
 QUANTILES = {"p50": 0.5, "p99": 0.99, "p999": 0.999}
 
 
@@ -37,12 +37,34 @@ HOSTILE_ROLES = ("accept_spammer", "attr_spammer", "refaulter", "stepper")
 
 def ops_table(ops: list, tags: dict, roles: dict | None = None) -> pd.DataFrame:
     """One row per op; ``role`` is the workload role of the vCPU (zaps: of the vCPU whose
-    VMM thread ran them)."""
+    VMM thread ran them). Derived rows ``fault_wait`` follow (:func:`fault_waits`)."""
     df = pd.DataFrame(ops, columns=list(OP_COLUMNS))
+    df = pd.concat([df, fault_waits(df)], ignore_index=True)
     df.insert(5, "latency_us", df["t_end_us"] - df["t_start_us"])
     roles = roles or {}
     df["role"] = df["actor"].str.removeprefix("zap:").map(roles).fillna("")
     return _tag(df, tags)
+
+
+def fault_waits(ops: pd.DataFrame) -> pd.DataFrame:
+    """The guest-visible wait for a private GPA: from a vCPU's first ``private_fault`` on it
+    until a fault on it ends for good (``ok``, or the VM stopped). A fault given up and
+    re-entered (``resumed``, RET_PF_RETRY) or sent to userspace and re-run
+    (``exit_to_userspace``) is followed by the next fault on the same GPA: one wait of
+    several short ``private_fault`` ops, which alone would make giving up look fast."""
+    f = ops[ops["op"] == "private_fault"]
+    if f.empty:
+        return pd.DataFrame(columns=list(OP_COLUMNS))
+    f = f.sort_values(["actor", "t_start_us"], kind="stable")
+    prev = f.groupby("actor", sort=False)[["outcome", "gpa"]].shift(1)
+    chained = prev["outcome"].isin(("resumed", "exit_to_userspace")) & prev["gpa"].eq(f["gpa"])
+    episode = (~chained).cumsum().rename("episode")
+    g = f.groupby(episode, sort=False)
+    out = g.agg(actor=("actor", "first"), gpa=("gpa", "first"), t_start_us=("t_start_us", "min"),
+                t_end_us=("t_end_us", "max"), attempts=("attempts", "sum"), busy=("busy", "sum"),
+                outcome=("outcome", "last"))
+    out.insert(0, "op", "fault_wait")
+    return out[list(OP_COLUMNS)].reset_index(drop=True)
 
 
 def vcpus_table(td, tags: dict) -> pd.DataFrame:

@@ -86,5 +86,5 @@ class ComparePanel(w.VBox):
         with self.output:
             display(self.result.table)
             display(plots.outcomes(self.result.table))
-            op = "zap_4k" if (self.result.ops["op"] == "zap_4k").any() else "private_fault"
+            op = "zap_4k" if (self.result.ops["op"] == "zap_4k").any() else "fault_wait"
             display(plots.latency_ecdf(self.result.ops, op))
