@@ -1,0 +1,139 @@
+"""Layer 3 (model): the guest's TDCALLs (TDG.MEM.PAGE.ACCEPT, ATTR.WR) and the TDCALL
+dispatcher's HOST_PRIORITY handling (domain.md §4).
+
+A mixin of :class:`workbench.model.module.TdxModule`.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import math
+
+import simpy
+
+from ..tdx_errno import (
+    OPERAND_ID_RCX, TDX_EPT_ENTRY_STATE_INCORRECT,
+    TDX_EPT_WALK_FAILED, TDX_EXIT_EPT_VIOLATION, TDX_HOST_PRIORITY_BUSY_TIMEOUT, TDX_INTERRUPTED_RESUMABLE,
+    TDX_OPERAND_BUSY, TDX_OPERAND_BUSY_HOST_PRIORITY, TDX_OPERAND_INVALID,
+    TDX_PAGE_ALREADY_ACCEPTED, TDX_PAGE_SIZE_MISMATCH, TDX_SUCCESS, status_class,
+)
+from .locks import Mode, Side
+from .sept import LEVEL_2M, LEVEL_4K, State
+
+if TYPE_CHECKING:
+    from .module import TdVcpu
+
+SHARED, EXCLUSIVE = Mode.SHARED, Mode.EXCLUSIVE
+HOST, GUEST = Side.HOST, Side.GUEST
+MAX_ACCEPT_LEVEL = LEVEL_2M  # module 1.5.01 rejects a 1 GB ACCEPT (verify_page_info_input)
+
+
+class GuestTdcalls:
+    """TDCALLs handled by the module on behalf of a running vCPU."""
+
+    def _tdcall(self, v: TdVcpu, leaf: str, rip: int, gpa: int, body):
+        """A TDCALL the module handles: the TD exit into SEAM (no lock held), ``body()``
+        (the leaf: its walk, locks and work) -> (status, exit), the dispatcher's status
+        handling, and the VM entry back to the guest unless the call ends in a TD exit."""
+        env, t0 = self.env, self.env.now
+        yield env.timeout(self.duration(self.cal.tdcall_entry_us))
+        self.note_rip(v, rip)
+        raw, exit_status = yield from body()
+        st, hp_exit = self._dispatch_status(v, t0, gpa, raw)
+        exit_status = exit_status or hp_exit
+        if exit_status is None:
+            yield env.timeout(self.duration(self.cal.tdcall_exit_us))
+        self.rec.call(t0, env.now, leaf, v.name, gpa, raw)
+        return st, exit_status
+
+    def _dispatch_status(self, v: TdVcpu, t0: float, gpa: int, st: int):
+        """The TDCALL dispatcher: HP-busy becomes plain BUSY for the guest; a streak of
+        HP-busy that lasts HP_LOCK_TIMEOUT becomes a TD exit to the host."""
+        if status_class(st) != TDX_OPERAND_BUSY_HOST_PRIORITY:
+            v.hp_streak_start = None
+            return st, None
+        exit_status = None
+        if v.hp_streak_start is None:
+            v.hp_streak_start = t0
+        elif self.env.now - v.hp_streak_start >= self.opts.hp_lock_timeout_us:
+            exit_status = TDX_HOST_PRIORITY_BUSY_TIMEOUT
+            v.hp_streak_start = None
+            self.rec.event(self.env.now, "hp_timeout", v.name, f"{gpa:#x}")
+        return TDX_OPERAND_BUSY | (st & 0xFFFF_FFFF), exit_status
+
+    def tdg_mem_page_accept(self, v: TdVcpu, rip: int, gpa: int, level: int):
+        """TDG.MEM.PAGE.ACCEPT. Returns ``(status, exit)``: ``exit`` is None, or the status
+        of a TD exit the call causes: an ACCEPT-type EPT violation (not counted by
+        zero-step), TDX_HOST_PRIORITY_BUSY_TIMEOUT, or TDX_INTERRUPTED_RESUMABLE for a 2 MB
+        ACCEPT interrupted between pages (the TDCALL re-executes transparently)."""
+        return (yield from self._tdcall(v, "TDG.MEM.PAGE.ACCEPT", rip, gpa,
+                                        lambda: self._accept(v, gpa, level)))
+
+    def _accept(self, v: TdVcpu, gpa: int, level: int):
+        env, cal = self.env, self.cal
+        if level > MAX_ACCEPT_LEVEL:
+            yield env.timeout(self.duration(cal.accept_probe_us))
+            return TDX_OPERAND_INVALID | OPERAND_ID_RCX, None
+        e = self.sept.walk(gpa, level)
+        if e.level != level or (e.state is State.FREE and not self.opts.accept_locks_not_present):
+            yield env.timeout(self.duration(cal.accept_probe_us))   # walk stops: no lock
+            return TDX_EXIT_EPT_VIOLATION, TDX_EXIT_EPT_VIOLATION
+        st = e.lock.try_acquire(v.name, EXCLUSIVE, GUEST)
+        if st:
+            yield env.timeout(self.duration(cal.accept_probe_us))
+            return st, None
+        exit_status = None
+        if e.state is State.PENDING and level == LEVEL_2M:
+            st = yield from self._accept_2m(v, e)
+            exit_status = st or None
+        elif e.state is State.PENDING:
+            yield env.timeout(self.duration(cal.accept_4k_us))
+            e.state, st = State.MAPPED, TDX_SUCCESS
+        else:
+            yield env.timeout(self.duration(cal.accept_probe_us))
+            st = {State.MAPPED: TDX_PAGE_ALREADY_ACCEPTED | level,
+                  State.NON_LEAF: TDX_PAGE_SIZE_MISMATCH | level}.get(e.state, TDX_EXIT_EPT_VIOLATION)
+            if st == TDX_EXIT_EPT_VIOLATION:   # FREE or BLOCKED: lock, release, exit
+                exit_status = st
+        e.lock.release(v.name, EXCLUSIVE)
+        return st, exit_status
+
+    def _accept_2m(self, v: TdVcpu, e):
+        """Zero the 512 pages of a 2 MB PENDING leaf, interruptible after each page."""
+        env, per_page = self.env, self.cal.accept_2m_us / 512
+        left, t0 = 512 - e.accept_counter, env.now
+        try:
+            if v.irq_pending:
+                raise simpy.Interrupt("ipi")
+            v.interruptible = True
+            yield env.timeout(left * per_page)
+            v.interruptible = False
+        except simpy.Interrupt:
+            done = max(1, min(left, math.ceil((env.now - t0) / per_page - 1e-9)))
+            yield env.timeout(max(0.0, t0 + done * per_page - env.now))  # finish this page
+            e.accept_counter += done
+            if e.accept_counter < 512:
+                return TDX_INTERRUPTED_RESUMABLE
+        e.state, e.accept_counter = State.MAPPED, 0
+        return TDX_SUCCESS
+
+    def tdg_mem_page_attr_wr(self, v: TdVcpu, rip: int, gpa: int):
+        """TDG.MEM.PAGE.ATTR.WR on a 4 KB leaf: the guest lock for its locked section."""
+        return (yield from self._tdcall(v, "TDG.MEM.PAGE.ATTR.WR", rip, gpa,
+                                        lambda: self._attr_wr(v, gpa)))
+
+    def _attr_wr(self, v: TdVcpu, gpa: int):
+        env, cal = self.env, self.cal
+        e = self.sept.walk(gpa, LEVEL_4K)
+        if e.level != LEVEL_4K:
+            yield env.timeout(self.duration(cal.accept_probe_us))
+            return TDX_EPT_WALK_FAILED | OPERAND_ID_RCX, None
+        st = e.lock.try_acquire(v.name, EXCLUSIVE, GUEST)
+        if st:
+            yield env.timeout(self.duration(cal.accept_probe_us))
+            return st, None
+        yield env.timeout(self.duration(cal.attr_wr_us))
+        if e.state is not State.MAPPED:
+            st = TDX_EPT_ENTRY_STATE_INCORRECT | OPERAND_ID_RCX
+        e.lock.release(v.name, EXCLUSIVE)
+        return st, None
