@@ -59,6 +59,9 @@ def build_parser() -> Parser:
                    help="stop the run after S seconds of wall-clock time (default 600)")
     r.add_argument("--quiet", action="store_true",
                    help="no progress lines on stderr during a long run")
+    r.add_argument("--record", choices=("calls", "ops", "summary"), default="calls",
+                   help="what is kept per call and op: calls (every table), ops (no calls "
+                        "table) or summary (only the summary row; memory flat in the horizon)")
     sub.choices["run"].add_argument(
         "--policy", help="preset, policy name, mod:Class, per site (upstream+fault=resume-guest) "
                          "or a YAML file holding a policy mapping")
@@ -82,6 +85,9 @@ def build_parser() -> Parser:
         c.add_argument("--reps", type=_reps if c is sw else int, default=None if c is sw else 3,
                        help="replications" + (" (an experiment: a number or auto)"
                                               if c is sw else ""))
+        c.add_argument("--record", choices=("ops", "summary"), default="ops",
+                       help="what each run keeps: ops (summary and ops tables) or summary "
+                            "(no latency table by op)")
         c.add_argument("--engine", choices=("serial", "processes", "dask"), default=None)
         c.add_argument("--workers", type=int, default=None)
         c.add_argument("--scheduler", metavar="tcp://HOST:PORT",
@@ -210,7 +216,9 @@ def run_report(r) -> str:
     s = r.summary.iloc[0]
     ended = f"stopped early: {s['stopped']}" if s["stopped"] else "ran to the horizon"
     lat = latency_table(r.ops).drop(columns=["policy"])
-    lat_text = _fmt(lat) if len(lat) else "(no operation finished in this run)"
+    lat_text = (_fmt(lat) if len(lat) else "(no operation finished in this run)"
+                if r.manifest.get("record") != "summary" else
+                "(not kept: --record summary; the p50/p99 are in the summary table)")
     return "\n".join([
         f"{s['scenario']}  policy={s['policy']}  seed={s['seed']}  simulated "
         f"{s['horizon_us'] / 1000:.1f} ms, {s['calls']} SEAMCALL/TDCALL attempts; the TD {ended}",
@@ -276,7 +284,7 @@ def cmd_run(args) -> None:
     _imports(args)
     _check_out(args)
     r = run(args.scenario, seed=args.seed, policy=_policy_arg(args.policy), sets=args.set,
-            budget=_budget(args))
+            budget=_budget(args), record=args.record)
     print(run_report(r))
     _budget_note(r.summary)
     if args.out:
@@ -322,7 +330,7 @@ def cmd_compare(args) -> None:
                              f"({', '.join(names)})")
     engine, client = _cluster(args)
     c = compare(args.scenario, policies, reps=args.reps, seed=args.seed, sets=args.set,
-                engine=engine, workers=args.workers, client=client)
+                engine=engine, workers=args.workers, client=client, record=args.record)
     if args.warmup_us is not None:
         c = c.warmup(args.warmup_us)
     print(f"{args.scenario}: {len(policies)} policies x {args.reps} replications "
@@ -370,7 +378,8 @@ def cmd_sweep(args) -> None:
     policies = [_policy_arg(p) for p in split_specs(args.policies)]
     engine, client = _cluster(args)
     c = sweep(args.scenario, args.param, values, policies, reps=reps, seed=seed,
-              sets=args.set, engine=engine, workers=args.workers, client=client)
+              sets=args.set, engine=engine, workers=args.workers, client=client,
+              record=args.record)
     print(f"{args.scenario}: {args.param} in {values}, {len(policies)} policies x "
           f"{reps} replications (seed {seed}, common random numbers)")
     t = c.table
@@ -450,7 +459,8 @@ def sweep_experiment(args) -> None:
                              "factors and policies and writes to the store (--store)")
     engine, client = _cluster(args)
     c = run_experiment(args.scenario, store=args.store, reps=args.reps, seed=args.seed,
-                       sets=args.set, engine=engine, workers=args.workers, client=client)
+                       sets=args.set, engine=engine, workers=args.workers, client=client,
+                       record=args.record)
     print(experiment_report(c))
 
 

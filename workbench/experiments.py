@@ -22,6 +22,7 @@ from .engines import imap_jobs
 from .metrics import (calls_table, compare_table, latency_table, ops_table, summary_table,
                       vcpus_table)
 from .model.td import Td
+from .records import RECORD_LEVELS
 from .limits import as_budget, check_config, check_runs, check_sweep
 from .policies import PolicySet, resolve_policy
 from .safeio import check_path, out_path, probe_writable, short
@@ -145,12 +146,24 @@ def git_commit() -> str:
         return ""
 
 
+def check_record(record) -> str:
+    if record not in RECORD_LEVELS:
+        raise ConfigError(f"record must be one of {', '.join(RECORD_LEVELS)}, not "
+                          f"{short(record)}")
+    return record
+
+
 def run(scenario="lazy-accept-boot", *, seed: int = 0, policy=None, replication: int = 0,
-        sets=None, calibration: str | None = None, budget=None) -> RunResult:
+        sets=None, calibration: str | None = None, budget=None,
+        record: str = "calls") -> RunResult:
     """Run one scenario (name, path or config) once. ``policy`` is a preset name, a policy
     name, a spec mapping or a :class:`PolicySet`; default: the scenario's (``upstream``),
     whose ``policy:`` is data and so never imports code. ``budget``: a
-    :class:`~workbench.limits.Budget` (events and wall-clock time of the run)."""
+    :class:`~workbench.limits.Budget` (events and wall-clock time of the run).
+    ``record``: what is kept per call and op: ``calls`` (every table), ``ops`` (the calls
+    table is left empty) or ``summary`` (the calls and ops tables are left empty; memory
+    no longer grows with the horizon). The summary row is the same at every level."""
+    check_record(record)
     _check_seed(seed)
     _check_seed(replication, "replication")
     budget = as_budget(budget)
@@ -159,24 +172,27 @@ def run(scenario="lazy-accept-boot", *, seed: int = 0, policy=None, replication:
     pset = (resolve_policy(cfg.policy, imports=False) if policy is None
             else resolve_policy(policy))
     cal, _ = load_calibration(calibration or cfg.calibration, cfg.timings)
-    td = Td(cfg, pset, cal, seed, replication).run(budget)
+    td = Td(cfg, pset, cal, seed, replication, record=record).run(budget)
     tags = {"run_id": f"{cfg.name}/{pset.name}/s{seed}/r{replication}", "scenario": cfg.name,
             "policy": pset.name, "seed": seed, "replication": replication}
     calls = calls_table(td.rec.calls, tags)
     ops = ops_table(td.rec.ops, tags, {v.name: v.role for v in td.vcpus})
     vcpus = vcpus_table(td, tags)
-    summary = summary_table(td, calls, ops, vcpus, tags)
+    summary = summary_table(td, calls if record == "calls" else None,
+                            ops if record != "summary" else None, vcpus, tags)
     events = pd.DataFrame(td.rec.events, columns=["t_us", "event", "actor", "detail"])
     manifest = {"scenario": cfg.model_dump(mode="json"), "policy": pset.spec(), "seed": seed,
                 "replication": replication, "calibration": cal.model_dump(),
                 "version": __version__, "git_commit": git_commit(),
-                "events": len(events)}
+                "events": len(events), "record": record}
     return RunResult(calls, ops, vcpus, summary, manifest, events)
 
 
-def _one(args) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _one(args, record: str = "ops") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One run of a comparison: only its summary and ops are kept (``record`` ``ops``), or
+    only its summary (``summary``: the ops table comes back empty)."""
     cfg, policy, seed, rep, _ = args
-    r = run(cfg, seed=seed, policy=policy, replication=rep)
+    r = run(cfg, seed=seed, policy=policy, replication=rep, record=record)
     return r.summary, r.ops
 
 
@@ -264,7 +280,9 @@ class Comparison:
         return cls(summary, ops, param, factors, manifest)
 
 
-def _gather(jobs, engine, workers, client, param=None, manifest=None) -> Comparison:
+def _gather(jobs, engine, workers, client, param=None, manifest=None,
+            record: str = "ops") -> Comparison:
+    from functools import partial
     import sys
 
     from tqdm import tqdm
@@ -273,13 +291,20 @@ def _gather(jobs, engine, workers, client, param=None, manifest=None) -> Compari
     # a text bar on a terminal only (notebooks keep their outputs as they were)
     with tqdm(total=len(jobs), unit="run", desc="runs", file=sys.stderr,
               disable=not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())) as bar:
-        for i, r in imap_jobs(_one, jobs, engine, workers, client):
+        one = _one if record == "ops" else partial(_one, record=record)
+        for i, r in imap_jobs(one, jobs, engine, workers, client):
             results[i] = r
             bar.update(1)
     summary = pd.concat([_tag(s, j[4]) for (s, _), j in zip(results, jobs)], ignore_index=True)
     ops = pd.concat([_tag(o, j[4]) for (_, o), j in zip(results, jobs)], ignore_index=True)
     prov = provenance(engine, workers, started)
     return Comparison(summary, ops, param, manifest={**(manifest or {}), "provenance": prov})
+
+
+def _compare_record(record) -> None:
+    """A comparison returns summaries and ops: it never keeps a calls table."""
+    if check_record(record) == "calls":
+        raise ConfigError("record: a comparison keeps no calls table; use 'ops' or 'summary'")
 
 
 MAX_SEED = 2**63 - 1    # what a parquet int64 column holds
@@ -309,25 +334,30 @@ def _policy_sets(policies, reps) -> list[PolicySet]:
 
 
 def compare(scenario, policies=("upstream",), *, reps: int = 3, seed: int = 0, sets=None,
-            engine: str | None = None, workers: int | None = None, client=None) -> Comparison:
+            engine: str | None = None, workers: int | None = None, client=None,
+            record: str = "ops") -> Comparison:
     """Every policy on the same ``reps`` replications (common random numbers). ``engine``:
-    serial, processes or dask (default: processes when ``workers`` > 1, else serial)."""
+    serial, processes or dask (default: processes when ``workers`` > 1, else serial).
+    ``record``: ``ops`` keeps the summary and ops tables (no calls table is built),
+    ``summary`` only the summary (``ops`` and ``latency`` come back empty)."""
+    _compare_record(record)
     _check_seed(seed)
     cfg = load_scenario(scenario, sets)
     check_config(cfg)
     psets = _policy_sets(policies, reps)
     jobs = [(cfg, p, seed, r, {}) for p in psets for r in range(reps)]
-    return _gather(jobs, engine, workers, client, manifest={
+    return _gather(jobs, engine, workers, client, record=record, manifest={
         "scenario": cfg.model_dump(mode="json"), "overrides": as_overrides(sets),
-        "policies": [p.spec() for p in psets], "reps": reps, "seed": seed})
+        "policies": [p.spec() for p in psets], "reps": reps, "seed": seed, "record": record})
 
 
 def sweep(scenario, param: str, values, policies=("upstream",), *, reps: int = 3,
           seed: int = 0, sets=None, engine: str | None = None, workers: int | None = None,
-          client=None) -> Comparison:
+          client=None, record: str = "ops") -> Comparison:
     """``compare`` at each value of one scenario parameter (``"vcpus.1.count"``,
     ``"timings.sept_add_us"``, ``"module.host_priority"``). Replication r of every value
-    and policy uses the same seed."""
+    and policy uses the same seed. ``record``: as for :func:`compare`."""
+    _compare_record(record)
     _check_seed(seed)
     check_sweep(param, values, policies, reps)     # types and size, before any list is built
     values = list(values or [])
@@ -342,9 +372,9 @@ def sweep(scenario, param: str, values, policies=("upstream",), *, reps: int = 3
     psets = _policy_sets(policies, reps)
     jobs = [(cfg, p, seed, r, {"param": param, "value": v})
             for v, cfg in cfgs for p in psets for r in range(reps)]
-    return _gather(jobs, engine, workers, client, param, manifest={
+    return _gather(jobs, engine, workers, client, param, record=record, manifest={
         "scenario": cfgs[0][1].model_dump(mode="json"), "overrides": base, "values": values,
-        "policies": [p.spec() for p in psets], "reps": reps, "seed": seed})
+        "policies": [p.spec() for p in psets], "reps": reps, "seed": seed, "record": record})
 
 
 __all__ = ["RunResult", "Comparison", "run", "compare", "sweep", "PolicySet", "ScenarioConfig"]

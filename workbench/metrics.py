@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .model.sept import State
-from .records import CALL_COLUMNS, OP_COLUMNS, VCPU_STATES
+from .records import CALL_COLUMNS, HOSTILE_ROLES, OP_COLUMNS, VCPU_STATES
 from .tdx_errno import OPERAND_NAMES, TDX_OPERAND_BUSY, status_name
 
 LATENCY_OPS = ("private_fault", "fault_wait", "zap_4k", "conversion", "accept_4K", "vp_enter")
@@ -32,7 +32,6 @@ def calls_table(calls: list, tags: dict) -> pd.DataFrame:
     return _tag(df, tags)
 
 
-HOSTILE_ROLES = ("accept_spammer", "attr_spammer", "refaulter", "stepper")
 
 
 def ops_table(ops: list, tags: dict, roles: dict | None = None) -> pd.DataFrame:
@@ -95,23 +94,19 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
     occ.close(horizon)
     row = {"horizon_us": horizon, "vcpus": td.n_vcpus, "stopped": td.stopped or "",
            "module_version": td.module.version.name}
-    for op in LATENCY_OPS:
-        lat = ops.loc[ops["op"] == op, "latency_us"]
+    for op, lat in op_latencies(td.rec, ops).items():
         row[f"{op}_n"] = len(lat)
         for q, p in QUANTILES.items():
             row[f"{op}_{q}_us"] = float(lat.quantile(p)) if len(lat) else np.nan
         row[f"{op}_max_us"] = float(lat.max()) if len(lat) else np.nan
-    busy = calls["status"] & np.uint64(0xFFFF_FFFF_0000_0000) == np.uint64(TDX_OPERAND_BUSY)
-    host = calls["leaf"].str.startswith("TDH.")
-    hostile = calls["caller"].isin(vcpus.loc[vcpus["hostile"], "vcpu"])
-    guest = ~host & ~hostile
+    n, nbusy = call_counts(td.rec, calls, vcpus)
     friendly = vcpus[~vcpus["hostile"]]
     row.update(
-        calls=len(calls), busy_calls=int(busy.sum()),
+        calls=sum(n), busy_calls=sum(nbusy),
         # host SEAMCALLs (S-EPT calls and VP.ENTERs) and the well-behaved guest's TDCALLs
         # apart; the hostile vCPUs' own TDCALLs are in neither
-        host_busy_rate=_share(busy[host]), guest_busy_rate=_share(busy[guest]),
-        hostile_busy_rate=_share(busy[~host & hostile]),
+        host_busy_rate=_share(nbusy[0], n[0]), guest_busy_rate=_share(nbusy[1], n[1]),
+        hostile_busy_rate=_share(nbusy[2], n[2]),
         retries=rec.counts.get("retries", 0),
         exits_to_userspace=rec.counts.get("exits_to_userspace", 0),
         # by reason: KVM error exits (what zero tolerance causes), KVM_EXIT_MEMORY_FAULT,
@@ -160,8 +155,29 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
     return row
 
 
-def _share(mask: pd.Series) -> float:
-    return float(mask.mean()) if len(mask) else 0.0
+def _share(k: int, n: int) -> float:
+    return k / n if n else 0.0
+
+
+def op_latencies(rec, ops: pd.DataFrame | None) -> dict:
+    """Per op kind of the summary, its latencies: from the ops table, or (``ops`` None: a
+    run recorded at level ``summary``) from what the recorder kept."""
+    if ops is not None:
+        return {op: ops.loc[ops["op"] == op, "latency_us"] for op in LATENCY_OPS}
+    kept = {**rec.latencies, "fault_wait": rec.fault_wait_latencies()}
+    return {op: pd.Series(kept[op], dtype="float64") for op in LATENCY_OPS}
+
+
+def call_counts(rec, calls: pd.DataFrame | None, vcpus: pd.DataFrame):
+    """Attempts and BUSY statuses of (host, guest, hostile) calls: from the calls table, or
+    (``calls`` None: a run recorded at level ``ops`` or ``summary``) the recorder's counts."""
+    if calls is None:
+        return list(rec.call_n), list(rec.call_busy)
+    busy = calls["status"] & np.uint64(0xFFFF_FFFF_0000_0000) == np.uint64(TDX_OPERAND_BUSY)
+    host = calls["leaf"].str.startswith("TDH.")
+    hostile = calls["caller"].isin(vcpus.loc[vcpus["hostile"], "vcpu"])
+    masks = (host, ~host & ~hostile, ~host & hostile)
+    return [int(m.sum()) for m in masks], [int(busy[m].sum()) for m in masks]
 
 
 def summary_table(td, calls, ops, vcpus, tags: dict) -> pd.DataFrame:

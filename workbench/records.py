@@ -14,22 +14,78 @@ OUTCOMES = ("ok", "resumed", "exit_to_userspace", "vm_bugged", "guest_panic", "g
 VCPU_STATES = ("guest", "kvm", "retry", "userspace", "mmu_wait", "zap_wait", "idle", "stopped")
 
 
+HOSTILE_ROLES = ("accept_spammer", "attr_spammer", "refaulter", "stepper")
+RECORD_LEVELS = ("calls", "ops", "summary")
+# ops whose latency distribution the summary row reports (metrics.LATENCY_OPS less the
+# derived fault_wait, which the recorder chains itself in "summary")
+SUMMARY_OPS = ("private_fault", "zap_4k", "conversion", "accept_4K", "vp_enter")
+CHAINED = ("resumed", "exit_to_userspace")   # a private_fault the next one on its GPA continues
+BUSY_MASK, BUSY_CLASS = 0xFFFF_FFFF_0000_0000, 0x8000_0200_0000_0000   # TDX_OPERAND_BUSY
+
+
 @dataclass
 class Recorder:
-    """Append-only record of one run. One tuple per call attempt and per finished op."""
+    """Record of one run. ``level``: what is kept per call and per op.
+
+    - ``calls``: one tuple per call attempt and per finished op (every table);
+    - ``ops``: the ops, and only counters of the calls (no calls table);
+    - ``summary``: counters of the calls and, per op kind of the summary row, the latencies
+      (one float each: the quantiles need them), no tuples at all.
+    Counts and rare events are kept at every level."""
     calls: list = field(default_factory=list)
     ops: list = field(default_factory=list)
     vcpus: list = field(default_factory=list)
     counts: dict = field(default_factory=dict)
     events: list = field(default_factory=list)   # (t_us, what, actor, detail): rare events
+    level: str = "calls"
+    hostile: frozenset = frozenset()              # callers whose calls are the hostile ones
+
+    def __post_init__(self):
+        if self.level not in RECORD_LEVELS:
+            raise ValueError(f"record must be one of {', '.join(RECORD_LEVELS)}, "
+                             f"not {self.level!r}")
+        # per call class (host, guest, hostile): attempts and BUSY statuses
+        self.call_n, self.call_busy, self._class = [0, 0, 0], [0, 0, 0], {}
+        self.latencies = {op: [] for op in (*SUMMARY_OPS, "fault_wait")}
+        self._episode = {}                        # actor -> open fault_wait episode
+        if self.level != "calls":
+            self.call = self._count_call
+        if self.level == "summary":
+            self.op = self._op_latency
 
     def call(self, t_start: float, t_end: float, leaf: str, caller: str, gpa: int,
              status: int) -> None:
         self.calls.append((t_start, t_end, leaf, caller, gpa, status))
 
+    def _count_call(self, t_start, t_end, leaf, caller, gpa, status) -> None:
+        k = self._class.get((leaf, caller))
+        if k is None:
+            k = self._class[(leaf, caller)] = (0 if leaf.startswith("TDH.") else
+                                               2 if caller in self.hostile else 1)
+        self.call_n[k] += 1
+        if status & BUSY_MASK == BUSY_CLASS:
+            self.call_busy[k] += 1
+
     def op(self, op: str, actor: str, gpa: int, t_start: float, t_end: float, attempts: int,
            busy: int, outcome: str) -> None:
         self.ops.append((op, actor, gpa, t_start, t_end, attempts, busy, outcome))
+
+    def _op_latency(self, op, actor, gpa, t_start, t_end, attempts, busy, outcome) -> None:
+        lat = self.latencies.get(op)
+        if lat is not None:
+            lat.append(t_end - t_start)
+        if op == "private_fault":     # metrics.fault_waits, one fault at a time per actor
+            ep = self._episode.get(actor)
+            if ep is not None and ep[3] in CHAINED and ep[0] == gpa:
+                ep[1], ep[2], ep[3] = min(ep[1], t_start), max(ep[2], t_end), outcome
+                return
+            if ep is not None:
+                self.latencies["fault_wait"].append(ep[2] - ep[1])
+            self._episode[actor] = [gpa, t_start, t_end, outcome]
+
+    def fault_wait_latencies(self) -> list:
+        """The fault_wait latencies, open episodes included (call once the run ended)."""
+        return [*self.latencies["fault_wait"], *(ep[2] - ep[1] for ep in self._episode.values())]
 
     def count(self, what: str, n: int = 1) -> None:
         self.counts[what] = self.counts.get(what, 0) + n

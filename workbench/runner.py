@@ -23,11 +23,16 @@ from .scenarios import load_scenario
 from .store import Store, now, provenance, run_key
 
 
-def run_spec(cfg, pset, seed: int, replication: int, calibration, version=None) -> dict:
-    """Everything that determines one run (what :func:`workbench.store.run_key` hashes)."""
-    return {"scenario": cfg.model_dump(mode="json"), "policy": pset.spec(), "seed": seed,
+def run_spec(cfg, pset, seed: int, replication: int, calibration, version=None,
+             record: str = "ops") -> dict:
+    """Everything that determines one run (what :func:`workbench.store.run_key` hashes).
+    A run kept at level ``summary`` (no ops) is stored apart from one with its ops."""
+    spec = {"scenario": cfg.model_dump(mode="json"), "policy": pset.spec(), "seed": seed,
             "replication": replication, "calibration": calibration.model_dump(mode="json"),
             "version": version or __version__}
+    if record != "ops":
+        spec["record"] = record
+    return spec
 
 
 def _other_versions(st: Store, jobs: list) -> None:
@@ -51,7 +56,8 @@ def _other_versions(st: Store, jobs: list) -> None:
                       "kept apart and not reused", stacklevel=3)
 
 
-def plan(experiment, *, reps=None, seed=None, sets=None, n_reps: int | None = None):
+def plan(experiment, *, reps=None, seed=None, sets=None, n_reps: int | None = None,
+         record: str = "ops"):
     """The experiment (overrides applied) and its runs in design order:
     ``(exp, [(job, key, factor columns)])``; ``n_reps`` replications when the experiment
     chooses them itself (``reps: auto``)."""
@@ -79,24 +85,27 @@ def plan(experiment, *, reps=None, seed=None, sets=None, n_reps: int | None = No
         cols = {factor_column(k): v for k, v in pt.items()}
         for p in psets:
             for r in range(n):
-                key = run_key(run_spec(cfg, p, exp.seed, r, cals[ck]))
+                key = run_key(run_spec(cfg, p, exp.seed, r, cals[ck], record=record))
                 out.append(((cfg, p, exp.seed, r, {}), key, cols))
     return exp, out
 
 
 def run_experiment(experiment, *, store=None, reps=None, seed=None, sets=None,
                    engine: str | None = None, workers: int | None = None, client=None,
-                   progress: bool | None = None) -> Comparison:
+                   progress: bool | None = None, record: str = "ops") -> Comparison:
     """Run an experiment (name, YAML path, mapping or :class:`~workbench.designs.Experiment`)
     into the store (``store``: a folder; default ``data/results/`` or
     ``$WORKBENCH_RESULTS``), skipping stored runs, and return its :class:`Comparison`.
     ``reps`` (a number or ``"auto"``), ``seed`` and ``sets`` override the experiment's own
-    (and are recorded). ``progress``: a tqdm bar (None: only on a terminal or in Jupyter)."""
+    (and are recorded). ``progress``: a tqdm bar (None: only on a terminal or in Jupyter).
+    ``record``: ``ops`` stores each run's summary and ops, ``summary`` only its summary."""
+    from .experiments import _compare_record
+    _compare_record(record)
     started = now()
     exp, _ = plan(experiment, reps=reps, seed=seed, sets=sets)
     st = store if isinstance(store, Store) else Store(store)
     kw = dict(reps=reps, seed=seed, sets=sets, engine=engine, workers=workers, client=client,
-              progress=progress, started=started)
+              progress=progress, started=started, record=record)
     with st:
         if exp.reps != "auto":
             return _run(st, experiment, None, **kw)
@@ -132,8 +141,11 @@ def precise_enough(c: Comparison, p) -> tuple[bool, float]:
 
 
 def _run(st, experiment, n_reps, *, reps, seed, sets, engine, workers, client, progress,
-         started) -> Comparison:
-    exp, runs = plan(experiment, reps=reps, seed=seed, sets=sets, n_reps=n_reps)
+         started, record="ops") -> Comparison:
+    from functools import partial
+    exp, runs = plan(experiment, reps=reps, seed=seed, sets=sets, n_reps=n_reps,
+                     record=record)
+    one = _one if record == "ops" else partial(_one, record=record)
     todo, seen = [], set()
     for i, (_, key, _) in enumerate(runs):
         if key not in seen and not st.has_run(key):
@@ -146,7 +158,7 @@ def _run(st, experiment, n_reps, *, reps, seed, sets, engine, workers, client, p
     todo.sort(key=lambda i: -_cost(runs[i][0][0]))
     bar = _bar(len(todo), skipped, exp.name, progress)
     try:
-        for j, (summary, ops) in imap_jobs(_one, [runs[i][0] for i in todo], engine,
+        for j, (summary, ops) in imap_jobs(one, [runs[i][0] for i in todo], engine,
                                            workers, client):
             job, key, _ = runs[todo[j]]
             st.put_run(key, summary, ops, {"run_id": summary["run_id"].iloc[0],

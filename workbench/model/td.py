@@ -10,7 +10,7 @@ import simpy
 
 from ..config import Calibration, ScenarioConfig
 from ..policies import PolicySet
-from ..records import VCPU_STATES, Recorder, TimeAverage
+from ..records import HOSTILE_ROLES, VCPU_STATES, Recorder, TimeAverage
 from ..rng import stream
 from ..tdx_errno import TDX_EXIT_EPT_VIOLATION, TDX_SUCCESS
 from .budget import run_budgeted
@@ -174,11 +174,11 @@ class Td:
     """One run: build the TD for ``config``, run it to the horizon, keep the records."""
 
     def __init__(self, config: ScenarioConfig, policy: PolicySet, cal: Calibration,
-                 seed: int, replication: int = 0):
+                 seed: int, replication: int = 0, record: str = "calls"):
         self.config, self.policy, self.cal = config, policy, cal
         self.seed, self.replication = seed, replication
         self.env = FairEnvironment(int(stream(seed, "schedule", replication).integers(2**63)))
-        self.rec = Recorder()
+        self.rec = Recorder(level=record)
         self.kvm_duration = Jitter(cal.kvm_jitter_cv, stream(seed, "kvm", replication))
         self.tick_phase = stream(seed, "ticks", replication)
         self.module = TdxModule(self.env, cal, config.module, self.rec,
@@ -193,6 +193,7 @@ class Td:
         self.vcpus: list[Vcpu] = []
         self.prebuilt_pages = 0
         self._build()
+        self.rec.hostile = frozenset(v.name for v in self.vcpus if v.role in HOSTILE_ROLES)
 
     @property
     def n_vcpus(self) -> int:
