@@ -8,6 +8,7 @@ where it is, its tables covering the simulated time reached.
 from __future__ import annotations
 
 import time
+from heapq import heappop
 
 from simpy.core import EmptySchedule, StopSimulation
 from simpy.events import URGENT, Event
@@ -24,15 +25,26 @@ def run_budgeted(td, until: float, budget=None) -> int:
     stop._ok, stop._value = True, None
     env.schedule(stop, URGENT, float(until) - env.now)
     stop.callbacks.append(StopSimulation.callback)
-    step, clock = env.step, time.monotonic
+    clock = time.monotonic
+    queue = env._queue
     t0 = clock()
     deadline, report = t0 + b.max_seconds, t0 + PROGRESS_S
     n = 0
     try:
         while True:
             k = min(CHUNK, b.max_events - n)
-            for _ in range(k):
-                step()
+            for _ in range(k):          # simpy.Environment.step, inlined (the hot loop)
+                try:
+                    env._now, _, _, event = heappop(queue)
+                except IndexError:
+                    raise EmptySchedule from None
+                callbacks, event.callbacks = event.callbacks, None
+                for callback in callbacks:
+                    callback(event)
+                if not event._ok and not hasattr(event, "_defused"):
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    raise exc
             n += k
             if n >= b.max_events:
                 why = f"{n} simulated events (max_events)"

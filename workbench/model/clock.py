@@ -17,6 +17,7 @@ from heapq import heappush
 
 import simpy
 from simpy.core import NORMAL
+from simpy.events import Timeout
 
 from ..rng import Draws
 
@@ -41,25 +42,56 @@ class FairEnvironment(simpy.Environment):
         heappush(self._queue, (self._now + delay, priority,
                                (self._tie(23) << 40) | next(self._eid), event))
 
+    def timeout(self, delay=0, value=None):
+        """``simpy.Timeout(self, delay, value)``, built in one call: the model's hottest
+        line (SimPy's own binding is lost on a subclass, so each ``env.timeout`` cost a
+        descriptor, a bound method, ``__init__`` and ``schedule``)."""
+        if delay < 0:
+            raise ValueError(f"Negative delay {delay}")
+        t = _new_timeout(Timeout)
+        t.env, t.callbacks, t._value, t._delay, t._ok = self, [], value, delay, True
+        heappush(self._queue, (self._now + delay, NORMAL,
+                               (self._tie(23) << 40) | next(self._eid), t))
+        return t
+
 
 class Jitter:
     """Durations around a calibrated mean: lognormal with mean 1 and coefficient of
     variation ``cv`` (positive, right-skewed: a code path is sometimes slow, never
     negative)."""
 
-    __slots__ = ("_sigma", "_mu", "_draws")
+    __slots__ = ("_sigma", "_mu", "_draws", "_factors", "_i")
 
     def __init__(self, cv: float, rng):
         self._sigma = math.sqrt(math.log1p(cv * cv))
         self._mu = -self._sigma ** 2 / 2
         self._draws = Draws(rng, "standard_normal")
+        self._factors, self._i = [], 0
 
     def __call__(self, base_us: float) -> float:
         if not base_us:
             return 0.0
         if not self._sigma:
             return max(base_us, MIN_STEP_US)
-        return max(MIN_STEP_US, base_us * math.exp(self._mu + self._sigma * self._draws.next()))
+        i = self._i
+        if i >= len(self._factors):
+            self._refill()
+            i = 0
+        self._i = i + 1
+        d = base_us * self._factors[i]
+        return d if d > MIN_STEP_US else MIN_STEP_US
 
+    def _refill(self) -> None:
+        """The next block of factors exp(mu + sigma z), drawn when the last block ends, as
+        one draw per call would (so a generator shared with other streams sees the same
+        requests in the same order)."""
+        d = self._draws
+        d.next()                      # refills the block exactly when one draw would
+        mu, sigma, exp = self._mu, self._sigma, math.exp
+        self._factors = [exp(mu + sigma * z) for z in d._buf[d._i - 1:]]
+        d._i = len(d._buf)
+
+
+_new_timeout = object.__new__
 
 __all__ = ["FairEnvironment", "Jitter", "MIN_STEP_US"]
