@@ -63,7 +63,7 @@ def status_class(status: int) -> int:
 
 def tdx_operand_busy(status: int) -> bool:
     """The kernel's ``tdx_operand_busy()``: BUSY of any operand, nothing else."""
-    return status_class(status) == TDX_OPERAND_BUSY
+    return status & TDX_SEAMCALL_STATUS_MASK == TDX_OPERAND_BUSY
 
 
 def busy(operand_id: int, host_priority: bool = False) -> int:

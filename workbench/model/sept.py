@@ -15,6 +15,8 @@ PAGE_4K = 4096
 LEVEL_4K, LEVEL_2M, LEVEL_1G, LEVEL_512G = 0, 1, 2, 3
 ROOT_LEVEL = LEVEL_512G
 LEVEL_SIZE = {lvl: PAGE_4K << (9 * lvl) for lvl in range(4)}
+_SHIFT = tuple((LEVEL_SIZE[lvl].bit_length() - 1) for lvl in range(4))   # log2 of the size
+_DOWN_TO = tuple(tuple(range(3, lvl, -1)) for lvl in range(4))   # levels a walk passes
 LEVEL_NAMES = {LEVEL_4K: "4K", LEVEL_2M: "2M", LEVEL_1G: "1G", LEVEL_512G: "512G"}
 
 
@@ -52,7 +54,7 @@ class SecureEpt:
         self._hp = host_priority
 
     def entry(self, gpa: int, level: int) -> SeptEntry:
-        key = (level, gpa // LEVEL_SIZE[level])
+        key = (level, gpa >> _SHIFT[level])          # gpa // LEVEL_SIZE[level]
         e = self._entries.get(key)
         if e is None:
             e = self._entries[key] = SeptEntry(level, key[1], self._hp)
@@ -61,11 +63,12 @@ class SecureEpt:
     def walk(self, gpa: int, level: int) -> SeptEntry | None:
         """The entry at ``level`` if the walk reaches it, else the entry that stops it:
         a FREE entry above (missing table) or a leaf above (a larger page in the way)."""
-        for lvl in range(ROOT_LEVEL, level, -1):
-            above = self.entry(gpa, lvl)
-            if above.state is not State.NON_LEAF:
+        get, non_leaf = self._entries.get, State.NON_LEAF
+        for lvl in _DOWN_TO[level]:
+            above = get((lvl, gpa >> _SHIFT[lvl])) or self.entry(gpa, lvl)
+            if above.state is not non_leaf:
                 return above
-        return self.entry(gpa, level)
+        return get((level, gpa >> _SHIFT[level])) or self.entry(gpa, level)
 
     def missing_levels(self, gpa: int, level: int = LEVEL_4K) -> list[int]:
         """Levels whose entry must be SEPT.ADDed (top down) before ``level`` is reachable."""

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 SHARED, EXCLUSIVE = Mode.SHARED, Mode.EXCLUSIVE
 HOST, GUEST = Side.HOST, Side.GUEST
+_CLASS_MASK = 0xFFFF_FFFF_0000_0000        # tdx_errno.status_class
 MAX_ACCEPT_LEVEL = LEVEL_2M  # module 1.5.01 rejects a 1 GB ACCEPT (verify_page_info_input)
 
 
@@ -35,12 +36,16 @@ class GuestTdcalls:
         """A TDCALL the module handles: the TD exit into SEAM (no lock held), ``body()``
         (the leaf: its walk, locks and work) -> (status, exit), the dispatcher's status
         handling, and the VM entry back to the guest unless the call ends in a TD exit."""
-        env, t0 = self.env, self.env.now
+        env = self.env
+        t0 = env._now
         yield env.timeout(self.duration(self.cal.tdcall_entry_us))
         self.note_rip(v, rip)
         raw, exit_status = yield from body()
-        st, hp_exit = self._dispatch_status(v, t0, gpa, raw)
-        exit_status = exit_status or hp_exit
+        if raw & _CLASS_MASK != TDX_OPERAND_BUSY_HOST_PRIORITY and v.hp_streak_start is None:
+            st = raw        # _dispatch_status's first case, without the call
+        else:
+            st, hp_exit = self._dispatch_status(v, t0, gpa, raw)
+            exit_status = exit_status or hp_exit
         if exit_status is None:
             yield env.timeout(self.duration(self.cal.tdcall_exit_us))
         self.rec.call(t0, env.now, leaf, v.name, gpa, raw)
@@ -66,8 +71,9 @@ class GuestTdcalls:
         of a TD exit the call causes: an ACCEPT-type EPT violation (not counted by
         zero-step), TDX_HOST_PRIORITY_BUSY_TIMEOUT, or TDX_INTERRUPTED_RESUMABLE for a 2 MB
         ACCEPT interrupted between pages (the TDCALL re-executes transparently)."""
-        return (yield from self._tdcall(v, "TDG.MEM.PAGE.ACCEPT", rip, gpa,
-                                        lambda: self._accept(v, gpa, level)))
+        # the generator itself, not a ``yield from`` around it: one level less on every resume
+        return self._tdcall(v, "TDG.MEM.PAGE.ACCEPT", rip, gpa,
+                            lambda: self._accept(v, gpa, level))
 
     def _accept(self, v: TdVcpu, gpa: int, level: int):
         env, cal = self.env, self.cal
@@ -119,8 +125,8 @@ class GuestTdcalls:
 
     def tdg_mem_page_attr_wr(self, v: TdVcpu, rip: int, gpa: int):
         """TDG.MEM.PAGE.ATTR.WR on a 4 KB leaf: the guest lock for its locked section."""
-        return (yield from self._tdcall(v, "TDG.MEM.PAGE.ATTR.WR", rip, gpa,
-                                        lambda: self._attr_wr(v, gpa)))
+        return self._tdcall(v, "TDG.MEM.PAGE.ATTR.WR", rip, gpa,
+                            lambda: self._attr_wr(v, gpa))
 
     def _attr_wr(self, v: TdVcpu, gpa: int):
         env, cal = self.env, self.cal
