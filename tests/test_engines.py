@@ -52,3 +52,13 @@ def test_a_comparison_round_trips_through_its_folder(tmp_path):
     back = workbench.Comparison.load(c.save(tmp_path / "s"))
     pd.testing.assert_frame_equal(back.table, c.table)
     assert back.param == "vcpus.1.count"
+
+
+def test_dask_starts_one_cluster_per_session_and_closes_it():
+    from workbench import engines
+    assert map_jobs(abs, [-1, -2, -3], engine="dask", workers=2) == [1, 2, 3]
+    first = engines._SESSION["client"]
+    assert map_jobs(abs, [-4, -5], engine="dask", workers=2) == [4, 5]
+    assert engines._SESSION["client"] is first        # reused, not started again
+    engines.close_session_cluster()
+    assert "client" not in engines._SESSION and first.status != "running"

@@ -1,6 +1,7 @@
 """Layer 6: where replications run. ``serial`` in this process; ``processes`` on a local
-process pool; ``dask`` on a Dask cluster (a LocalCluster of single-threaded worker processes
-unless you pass your own ``client``, e.g. one connected to a cluster of many machines).
+process pool; ``dask`` on a Dask cluster (a LocalCluster of single-threaded worker processes,
+started once and reused for the whole session, unless you pass your own ``client``, e.g.
+one connected to a cluster of many machines).
 
 SimPy is GIL-bound, so threads do not help: every engine uses processes. A job must pickle;
 policies pickle by registered name, so a policy of your own must be importable by the
@@ -47,16 +48,47 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 
 
 def _dask(fn, jobs, n, client):
+    c = client if client is not None else session_client(n)
+    # pure=False: equal arguments must still run (every job carries its replication)
+    return c.gather(c.map(fn, jobs, pure=False))
+
+
+# -- one LocalCluster per session ---------------------------------------------------------
+_SESSION: dict = {}      # {"n": workers, "cluster": LocalCluster, "client": Client}
+
+
+def session_client(n: int):
+    """The session's Dask client on a LocalCluster of ``n`` single-threaded worker
+    processes, started on first use and reused by every later call (a cluster takes 1-2 s
+    to start); closed at interpreter exit or by :func:`close_session_cluster`. Asking for
+    another number of workers replaces it."""
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
         raise ConfigError("engine 'dask' needs the dist extra: pip install -e '.[dist]'") from None
-    if client is not None:
-        # pure=False: equal arguments must still run (every job carries its replication)
-        return client.gather(client.map(fn, jobs, pure=False))
-    with LocalCluster(n_workers=min(n, len(jobs)), threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
-        return c.gather(c.map(fn, jobs, pure=False))
+    c = _SESSION.get("client")
+    if c is not None and _SESSION["n"] == n and c.status == "running":
+        return c
+    close_session_cluster()
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    _SESSION.update(n=n, cluster=cluster, client=Client(cluster))
+    if not _SESSION.get("atexit"):
+        import atexit
+        atexit.register(close_session_cluster)
+        _SESSION["atexit"] = True
+    return _SESSION["client"]
+
+
+def close_session_cluster() -> None:
+    """Close the session's Dask client and cluster, if one was started."""
+    c, cluster = _SESSION.pop("client", None), _SESSION.pop("cluster", None)
+    for x in (c, cluster):
+        if x is not None:
+            try:
+                x.close()
+            except Exception:  # noqa: BLE001  (a cluster already gone at exit)
+                pass
 
 
 # -- runs as they finish (the results store writes each one at once) ---------------------
@@ -124,7 +156,7 @@ def die_with_parent(parent: int) -> None:
 
 def _dask_iter(fn, jobs, n, client):
     try:
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import as_completed
     except ImportError:
         raise ConfigError("engine 'dask' needs the dist extra: pip install -e '.[dist]'") from None
 
@@ -134,9 +166,4 @@ def _dask_iter(fn, jobs, n, client):
         index = {f.key: i for i, f in enumerate(futures)}
         for f in as_completed(futures):
             yield index[f.key], f.result()
-    if client is not None:
-        yield from run(client)
-        return
-    with LocalCluster(n_workers=min(n, len(jobs)), threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as c:
-        yield from run(c)
+    yield from run(client if client is not None else session_client(n))
