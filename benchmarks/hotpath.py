@@ -33,11 +33,15 @@ def bare_simpy(n: int) -> float:
 
 def one_run(scenario: str, horizon_us: float, seed: int = 1):
     """(events, calls, CPU seconds) of the simulation alone (no tables)."""
+    return one_run_sets(scenario, [f"horizon_us={horizon_us}"], seed)
+
+
+def one_run_sets(scenario: str, sets: list, seed: int = 1):
     import workbench
     from workbench.config import load_calibration
     from workbench.model.td import Td
     from workbench.policies import resolve_policy
-    cfg = workbench.load_scenario(scenario, sets=[f"horizon_us={horizon_us}"])
+    cfg = workbench.load_scenario(scenario, sets=sets)
     cal, _ = load_calibration(cfg.calibration, cfg.timings)
     td = Td(cfg, resolve_policy(cfg.policy), cal, seed)
     t = time.process_time()

@@ -1,7 +1,8 @@
 """Layer 3 (model): the host's TDH.MEM.* SEAMCALLs of the TDX module (domain.md §2).
 
 A mixin of :class:`workbench.model.module.TdxModule`: each leaf gives its plan (locks,
-legality check, locked cost, effect) to ``TdxModule._seamcall``.
+legality check, locked cost, effect) to ``TdxModule._seamcall`` and returns that generator
+(not a ``yield from`` around it: one generator level less on every resume of the hot path).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class MemSeamcalls:
                 e.state = State.NON_LEAF
             return (self._entry_locks(e, SHARED), lambda: self._must_be_free(e, err),
                     self.cal.sept_add_us, effect)
-        return (yield from self._seamcall("TDH.MEM.SEPT.ADD", caller, gpa, plan, OPERAND_ID_RDX))
+        return self._seamcall("TDH.MEM.SEPT.ADD", caller, gpa, plan, OPERAND_ID_RDX)
 
     def tdh_mem_page_aug(self, caller: str, gpa: int, level: int = LEVEL_4K):
         """Map a new private page PENDING (the guest must ACCEPT it)."""
@@ -47,7 +48,7 @@ class MemSeamcalls:
                 self.rec.count("aug_ok")
             return (self._entry_locks(e, SHARED), lambda: self._must_be_free(e, err),
                     self.cal.page_aug_us, effect)
-        return (yield from self._seamcall("TDH.MEM.PAGE.AUG", caller, gpa, plan, OPERAND_ID_RDX))
+        return self._seamcall("TDH.MEM.PAGE.AUG", caller, gpa, plan, OPERAND_ID_RDX)
 
     def tdh_mem_page_add(self, caller: str, gpa: int):
         """Build-time add of an accepted page. TDR exclusive: BUSY while any vCPU runs."""
@@ -58,7 +59,7 @@ class MemSeamcalls:
                 e.state = State.MAPPED
             return ([(self.tdr, EXCLUSIVE)], lambda: self._must_be_free(e, err),
                     self.cal.page_aug_us, effect)
-        return (yield from self._seamcall("TDH.MEM.PAGE.ADD", caller, gpa, plan, OPERAND_ID_RDX))
+        return self._seamcall("TDH.MEM.PAGE.ADD", caller, gpa, plan, OPERAND_ID_RDX)
 
     def tdh_mem_range_block(self, caller: str, gpa: int, level: int = LEVEL_4K):
         """Block a leaf. Takes the S-EPT tree *exclusively*."""
@@ -75,7 +76,7 @@ class MemSeamcalls:
             def effect():
                 e.state, e.bepoch = State.BLOCKED, self.epoch
             return self._entry_locks(e, EXCLUSIVE), check, self.cal.range_block_us, effect
-        return (yield from self._seamcall("TDH.MEM.RANGE.BLOCK", caller, gpa, plan, OPERAND_ID_RDX))
+        return self._seamcall("TDH.MEM.RANGE.BLOCK", caller, gpa, plan, OPERAND_ID_RDX)
 
     def tdh_mem_track(self, caller: str):
         """Bump the TD epoch; BUSY on the epoch lock, PREVIOUS_TLB_EPOCH_BUSY while a vCPU
@@ -90,7 +91,7 @@ class MemSeamcalls:
         def plan():
             return ([(self.tdr, SHARED), (self.epoch_lock, EXCLUSIVE)], check,
                     self.cal.track_us, effect)
-        return (yield from self._seamcall("TDH.MEM.TRACK", caller, -1, plan, OPERAND_ID_RCX))
+        return self._seamcall("TDH.MEM.TRACK", caller, -1, plan, OPERAND_ID_RCX)
 
     def tlb_tracked(self, bepoch: int) -> bool:
         """MOD is_tlb_tracked(): every vCPU that could hold a stale translation has left."""
@@ -114,7 +115,7 @@ class MemSeamcalls:
                 e.state = State.FREE
                 self.rec.count("pages_removed")
             return self._entry_locks(e, SHARED), check, self.cal.page_remove_us, effect
-        return (yield from self._seamcall("TDH.MEM.PAGE.REMOVE", caller, gpa, plan, OPERAND_ID_RDX))
+        return self._seamcall("TDH.MEM.PAGE.REMOVE", caller, gpa, plan, OPERAND_ID_RDX)
 
     def tdh_phymem_page_wbinvd(self, caller: str, gpa: int):
         """Write back and invalidate a removed page's cache lines. No TD lock."""
