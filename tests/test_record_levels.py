@@ -66,3 +66,4 @@ def test_cli_record_flag(capsys):
     assert "not kept: --record summary" in capsys.readouterr().out
     assert main(["run", "lazy-accept-boot", "--record", "all"]) != 0
     assert "--record" in capsys.readouterr().err
+
