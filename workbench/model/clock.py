@@ -17,7 +17,7 @@ from heapq import heappush
 
 import simpy
 from simpy.core import NORMAL
-from simpy.events import Timeout
+from simpy.events import Process, Timeout
 
 from ..rng import Draws
 
@@ -42,6 +42,9 @@ class FairEnvironment(simpy.Environment):
         heappush(self._queue, (self._now + delay, priority,
                                (self._tie(23) << 40) | next(self._eid), event))
 
+    def process(self, generator):
+        return _Process(self, generator)
+
     def timeout(self, delay=0, value=None):
         """``simpy.Timeout(self, delay, value)``, built in one call: the model's hottest
         line (SimPy's own binding is lost on a subclass, so each ``env.timeout`` cost a
@@ -53,6 +56,53 @@ class FairEnvironment(simpy.Environment):
         heappush(self._queue, (self._now + delay, NORMAL,
                                (self._tie(23) << 40) | next(self._eid), t))
         return t
+
+
+class _Process(Process):
+    """``simpy.Process`` with the same ``_resume``, minus per-event lookups: the generator's
+    ``send`` and the bound ``_resume`` are made once, not at every event (``Interruption``
+    finds the bound method by equality, which still holds)."""
+
+    def __init__(self, env, generator):
+        super().__init__(env, generator)
+        self._send = generator.send
+        self._resume_cb = self._resume
+
+    def _resume(self, event) -> None:
+        env = self.env
+        env._active_proc = self
+        send = self._send
+        while True:
+            try:
+                if event._ok:
+                    event = send(event._value)
+                else:
+                    event._defused = True
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    event = self._generator.throw(exc)
+            except StopIteration as e:
+                event = None
+                self._ok = True
+                self._value = e.args[0] if len(e.args) else None
+                env.schedule(self)
+                break
+            except BaseException as e:
+                event = None
+                self._ok = False
+                e.__traceback__ = e.__traceback__.tb_next
+                self._value = e
+                env.schedule(self)
+                break
+            try:
+                callbacks = event.callbacks
+            except AttributeError:
+                raise RuntimeError(f"Invalid yield value {event!r}") from None
+            if callbacks is not None:
+                callbacks.append(self._resume_cb)
+                break
+        self._target = event
+        env._active_proc = None
 
 
 class Jitter:
