@@ -181,7 +181,8 @@ def dask_rows() -> list:
     return [row("dask 8 reps on 2 workers, cluster start counted once, vs serial",
                 round(speed, 2), f">= {DASK_SPEEDUP}", speed >= DASK_SPEEDUP,
                 f"serial {serial:.2f} s; dask {first:.2f} s (with start), {second:.2f} s "
-                f"(reused); {os.cpu_count()} CPUs shared")]
+                f"(reused); {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}: a speed-up "
+                f"needs idle cores")]
 
 
 def scaling_rows() -> list:

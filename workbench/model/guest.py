@@ -20,6 +20,9 @@ from ..policies.base import BusyContext
 from ..tdx_errno import (TDX_HOST_PRIORITY_BUSY_TIMEOUT, TDX_INTERRUPTED_RESUMABLE,
                          TDX_SUCCESS, tdx_operand_busy)
 from .sept import LEVEL_1G, LEVEL_2M, LEVEL_4K, LEVEL_NAMES, LEVEL_SIZE, PAGE_4K, State
+from .fastenum import members
+
+State, Site = members(State), members(Site)   # plain attribute reads (fastenum.py)
 
 RIP_TDCALL_ACCEPT = 0xFFFF_FFFF_8100_1000   # the TDCALL in try_accept_one: one RIP for all
 RIP_TDCALL_ATTR = 0xFFFF_FFFF_8100_2000

@@ -19,6 +19,9 @@ from ..tdx_errno import (OPERAND_ID_RCX, TDX_EXIT_EPT_VIOLATION, TDX_GPA_RANGE_A
                          TDX_SUCCESS, is_error, tdx_operand_busy)
 from .module import leaf_name
 from .sept import LEVEL_4K, PAGE_4K, State
+from .fastenum import members
+
+State, Site = members(State), members(Site)   # plain attribute reads (fastenum.py)
 
 READ, WRITE = "read", "write"
 # internal results of the fault path that are RET_PF_RETRY without a SEAMCALL

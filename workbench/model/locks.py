@@ -20,6 +20,11 @@ class Side(Enum):
     GUEST = "guest"  # TDCALL from a TD vCPU
 
 
+# Enum members as plain globals for the hot methods below: on Python 3.11 ``Mode.SHARED``
+# goes through EnumType.__getattr__ (about 5x a global lookup), on every try and release.
+_EXCLUSIVE, _HOST, _GUEST = Mode.EXCLUSIVE, Side.HOST, Side.GUEST
+
+
 class SharexLock:
     """``sharex_lock``: reader/writer, no host priority (S-EPT tree, TD epoch).
 
@@ -40,7 +45,7 @@ class SharexLock:
     def try_acquire(self, owner, mode: Mode = Mode.EXCLUSIVE, side: Side = Side.HOST) -> int:
         if self.exclusive_owner is not None:
             return self.refuse(side)
-        if mode is Mode.EXCLUSIVE:
+        if mode is _EXCLUSIVE:
             if self.shared_owners:
                 return self.refuse(side)
             self.exclusive_owner = owner
@@ -55,7 +60,7 @@ class SharexLock:
         return TDX_SUCCESS
 
     def release(self, owner, mode: Mode = Mode.EXCLUSIVE) -> None:
-        if mode is Mode.EXCLUSIVE:
+        if mode is _EXCLUSIVE:
             assert self.exclusive_owner == owner, f"{self.name}: {owner} releases a lock it lacks"
             self.exclusive_owner = None
             return
@@ -81,17 +86,17 @@ class SharexHpLock(SharexLock):
         self.host_priority, self.hp_enabled = False, hp_enabled
 
     def try_acquire(self, owner, mode: Mode = Mode.EXCLUSIVE, side: Side = Side.HOST) -> int:
-        if side is Side.GUEST and self.host_priority:
+        if side is _GUEST and self.host_priority:
             return busy(self.operand, host_priority=True)
         return super().try_acquire(owner, mode, side)
 
     def refuse(self, side: Side) -> int:
-        if side is Side.HOST and self.hp_enabled:
+        if side is _HOST and self.hp_enabled:
             self.host_priority = True
         return busy(self.operand)
 
     def granted(self, side: Side) -> int:
-        if side is Side.HOST:
+        if side is _HOST:
             self.host_priority = False
         return TDX_SUCCESS
 
@@ -110,7 +115,7 @@ class SeptEntryLock(SharexHpLock):
     def try_acquire(self, owner, mode: Mode = Mode.EXCLUSIVE, side: Side = Side.HOST) -> int:
         if self.exclusive_owner is not None:
             return self.refuse(side)
-        if side is Side.GUEST and self.host_priority:
+        if side is _GUEST and self.host_priority:
             return busy(self.operand, host_priority=True)  # won the bit, dropped it at once
         self.exclusive_owner = owner
         return self.granted(side)

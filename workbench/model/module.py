@@ -26,6 +26,9 @@ from .seamcalls import MemSeamcalls
 from .tdcalls import MAX_ACCEPT_LEVEL, GuestTdcalls
 from .vp import VpEntry
 from .sept import SecureEpt, State
+from .fastenum import members
+
+State = members(State)      # plain attribute reads on the hot path (fastenum.py)
 
 SHARED, EXCLUSIVE = Mode.SHARED, Mode.EXCLUSIVE
 HOST, GUEST = Side.HOST, Side.GUEST

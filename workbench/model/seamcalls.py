@@ -15,6 +15,9 @@ from ..tdx_errno import (
 )
 from .locks import Mode, Side
 from .sept import LEAF_STATES, LEVEL_4K, State
+from .fastenum import members
+
+State = members(State)      # plain attribute reads on the hot path (fastenum.py)
 
 SHARED, EXCLUSIVE = Mode.SHARED, Mode.EXCLUSIVE
 HOST, GUEST = Side.HOST, Side.GUEST

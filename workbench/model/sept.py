@@ -29,6 +29,7 @@ class State(Enum):
 
 
 LEAF_STATES = (State.PENDING, State.MAPPED, State.BLOCKED)
+_PRESENT, _NON_LEAF = (State.PENDING, State.MAPPED), State.NON_LEAF   # hot-path globals
 
 
 class SeptEntry:
@@ -63,7 +64,7 @@ class SecureEpt:
     def walk(self, gpa: int, level: int) -> SeptEntry | None:
         """The entry at ``level`` if the walk reaches it, else the entry that stops it:
         a FREE entry above (missing table) or a leaf above (a larger page in the way)."""
-        get, non_leaf = self._entries.get, State.NON_LEAF
+        get, non_leaf = self._entries.get, _NON_LEAF
         for lvl in _DOWN_TO[level]:
             above = get((lvl, gpa >> _SHIFT[lvl])) or self.entry(gpa, lvl)
             if above.state is not non_leaf:
@@ -77,11 +78,12 @@ class SecureEpt:
 
     def would_fault(self, gpa: int) -> bool:
         """Would a guest access to ``gpa`` take an EPT violation (no present leaf)?"""
+        present, non_leaf = _PRESENT, _NON_LEAF
         for lvl in range(ROOT_LEVEL, -1, -1):
             state = self.entry(gpa, lvl).state
-            if state in (State.PENDING, State.MAPPED):
+            if state in present:
                 return False
-            if state is not State.NON_LEAF:
+            if state is not non_leaf:
                 return True
         return True
 

@@ -20,6 +20,9 @@ from .clock import FairEnvironment, Jitter
 from .module import TdxModule
 from .sept import LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, ROOT_LEVEL, State
 from .workload import NEEDS_AREA, ROLES
+from .fastenum import members
+
+State, ExitKind = members(State), members(ExitKind)   # plain attribute reads (fastenum.py)
 
 MB2 = LEVEL_SIZE[LEVEL_2M]
 

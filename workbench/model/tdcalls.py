@@ -19,6 +19,9 @@ from ..tdx_errno import (
 )
 from .locks import Mode, Side
 from .sept import LEVEL_2M, LEVEL_4K, State
+from .fastenum import members
+
+State = members(State)      # plain attribute reads on the hot path (fastenum.py)
 
 if TYPE_CHECKING:
     from .module import TdVcpu
