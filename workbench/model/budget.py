@@ -35,9 +35,10 @@ def run_budgeted(td, until: float, budget=None) -> int:
             k = min(CHUNK, b.max_events - n)
             for _ in range(k):          # simpy.Environment.step, inlined (the hot loop)
                 try:
-                    env._now, _, _, event = heappop(queue)
+                    t, _, _, event = heappop(queue)
                 except IndexError:
                     raise EmptySchedule from None
+                env._now = env.now = t          # FairEnvironment: ``now`` is an attribute
                 callbacks, event.callbacks = event.callbacks, None
                 for callback in callbacks:
                     callback(event)

@@ -34,9 +34,18 @@ class FairEnvironment(simpy.Environment):
     (the low bits keep every key unique). Priorities (process start, interrupts) keep their
     meaning."""
 
+    # ``now`` is a plain attribute kept equal to SimPy's ``_now`` (by :meth:`step` and by
+    # budget.run_budgeted's loop), not SimPy's property: the model reads it at every step
+    now = 0.0
+
     def __init__(self, seed: int, initial_time: float = 0.0):
         super().__init__(initial_time)
+        self.now = self._now
         self._tie = random.Random(seed).getrandbits
+
+    def step(self):
+        super().step()
+        self.now = self._now
 
     def schedule(self, event, priority=NORMAL, delay=0):
         heappush(self._queue, (self._now + delay, priority,

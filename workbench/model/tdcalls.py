@@ -100,8 +100,9 @@ class GuestTdcalls:
             e.state, st = State.MAPPED, TDX_SUCCESS
         else:
             yield env.timeout(self.duration(cal.accept_probe_us))
-            st = {State.MAPPED: TDX_PAGE_ALREADY_ACCEPTED | level,
-                  State.NON_LEAF: TDX_PAGE_SIZE_MISMATCH | level}.get(e.state, TDX_EXIT_EPT_VIOLATION)
+            st = (TDX_PAGE_ALREADY_ACCEPTED | level if e.state is State.MAPPED else
+                  TDX_PAGE_SIZE_MISMATCH | level if e.state is State.NON_LEAF else
+                  TDX_EXIT_EPT_VIOLATION)
             if st == TDX_EXIT_EPT_VIOLATION:   # FREE or BLOCKED: lock, release, exit
                 exit_status = st
         e.lock.release(v.name, EXCLUSIVE)
