@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 import random
-from heapq import heappush
+from heapq import heappop, heappush
 
 import simpy
-from simpy.core import NORMAL
+from simpy.core import NORMAL, EmptySchedule, StopSimulation
+from simpy.events import EventPriority
 from simpy.events import Process, Timeout
 
 from ..rng import Draws
@@ -44,8 +45,24 @@ class FairEnvironment(simpy.Environment):
         self._tie = random.Random(seed).getrandbits
 
     def step(self):
-        super().step()
+        """``simpy.Environment.step``, setting ``now`` with ``_now`` before the callbacks."""
+        try:
+            self._now, _, _, event = heappop(self._queue)
+        except IndexError:
+            raise EmptySchedule from None
         self.now = self._now
+        callbacks, event.callbacks = event.callbacks, None
+        try:
+            for callback in callbacks:
+                callback(event)
+        except StopSimulation:
+            event.callbacks = callbacks[callbacks.index(callback) + 1:]
+            self.schedule(event, EventPriority(-1))
+            raise
+        if not event._ok and not hasattr(event, "_defused"):
+            exc = type(event._value)(*event._value.args)
+            exc.__cause__ = event._value
+            raise exc
 
     def schedule(self, event, priority=NORMAL, delay=0):
         heappush(self._queue, (self._now + delay, priority,
