@@ -67,3 +67,14 @@ def test_cli_record_flag(capsys):
     assert main(["run", "lazy-accept-boot", "--record", "all"]) != 0
     assert "--record" in capsys.readouterr().err
 
+
+
+def test_an_experiment_at_summary_level_is_stored_apart(tmp_path):
+    exp = {"name": "rl", "scenario": "lazy-accept-boot", "policies": ["upstream"], "reps": 1,
+           "seed": 1, "sets": {"horizon_us": 800}}
+    full = workbench.run_experiment(exp, store=tmp_path, progress=False)
+    summ = workbench.run_experiment(exp, store=tmp_path, progress=False, record="summary")
+    assert summ.manifest["runs_computed"] == 1           # not taken from the ops-level run
+    assert summ.ops.empty and not full.ops.empty
+    pd.testing.assert_frame_equal(summ.summary.drop(columns="run_id", errors="ignore"),
+                                  full.summary.drop(columns="run_id", errors="ignore"))

@@ -35,7 +35,7 @@ def run_spec(cfg, pset, seed: int, replication: int, calibration, version=None,
     return spec
 
 
-def _other_versions(st: Store, jobs: list) -> None:
+def _other_versions(st: Store, jobs: list, record: str = "ops") -> None:
     """Warn, in one line, when runs to be computed are stored for another package version
     (the version is part of a run's key: they are kept apart, never mixed in)."""
     import warnings
@@ -48,7 +48,7 @@ def _other_versions(st: Store, jobs: list) -> None:
         if ck not in cals:
             cals[ck] = load_calibration(cfg.calibration, cfg.timings)[0]
         for v in versions:
-            if st.has_run(run_key(run_spec(cfg, pset, seed, rep, cals[ck], v))):
+            if st.has_run(run_key(run_spec(cfg, pset, seed, rep, cals[ck], v, record))):
                 found[v] = found.get(v, 0) + 1
     if found:
         warnings.warn(f"{sum(found.values())} of the {len(jobs)} runs to compute are stored for "
@@ -152,7 +152,7 @@ def _run(st, experiment, n_reps, *, reps, seed, sets, engine, workers, client, p
             todo.append(i)
         seen.add(key)
     skipped = len(seen) - len(todo)
-    _other_versions(st, [runs[i][0] for i in todo])
+    _other_versions(st, [runs[i][0] for i in todo], record)
     git = {k: v for k, v in provenance().items() if k.startswith("git")}
     # longest first (vCPUs x simulated time): a pool ends with short runs, not one long
     todo.sort(key=lambda i: -_cost(runs[i][0][0]))
