@@ -78,3 +78,12 @@ def test_an_experiment_at_summary_level_is_stored_apart(tmp_path):
     assert summ.ops.empty and not full.ops.empty
     pd.testing.assert_frame_equal(summ.summary.drop(columns="run_id", errors="ignore"),
                                   full.summary.drop(columns="run_id", errors="ignore"))
+
+
+def test_warmup_needs_the_ops(capsys):
+    c = workbench.compare("lazy-accept-boot", reps=1, sets=H, record="summary")
+    with pytest.raises(workbench.ConfigError, match="record='summary'"):
+        c.warmup(100.0)
+    assert main(["compare", "lazy-accept-boot", "--policies", "upstream", "--reps", "1",
+                 "--set", H[0], "--record", "summary", "--warmup-us", "100"]) != 0
+    assert "record='summary'" in capsys.readouterr().err

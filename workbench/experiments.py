@@ -251,6 +251,9 @@ class Comparison:
         """A copy without the operations that started before ``warmup_us``; the per-op
         latency columns of the summary are recomputed from the rest."""
         from .stats import warmup_cut
+        if self.manifest.get("record") == "summary":
+            raise ConfigError("a warm-up cut recomputes latencies from the ops, which a "
+                              "comparison made with record='summary' did not keep")
         summary, ops = warmup_cut(self.summary, self.ops, warmup_us)
         return Comparison(summary, ops, self.param, self.factors,
                           {**self.manifest, "warmup_us": warmup_us})
