@@ -147,14 +147,14 @@ class Jitter:
     def __call__(self, base_us: float) -> float:
         if not base_us:
             return 0.0
-        if not self._sigma:
-            return max(base_us, MIN_STEP_US)
-        i = self._i
-        if i >= len(self._factors):
+        i, factors = self._i, self._factors
+        if i >= len(factors):         # first call, block used up, or no jitter (cv 0)
+            if not self._sigma:
+                return max(base_us, MIN_STEP_US)
             self._refill()
-            i = 0
+            i, factors = 0, self._factors
         self._i = i + 1
-        d = base_us * self._factors[i]
+        d = base_us * factors[i]
         return d if d > MIN_STEP_US else MIN_STEP_US
 
     def _refill(self) -> None:
