@@ -103,7 +103,8 @@ class Vcpu:
         td, kvm, vmm = self.td, self.td.kvm, self.td.vmm
         kind = ex.kind
         if kind in (ExitKind.EPT_VIOLATION, ExitKind.ACCEPT_EPT_VIOLATION):
-            r = yield from kvm.handle_ept_violation(self, ex.gpa, pending=ex.pending)
+            r = yield from kvm.handle_ept_violation(self, ex.gpa, pending=ex.pending,
+                                                    level=ex.level)
             if r == USERSPACE:
                 yield from vmm.handle(self)
             return r != STOPPED
@@ -254,11 +255,13 @@ class Td:
     def _prebuild(self, start: int, size: int) -> None:
         """Memory added and accepted before the run (build time, TDH.MEM.PAGE.ADD)."""
         sept = self.module.sept
+        self.prebuilt_pages += size // PAGE_4K
+        if self.kvm.huge.prebuild(start, size):     # 2 MB leaves (split.py)
+            return
         for gpa in range(start, start + size, PAGE_4K):
             for level in range(ROOT_LEVEL, LEVEL_4K, -1):
                 sept.entry(gpa, level).state = State.NON_LEAF
             sept.entry(gpa, LEVEL_4K).state = State.MAPPED
-        self.prebuilt_pages += size // PAGE_4K
 
     # ------------------------------------------------------------------ run
     def run(self, budget=None) -> "Td":
