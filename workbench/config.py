@@ -134,8 +134,8 @@ class HostOptions(Frozen):
 
 
 Role = Literal["lazy_accept", "fault_storm", "converter", "accept_spammer", "attr_spammer",
-               "refaulter", "stepper", "huge_reader", "upm_accept", "upm_touch", "upm_shared",
-               "upm_mmio"]
+               "refaulter", "stepper", "huge_converter", "huge_reader", "upm_accept",
+               "upm_touch", "upm_shared", "upm_mmio"]
 
 
 class VcpuGroup(Frozen):
@@ -152,6 +152,10 @@ class VcpuGroup(Frozen):
     # fault_storm: fault pages in with the guest's ACCEPT (ACCEPT-type exits, never counted
     # by zero-step) or by touching them (counted EPT violations; needs sept_ve_disable off)
     access: Literal["accept", "touch"] = "accept"
+    # huge_converter / huge_reader: the first hot_kb of each 2 MB range of the shared area
+    # (region_mb) are the few GFNs converted again and again (domain §10.8); readers touch
+    # the rest of the same 2 MB ranges
+    hot_kb: int = Field(64, ge=4, le=2044, strict=True)
 
     @model_validator(mode="after")
     def _range_is_pages(self):

@@ -34,7 +34,6 @@ from .sept import LEAF_STATES, LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, State
 MB2 = LEVEL_SIZE[LEVEL_2M]
 READ, WRITE = "read", "write"
 FROZEN, STALE = -1, -2       # as host.py: RET_PF_RETRY without a SEAMCALL
-DEMOTE_RETRIES = 16          # split_lock read/non_blocking: BUSY DEMOTE retries before BUG_ON
 
 
 class HugeKvm:
@@ -85,6 +84,9 @@ class HugeKvm:
         """The private fault: Dynamic PAMT reference, then the mapping (RET_PF_* as
         ``Kvm.map_private``: a status, FROZEN or STALE)."""
         r = gpa // MB2
+        if self.maps_2m and r in self.inhibit and \
+                self.module.sept.entry(gpa, LEVEL_2M).state in LEAF_STATES:
+            return FROZEN      # a split of this leaf is in flight: RET_PF_RETRY until done
         huge = self.maps_2m and r not in self.inhibit
         want_2m = huge and level == LEVEL_2M and \
             self.module.sept.entry(gpa, LEVEL_2M).state is not State.NON_LEAF
@@ -268,41 +270,61 @@ class HugeKvm:
                 continue
             outcome = "vm_bugged" if kvm.td.stopped else "exit_to_userspace"
             break
+        self.splits += outcome == "ok"
         self._done(zapper, gpa, t0, tries, busy, outcome)
         return outcome == "ok"
 
     def _split_read(self, zapper: str, gpa: int):
-        """The distribution kernel (§10.7), under the read mmu_lock: a BLOCK that meets BUSY
-        or ALREADY_BLOCKED takes the leaf for blocked by another thread and goes on to
-        DEMOTE without a TRACK of its own; only its own successful BLOCK is tracked."""
+        """The distribution kernel (§10.7), under the read mmu_lock: BLOCK is retried while
+        BUSY; ALREADY_BLOCKED is taken for "another thread splits it", so it goes on to
+        DEMOTE with no TRACK of its own. Only its own successful BLOCK is tracked (and
+        kicked). No frozen SPTE keeps two splitters of one leaf apart."""
         kvm, m, t0 = self.kvm, self.module, self.env.now
         sept = m.sept
         if sept.entry(gpa, LEVEL_2M).state not in LEAF_STATES:
             return True                            # another thread split it
         pending = sept.entry(gpa, LEVEL_2M).state is State.PENDING
-        tries, busy = 1, 0
-        st = yield from kvm._sept_seamcall(None, Site.ZAP, m.tdh_mem_range_block,
-                                           zapper, gpa, LEVEL_2M)
-        if tdx_operand_busy(st):
+        tries = busy = 0
+        while True:
+            tries += 1
+            st = yield from kvm._sept_seamcall(None, Site.ZAP, m.tdh_mem_range_block,
+                                               zapper, gpa, LEVEL_2M)
+            if not tdx_operand_busy(st):
+                break
             busy += 1
             self.block_busy += 1
             self.rec.event(self.env.now, "split_block_busy", zapper, f"{st:#x}")
-        elif st == TDX_SUCCESS:
+            yield self.env.timeout(kvm.duration(self.cal.kvm_zap_step_us))
+        if st == TDX_SUCCESS:
             tries += 1
             st = yield from kvm._sept_seamcall(None, Site.ZAP, m.tdh_mem_track, zapper)
             busy += tdx_operand_busy(st)
             yield from kvm.kick_all(zapper)
-        elif st != TDX_GPA_RANGE_ALREADY_BLOCKED | OPERAND_ID_RCX:
+        elif st == TDX_GPA_RANGE_ALREADY_BLOCKED | OPERAND_ID_RCX:
+            self.rec.event(self.env.now, "split_block_already", zapper, f"{st:#x}")
+        elif sept.entry(gpa, LEVEL_2M).state not in LEAF_STATES:
+            self._done(zapper, gpa, t0, tries, busy, "ok")
+            return True                            # split meanwhile: the walk stops lower
+        else:
             return self._fail(zapper, gpa, t0, tries, busy, "RANGE.BLOCK", st)
         return (yield from self._demote_retrying(zapper, gpa, pending, t0, tries, busy, False))
 
     def _split_non_blocking(self, zapper: str, gpa: int):
-        """What-if NON-BLOCKING-RESIZE: DEMOTE of the mapped leaf alone."""
+        """What-if NON-BLOCKING-RESIZE: DEMOTE of the mapped leaf alone, with the 2 MB
+        mirror SPTE frozen (as tdp_mmu_split_huge_page does under the read lock), so a
+        second splitter of the same leaf waits for the first."""
+        key, t0 = (LEVEL_2M, gpa // MB2), self.env.now
+        while key in self.kvm.frozen:
+            yield self.env.timeout(self.kvm.duration(self.cal.kvm_zap_step_us) + 0.1)
         pending = self.module.sept.entry(gpa, LEVEL_2M).state is State.PENDING
-        return (yield from self._demote_retrying(zapper, gpa, pending, self.env.now, 0, 0, True))
+        self.kvm.frozen.add(key)
+        try:
+            return (yield from self._demote_retrying(zapper, gpa, pending, t0, 0, 0, True))
+        finally:
+            self.kvm.frozen.discard(key)
 
     def _demote_retrying(self, zapper, gpa, pending, t0, tries, busy, non_blocking):
-        """DEMOTE under the read lock: BUSY retried a few times; any other error
+        """DEMOTE under the read lock: BUSY retried (at once, as often as needed); any other error
         TDX_BUG_ON; a leaf another thread split meanwhile is done."""
         kvm, m = self.kvm, self.module
         while True:
@@ -313,9 +335,10 @@ class HugeKvm:
             st = yield from kvm._sept_seamcall(None, Site.ZAP, m.tdh_mem_page_demote, zapper,
                                                gpa, pending, True, non_blocking)
             if st == TDX_SUCCESS:
+                self.splits += 1
                 self._done(zapper, gpa, t0, tries, busy, "ok")
                 return True
-            if not tdx_operand_busy(st) or busy >= DEMOTE_RETRIES:
+            if not tdx_operand_busy(st):
                 return self._fail(zapper, gpa, t0, tries, busy, "PAGE.DEMOTE", st)
             busy += 1
             self.demote_busy += 1
@@ -329,7 +352,6 @@ class HugeKvm:
         return False
 
     def _done(self, zapper, gpa, t0, tries, busy, outcome) -> None:
-        self.splits += outcome == "ok"
         self.rec.op("split_2m", zapper, gpa, t0, self.env.now, tries, busy, outcome)
 
     # ------------------------------------------------------------------ results

@@ -20,6 +20,7 @@ from .clock import FairEnvironment, Jitter
 from .module import TdxModule
 from .sept import LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, ROOT_LEVEL, State
 from .workload import NEEDS_AREA, ROLES
+from . import upm
 
 MB2 = LEVEL_SIZE[LEVEL_2M]
 
@@ -213,7 +214,8 @@ class Td:
     def _build(self) -> None:
         cfg = self.config
         mem = cfg.memory_bytes
-        biggest = max((g.range_kb * 1024 * 8 for g in cfg.vcpus if g.role == "converter"),
+        biggest = max([g.range_kb * 1024 * 8 for g in cfg.vcpus if g.role == "converter"]
+                      + [int(g.region_mb * 2**20) for g in cfg.vcpus if g.role == "huge_converter"],
                       default=MB2)
         area = -(-biggest // MB2) * MB2          # 8 x range_kb, rounded up to 2 MB
         cursor = 0
@@ -223,6 +225,7 @@ class Td:
                 self.kernel.group_index[f"vcpu{len(names)}"] = i
                 names.append((f"vcpu{len(names)}", g))
         self.kernel.converters = {n for n, g in names if g.role == "converter"}
+        self.kernel.roles = {n: g.role for n, g in names}
         for name, g in names:
             if g.role in NEEDS_AREA:
                 self.kernel.areas[name] = (cursor, area)
@@ -250,6 +253,7 @@ class Td:
             v.guest = GuestCpu(name, self.env, self.module, v.tdv, program, self.policy.accept,
                                stream(self.seed, f"guest-policy/{name}", self.replication),
                                self.rec, cfg.n_vcpus, self.cal.touch_us, self.kernel)
+            upm.attach(v.guest)                      # the MMIO instruction (upm.py)
             self.vcpus.append(v)
 
     def _prebuild(self, start: int, size: int) -> None:
@@ -269,6 +273,7 @@ class Td:
             v.tdv.proc = self.env.process(v.thread())
             if self.config.host.tick_us:
                 self.env.process(self._ticks(v))
+        upm.start_host_threads(self)                 # host.upm_period_us (upm.py)
         run_budgeted(self, self.config.horizon_scaled_us, budget)   # a Budget: limits.py
         self._close()
         return self
