@@ -84,22 +84,26 @@ class HugeKvm:
         """The private fault: Dynamic PAMT reference, then the mapping (RET_PF_* as
         ``Kvm.map_private``: a status, FROZEN or STALE)."""
         r = gpa // MB2
-        if self.maps_2m and r in self.inhibit and \
-                self.module.sept.entry(gpa, LEVEL_2M).state in LEAF_STATES:
-            return FROZEN      # a split of this leaf is in flight: RET_PF_RETRY until done
+        top = self.module.sept.entry(gpa, LEVEL_2M)
+        splitting = self.maps_2m and r in self.inhibit and top.state in LEAF_STATES
         huge = self.maps_2m and r not in self.inhibit
-        want_2m = huge and level == LEVEL_2M and \
-            self.module.sept.entry(gpa, LEVEL_2M).state is not State.NON_LEAF
+        want_2m = huge and level == LEVEL_2M and top.state is not State.NON_LEAF
         if self.dpamt and not want_2m:
+            # the PAMT reference comes first, outside mmu_lock, for the 4 KB pfn: with the
+            # leaf mid-split its PAMT.ADD meets the DEMOTE (Yan Zhao on RFC v5 30/45)
             st = yield from self.pamt_get(v, gpa)
             if st:
                 return st
             try:
+                if splitting:
+                    return FROZEN
                 if not huge:
                     return (yield from self.kvm.map_private(v, gpa, seq))
                 return (yield from self._map_honoring_level(v, gpa, seq, level, True))
             finally:
                 self.refs[r] -= 1
+        if splitting:
+            return FROZEN      # a split of this leaf is in flight: RET_PF_RETRY until done
         if not huge:
             return (yield from self.kvm.map_private(v, gpa, seq))
         return (yield from self._map_honoring_level(v, gpa, seq, level, not self.dpamt))
@@ -110,6 +114,7 @@ class HugeKvm:
         a 4 KB fault sets the flag and maps 4 KB (splitting a 2 MB leaf in the way)."""
         kvm, sept, r = self.kvm, self.module.sept, gpa // MB2
         mode = self.accept_lock
+        self.rec.count(f"accept_level_{mode}_locks")
         yield from kvm.lock(v, kvm.mmu_lock, mode)
         try:
             if seq != kvm.invalidate_seq or any(a <= gpa < b for a, b in kvm.invalidating):
@@ -364,4 +369,5 @@ class HugeKvm:
                 "pamt_adds": self.rec.counts.get("pamt_adds", 0),
                 "pamt_removes": self.rec.counts.get("pamt_removes", 0),
                 "pamt_wait_ms": self.pamt_wait_us / 1000.0,
+                "accept_level_write_locks": self.rec.counts.get("accept_level_write_locks", 0),
                 "td_failed": int(bool(self.kvm.td.stopped))}
