@@ -42,8 +42,8 @@ def test_only_1_5_28_reports_enhanced_demote_interruptibility():
 def test_zero_step_contends_less_on_the_newer_module(sim):
     """§10.1: the older module takes the tree exclusive for an armed VP.ENTER, the newer one
     shared, so the converter's BLOCK and the other vCPUs' AUG/SEPT.ADD meet fewer BUSY."""
-    old = sim("zero-step", module__version="1.5.01", horizon_us=8000).summary.iloc[0]
-    new = sim("zero-step", module__version="2.0.12", horizon_us=8000).summary.iloc[0]
+    old = sim("zero-step", module__version="1.5.01", horizon_us=5000).summary.iloc[0]
+    new = sim("zero-step", module__version="2.0.12", horizon_us=5000).summary.iloc[0]
     assert old["zero_step_armings"] > 0 and new["zero_step_armings"] > 0
     assert new["host_busy_rate"] < old["host_busy_rate"] / 4
     assert new["fault_wait_p99_us"] < old["fault_wait_p99_us"]
