@@ -3,8 +3,6 @@ leaves driven directly (statuses as the 1.5.08 source gives them), then whole ru
 new scenarios with short horizons."""
 from __future__ import annotations
 
-import simpy
-
 from tests.test_module import CAL0, G, REGION, all_locks_free, call, leaf, make, tables
 from workbench.config import ModuleOptions
 from workbench.model.sept import LEVEL_2M, LEVEL_4K, PAGE_4K, State
@@ -19,12 +17,10 @@ MB2 = 2 * 2**20
 BUSY_RCX = TDX_OPERAND_BUSY | OPERAND_ID_RCX
 CAL = CAL0.model_copy(update={"demote_us": 10.0, "pamt_add_us": 2.0})
 
-
 def _module(**opts):
     env, rec, m = make(ModuleOptions(**opts))
     m.cal = CAL
     return env, rec, m
-
 
 def _blocked_and_tracked(env, m):
     leaf(m, REGION, State.MAPPED, LEVEL_2M)
@@ -32,12 +28,10 @@ def _blocked_and_tracked(env, m):
     call(env, 3.0, m.tdh_mem_track("k"))
     env.run()
 
-
 # ------------------------------------------------------------------------ versions
 def test_only_1_5_28_reports_enhanced_demote_interruptibility():
     assert {n for n, v in VERSIONS.items() if v.enhanced_demote} == {"1.5.28"}
     assert VERSIONS["1.5.28"].zero_step_tree is VERSIONS["1.5.08"].zero_step_tree
-
 
 def test_zero_step_contends_less_on_the_newer_module(sim):
     """§10.1: the older module takes the tree exclusive for an armed VP.ENTER, the newer one
@@ -48,7 +42,6 @@ def test_zero_step_contends_less_on_the_newer_module(sim):
     assert new["host_busy_rate"] < old["host_busy_rate"] / 4
     assert new["fault_wait_p99_us"] < old["fault_wait_p99_us"]
 
-
 # ------------------------------------------------------------------------ DEMOTE
 def test_demote_needs_a_blocked_leaf():
     env, rec, m = _module()
@@ -57,7 +50,6 @@ def test_demote_needs_a_blocked_leaf():
     env.run()
     assert r["status"] == TDX_GPA_RANGE_NOT_BLOCKED | OPERAND_ID_RCX
 
-
 def test_demote_before_the_track_is_tlb_tracking_not_done():
     env, rec, m = _module()
     leaf(m, REGION, State.MAPPED, LEVEL_2M)
@@ -65,7 +57,6 @@ def test_demote_before_the_track_is_tlb_tracking_not_done():
     r = call(env, 3.0, m.tdh_mem_page_demote("k", REGION))
     env.run()
     assert r["status"] == TDX_TLB_TRACKING_NOT_DONE | OPERAND_ID_RCX
-
 
 def test_demote_of_a_blocked_tracked_leaf_gives_512_unblocked_leaves():
     env, rec, m = _module()
@@ -77,7 +68,6 @@ def test_demote_of_a_blocked_tracked_leaf_gives_512_unblocked_leaves():
     assert all(m.sept.entry(REGION + i * PAGE_4K, LEVEL_4K).state is State.MAPPED
                for i in range(512))
     assert all_locks_free(m)
-
 
 def test_demote_without_the_feature_is_restartable_when_a_host_interrupt_comes():
     """1.5.08 check_host_interrupt_and_hp_bit(..., false): TDX_INTERRUPTED_RESTARTABLE;
@@ -92,7 +82,6 @@ def test_demote_without_the_feature_is_restartable_when_a_host_interrupt_comes()
         out[version] = r["status"]
     assert out == {"1.5.08": TDX_INTERRUPTED_RESTARTABLE, "1.5.28": TDX_SUCCESS}
 
-
 def test_dynamic_pamt_demote_and_pamt_add_contend_on_the_pamt_entry():
     """§10.6: PAMT.ADD takes the 2 MB PAMT entry exclusive, and so does DEMOTE's
     pamt_demote: BUSY with RCX, under any mmu_lock."""
@@ -103,7 +92,6 @@ def test_dynamic_pamt_demote_and_pamt_add_contend_on_the_pamt_entry():
     env.run()
     assert add["status"] == TDX_SUCCESS and dem["status"] == BUSY_RCX
     assert all_locks_free(m)
-
 
 def test_dynamic_pamt_aug_and_demote_without_pamt_pages_fail():
     env, rec, m = _module(dynamic_pamt=True)
@@ -116,7 +104,6 @@ def test_dynamic_pamt_aug_and_demote_without_pamt_pages_fail():
     dem = call(env2, 0.0, m2.tdh_mem_page_demote("k", REGION, pamt_pages=False))
     env2.run()
     assert dem["status"] == TDX_MISSING_PAMT_PAGE_PAIR | OPERAND_ID_RCX
-
 
 # ------------------------------------------------------------------------ KVM, whole runs
 def test_kvm_maps_2m_where_the_guest_accepts_2m_only_on_a_module_with_the_feature(sim):
@@ -131,14 +118,12 @@ def test_kvm_maps_2m_where_the_guest_accepts_2m_only_on_a_module_with_the_featur
     assert len(ok_2m) > 0          # try_accept_one succeeds at 2 MB where KVM mapped 2 MB
     assert s["pages_accepted"] > 2 * gated["pages_accepted"]
 
-
 def test_honor_accept_level_takes_the_write_lock_or_the_read_lock(sim):
     sets = dict(horizon_us=1500, module__version="1.5.28", host__private_page_sizes="2m")
     w = sim("lazy-accept-boot", **sets).summary.iloc[0]
     r = sim("lazy-accept-boot", host__accept_level_lock="read", **sets).summary.iloc[0]
     assert w["accept_level_write_locks"] > 0 and r["accept_level_write_locks"] == 0
     assert r["aug_2m"] > 0
-
 
 def test_a_split_leaves_the_range_4k_for_good(sim):
     """GUEST_INHIBIT is one-way and there is no promotion: every 2 MB range a conversion
@@ -149,7 +134,6 @@ def test_a_split_leaves_the_range_4k_for_good(sim):
     assert s["splits"] > 0 and s["td_failed"] == 0
     assert splits["gpa"].is_unique           # each range split once
     assert (splits["gpa"] % MB2 == 0).all()
-
 
 def test_negative_control_split_under_the_read_lock_fails_as_in_the_field(sim):
     """§10.7: BUSY from RANGE.BLOCK, the leaf taken for blocked by the other thread, DEMOTE
@@ -168,7 +152,6 @@ def test_negative_control_split_under_the_read_lock_fails_as_in_the_field(sim):
             chains += (before["event"] == "split_block_busy").any()
     assert failures >= 3 and chains >= 1
 
-
 def test_forcing_2m_on_a_module_without_the_feature_bugs_the_vm(sim):
     """What the gate prevents: DEMOTE gives up with TDX_INTERRUPTED_RESTARTABLE, which
     tdh_do_no_vcpus treats as an error."""
@@ -177,14 +160,12 @@ def test_forcing_2m_on_a_module_without_the_feature_bugs_the_vm(sim):
     ev = r.events
     assert "0x8000000400000000" in " ".join(ev.loc[ev["event"] == "vm_bugged", "detail"])
 
-
 def test_demote_meets_pamt_add_under_the_write_lock_only_with_dynamic_pamt(sim):
     on = sim("demote-meets-pamt-add", horizon_us=6000)
     off = sim("demote-meets-pamt-add", module__dynamic_pamt=False, horizon_us=6000)
     assert on.summary["demote_busy"].iloc[0] > 0 and on.summary["pamt_adds"].iloc[0] > 0
     assert off.summary["demote_busy"].iloc[0] == 0
     assert on.vcpus["pamt_wait_us"].sum() >= 0 and "pamt_wait_us" in on.vcpus
-
 
 def test_upm_parallel_upstream_passes_and_zero_tolerance_does_not(sim):
     """Zero tolerance returns a BUSY from a host thread's KVM_SET_MEMORY_ATTRIBUTES or
