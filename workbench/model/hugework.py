@@ -4,9 +4,10 @@
 hot part at the start of each 2 MB range (``hot_kb``, in ``range_kb`` chunks) to shared and
 back, accepting it again: the boot trace of §10.8 converts a few GFNs hundreds of times.
 The first conversion in a 2 MB range that KVM mapped 2 MB splits it. ``huge_reader``
-vCPUs touch the rest of those 2 MB ranges, never a page a conversion owns, so they fault
-only while a split has the 2 MB leaf blocked (where, with Dynamic PAMT, their fault's
-PAMT.ADD meets the DEMOTE).
+vCPUs touch the rest of those 2 MB ranges (that of a conversion in flight when there is
+one: a model choice, the data next to a buffer in conversion is the hot data), never a
+page a conversion owns, so they fault only while a split has the 2 MB leaf blocked
+(where, with Dynamic PAMT, their fault's PAMT.ADD meets the DEMOTE).
 """
 from __future__ import annotations
 
@@ -62,7 +63,12 @@ def huge_reader(g: GuestKernel, group, rng, me: str):
     cold = (MB2 - hot) // PAGE_4K
     ranges = max(1, size // MB2)
     while True:
-        gpa = start + int(rng.integers(ranges)) * MB2 + hot + int(rng.integers(cold)) * PAGE_4K
+        if g.converting:      # the neighbours of a buffer in conversion are the hot data
+            busy = sorted(g.converting.values())
+            base = busy[int(rng.integers(len(busy)))][0] // MB2 * MB2
+        else:
+            base = start + int(rng.integers(ranges)) * MB2
+        gpa = base + hot + int(rng.integers(cold)) * PAGE_4K
         yield Touch(gpa, rip=RIP_READER + gpa // PAGE_4K * 16)
         yield _think(rng, group.think_us)
 
