@@ -179,3 +179,12 @@ def test_upm_parallel_upstream_passes_and_zero_tolerance_does_not(sim):
     zt = sim("upm-parallel", policy="zero-tolerance", seed=3, horizon_us=6000).summary.iloc[0]
     assert up["td_failed"] == 0 and up["stopped"] == ""
     assert zt["td_failed"] == 1 and zt["stopped"] == "test_assert"
+
+
+def test_calibration_shows_which_versions_have_the_huge_page_feature_bit():
+    from tests.test_cli import cli
+    out = cli("calibration").stdout
+    assert "1.5.28   zero-step VP.ENTER takes the S-EPT tree shared" in out
+    lines = [ln for ln in out.splitlines() if "ENHANCED_DEMOTE_INTERRUPTIBILITY yes" in ln]
+    assert [ln.split()[0] for ln in lines] == ["1.5.28"]
+    assert "demote_us" in out and "host_irq_interval_us" in out

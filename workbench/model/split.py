@@ -25,7 +25,7 @@ simplifies, docs/model.md §5.2 says so.
 """
 from __future__ import annotations
 
-from ..policies import Retry, Site
+from ..policies import Site
 from ..rng import Draws, stream
 from ..tdx_errno import (OPERAND_ID_RCX, TDX_GPA_RANGE_ALREADY_BLOCKED, TDX_HPA_RANGE_NOT_FREE,
                          TDX_SUCCESS, is_error, tdx_operand_busy)
@@ -34,6 +34,7 @@ from .sept import LEAF_STATES, LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, State
 MB2 = LEVEL_SIZE[LEVEL_2M]
 READ, WRITE = "read", "write"
 FROZEN, STALE = -1, -2       # as host.py: RET_PF_RETRY without a SEAMCALL
+SPLIT_FAILED = 1 << 63       # an error status: the split bugged the TD, the fault ends
 
 
 class HugeKvm:
@@ -131,7 +132,7 @@ class HugeKvm:
                 if mode == READ:
                     return FROZEN                  # a split needs the write lock
                 ok = yield from self.split_one(f"fault:{v.name}", gpa)
-                return TDX_SUCCESS if ok else self._bug_status()
+                return TDX_SUCCESS if ok else SPLIT_FAILED
             return (yield from self._install_levels(v, gpa, LEVEL_4K))
         finally:
             kvm.mmu_lock.release(mode)
@@ -149,10 +150,6 @@ class HugeKvm:
         if st == TDX_SUCCESS and level == LEVEL_2M:
             self.rec.count("aug_2m")
         return st
-
-    @staticmethod
-    def _bug_status() -> int:
-        return 1 << 63       # the TD is already stopped; any error ends the fault
 
     # ------------------------------------------------------------------ Dynamic PAMT
     def _spin(self, v):
@@ -347,7 +344,6 @@ class HugeKvm:
                 return self._fail(zapper, gpa, t0, tries, busy, "PAGE.DEMOTE", st)
             busy += 1
             self.demote_busy += 1
-            yield from kvm._backoff(Retry().delay_us)
             yield self.env.timeout(kvm.duration(self.cal.kvm_zap_step_us))
 
     def _fail(self, zapper, gpa, t0, tries, busy, leaf, st) -> bool:
