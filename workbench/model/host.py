@@ -306,12 +306,13 @@ class Kvm:
         inside the range then find the invalidation in flight and retry."""
         zapper, zapped = f"zap:{v.name}", 0
         window = self.module.epoch_occupancy
-        if not (yield from self.huge.split_for_zap(v, zapper, pages, False)):
+        huge = self.huge.maps_2m
+        if huge and not (yield from self.huge.split_for_zap(v, zapper, pages, False)):
             return False
         yield from self.lock(v, self.mmu_lock, WRITE)
         window.set_b(self.env.now, True)
         try:
-            if not (yield from self.huge.split_for_zap(v, zapper, pages, True)):
+            if huge and not (yield from self.huge.split_for_zap(v, zapper, pages, True)):
                 return False
             sept = self.module.sept
             for p in pages:
@@ -356,7 +357,8 @@ class Kvm:
         else:
             yield from self.module.tdh_phymem_page_wbinvd(zapper, gpa)
             self.rec.count("zapped_pages")
-            yield from self.huge.after_remove(zapper, gpa)
+            if self.huge.dpamt:
+                yield from self.huge.after_remove(zapper, gpa)
         self.rec.op("zap_4k", zapper, gpa, t0, self.env.now, tries, busy, outcome)
         return outcome == "ok"
 
