@@ -39,10 +39,21 @@ def headline(scenario: str, policy: str, rep: int, reverse: bool = False) -> flo
     return float(summary_row(td, calls, ops, vcpus_table(td, {}))[cfg.headline])
 
 
+HUGE_PRESETS = ("upstream", "patch-09-21", "zero-tolerance", "split-read-lock",
+                "non-blocking-resize")
+
+
+def presets(scenario: str) -> tuple:
+    """The presets compared; where KVM maps 2 MB pages, the two split policies take the
+    place of two retry rules (every other preset splits as the series does)."""
+    huge = load_scenario(scenario).host.private_page_sizes != "4k"
+    return HUGE_PRESETS if huge else PRESETS
+
+
 @functools.lru_cache(maxsize=None)
 def values(scenario: str, reverse: bool = False) -> dict:
     return {p: np.array([headline(scenario, p, r, reverse) for r in range(REPS)])
-            for p in PRESETS}
+            for p in presets(scenario)}
 
 
 def separated(a: np.ndarray, b: np.ndarray, k: float) -> bool:
@@ -60,14 +71,14 @@ def test_each_scenario_is_contested_or_says_it_is_a_control(scenario):
         assert "control" in cfg.question
         return
     v = values(scenario)
-    assert any(separated(v[a], v[b], 2.0) for a, b in itertools.combinations(PRESETS, 2)), \
+    assert any(separated(v[a], v[b], 2.0) for a, b in itertools.combinations(v, 2)), \
         f"{scenario}: no two presets differ on {cfg.headline}"
 
 
 @pytest.mark.parametrize("scenario", workbench.scenario_names())
 def test_creation_order_decides_no_ranking(scenario):
     fwd, rev = values(scenario), values(scenario, reverse=True)
-    for a, b in itertools.combinations(PRESETS, 2):
+    for a, b in itertools.combinations(fwd, 2):
         if separated(fwd[a], fwd[b], 4.0):
             assert np.sign(np.nanmean(fwd[a]) - np.nanmean(fwd[b])) == \
                 np.sign(np.nanmean(rev[a]) - np.nanmean(rev[b])), (scenario, a, b)

@@ -214,7 +214,9 @@ def cmd_calibration(args) -> None:
     print(f"TDX module versions (--set module.version=V; default {DEFAULT_VERSION}):")
     for name, v in VERSIONS.items():
         print(f"  {name:8s} zero-step VP.ENTER takes the S-EPT tree {v.zero_step_tree.value}; "
-              f"tree lock {'with' if v.tree_lock_hp else 'without'} HOST_PRIORITY. {v.source}")
+              f"tree lock {'with' if v.tree_lock_hp else 'without'} HOST_PRIORITY; "
+              f"ENHANCED_DEMOTE_INTERRUPTIBILITY {'yes' if v.enhanced_demote else 'no'}. "
+              f"{v.source}")
 
 
 def _imports(args) -> None:

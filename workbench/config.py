@@ -67,6 +67,12 @@ class Calibration(Frozen):
     ipi_delivery_us: float = us
     vmm_turnaround_us: float = Field(gt=0.0)
     set_attributes_us: float = us
+    # huge pages and Dynamic PAMT (domain §10.5-10.6); defaults keep older calibration
+    # files valid, data/calibration/default.yaml gives each its status and range
+    demote_us: float = Field(20.0, ge=0.0)
+    pamt_add_us: float = Field(2.0, ge=0.0)
+    pamt_refcount_us: float = Field(0.2, ge=0.0)      # KVM's work inside its global spinlock
+    host_irq_interval_us: float = Field(1000.0, ge=0.0)  # mean gap between host interrupts
     jitter_cv: float = Field(ge=0.0, le=1.0)       # the module's calls
     kvm_jitter_cv: float = Field(ge=0.0, le=2.0)   # KVM's and the VMM's own steps
 
@@ -76,7 +82,8 @@ class Calibration(Frozen):
         return self
 
 
-ModuleVersionName = Literal["1.5.01", "1.5.06", "1.5.08", "2.0.01", "2.0.04", "2.0.12"]
+ModuleVersionName = Literal["1.5.01", "1.5.06", "1.5.08", "1.5.28", "2.0.01", "2.0.04",
+                            "2.0.12"]
 
 
 class ModuleOptions(Frozen):
@@ -97,6 +104,9 @@ class ModuleOptions(Frozen):
     # is an EPT violation and KVM kills the VM. False models a TD whose guest gets a #VE and
     # accepts the page itself (what KVM refuses), to study touch-driven fault storms.
     sept_ve_disable: bool = True
+    # Dynamic PAMT (domain §10.6): 4 KB PAMT pages exist per 2 MB range only after
+    # TDH.PHYMEM.PAMT.ADD; AUG at 4 KB and DEMOTE fail with TDX_MISSING_PAMT_PAGE_PAIR without
+    dynamic_pamt: bool = False
 
 
 class HostOptions(Frozen):
@@ -110,10 +120,22 @@ class HostOptions(Frozen):
     memory_fault_action: Literal["convert", "rerun"] = "convert"
     # What the VMM does when KVM returns an error exit (zero tolerance): re-run or stop.
     vmm_on_error: Literal["rerun", "stop"] = "rerun"
+    # 2 MB private leaves (domain §10.5, the huge-page series): "4k" maps 4 KB only (what
+    # Linux merged); "2m" maps 2 MB where the guest accepts at 2 MB, on a module that reports
+    # ENHANCED_DEMOTE_INTERRUPTIBILITY (else 4 KB, as the series gates it); "2m-force" maps
+    # 2 MB on any module (what-if: what the gate prevents)
+    private_page_sizes: Literal["4k", "2m", "2m-force"] = "4k"
+    # the fault path's "honor the guest's accept level" step while a 2 MB range's
+    # GUEST_INHIBIT is unset: under the write mmu_lock (RFC v5) or the read lock (earlier)
+    accept_level_lock: Literal["write", "read"] = "write"
+    # upm-parallel (domain §10.9): host threads that flip 4 KB attributes both ways, punch
+    # holes and add/remove a memslot, each every this often (0: no such threads)
+    upm_period_us: float = Field(0.0, ge=0.0)
 
 
 Role = Literal["lazy_accept", "fault_storm", "converter", "accept_spammer", "attr_spammer",
-               "refaulter", "stepper"]
+               "refaulter", "stepper", "huge_converter", "huge_reader", "upm_accept",
+               "upm_touch", "upm_shared", "upm_mmio"]
 
 
 class VcpuGroup(Frozen):
@@ -130,6 +152,10 @@ class VcpuGroup(Frozen):
     # fault_storm: fault pages in with the guest's ACCEPT (ACCEPT-type exits, never counted
     # by zero-step) or by touching them (counted EPT violations; needs sept_ve_disable off)
     access: Literal["accept", "touch"] = "accept"
+    # huge_converter / huge_reader: the first hot_kb of each 2 MB range of the shared area
+    # (region_mb) are the few GFNs converted again and again (domain §10.8); readers touch
+    # the rest of the same 2 MB ranges
+    hot_kb: int = Field(64, ge=4, le=2044, strict=True)
 
     @model_validator(mode="after")
     def _range_is_pages(self):

@@ -152,6 +152,7 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
         epoch_shared_occupancy=occ.a_us / horizon if horizon else 0.0,
         epoch_occupancy_in_zaps=occ.both_us / occ.b_us if occ.b_us else 0.0,
     )
+    row.update(td.kvm.huge.summary(horizon))    # 2 MB leaves and Dynamic PAMT (split.py)
     return row
 
 
@@ -189,7 +190,7 @@ HEADLINE = ["policy", "host_busy_rate", "guest_busy_rate", "retries_fault", "ret
             "guest_panics", "hp_timeouts", "zero_step_armings", "kicks", "ipis",
             "host_retry_cpu_us", "accept_throughput_per_ms", "jain_work",
             "private_fault_p50_us", "private_fault_p99_us", "zap_4k_p99_us",
-            "conversion_p99_us"]
+            "conversion_p99_us", "td_failed", "splits", "demote_busy", "pamt_wait_ms"]
 
 
 def latency_table(ops: pd.DataFrame, hostile: bool = False, by=()) -> pd.DataFrame:

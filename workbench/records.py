@@ -11,7 +11,8 @@ OP_COLUMNS = ("op", "actor", "gpa", "t_start_us", "t_end_us", "attempts", "busy"
 # guest_error: a guest call failed without killing the guest (-EIO on a conversion).
 OUTCOMES = ("ok", "resumed", "exit_to_userspace", "vm_bugged", "guest_panic", "guest_error",
             "hp_timeout", "unfinished")
-VCPU_STATES = ("guest", "kvm", "retry", "userspace", "mmu_wait", "zap_wait", "idle", "stopped")
+VCPU_STATES = ("guest", "kvm", "retry", "userspace", "mmu_wait", "zap_wait", "pamt_wait", "idle",
+               "stopped")
 
 
 HOSTILE_ROLES = ("accept_spammer", "attr_spammer", "refaulter", "stepper")

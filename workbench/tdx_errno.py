@@ -25,6 +25,11 @@ TDX_TLB_TRACKING_NOT_DONE = 0xC000_0B08_0000_0000
 TDX_PAGE_ALREADY_ACCEPTED = 0x0000_0B0A_0000_0000
 TDX_PAGE_SIZE_MISMATCH = 0xC000_0B0B_0000_0000
 TDX_EPT_ENTRY_STATE_INCORRECT = 0xC000_0B0D_0000_0000
+# huge pages and Dynamic PAMT (module 1.5.08 include/auto_gen_1_5/tdx_error_codes_defs.h)
+TDX_INTERRUPTED_RESTARTABLE = 0x8000_0004_0000_0000
+TDX_INTERRUPTED_BUSY = 0x8000_0206_0000_0000
+TDX_HPA_RANGE_NOT_FREE = 0xC000_0304_0000_0000
+TDX_MISSING_PAMT_PAGE_PAIR = 0x8000_0308_0000_0000
 
 # Not a module status: what this model returns when a TD exit happens instead of a result.
 # VMX basic exit reason 48 (EPT violation) in the low bits, as KVM sees a TD exit.

@@ -122,6 +122,7 @@ class GuestKernel:
     conversion_errors: int = 0                            # -EIO from a failed accept
     converters: set = field(default_factory=set)          # names of the converter vCPUs
     group_index: dict = field(default_factory=dict)       # vCPU name -> index in its group
+    roles: dict = field(default_factory=dict)             # vCPU name -> its role
 
 
 class GuestCpu:

@@ -19,6 +19,7 @@ from ..tdx_errno import (OPERAND_ID_RCX, TDX_EXIT_EPT_VIOLATION, TDX_GPA_RANGE_A
                          TDX_SUCCESS, is_error, tdx_operand_busy)
 from .module import leaf_name
 from .sept import LEVEL_4K, PAGE_4K, State
+from .split import HugeKvm
 from .fastenum import members
 
 State, Site = members(State), members(Site)   # plain attribute reads (fastenum.py)
@@ -86,6 +87,7 @@ class Kvm:
         # host CPU time lost to BUSY calls and retry delays outside the fault loop's
         # "retry" state (which the vCPU time accounting already has)
         self.lost_us = 0.0
+        self.huge = HugeKvm(self)             # 2 MB leaves, splits, Dynamic PAMT (split.py)
 
     # ------------------------------------------------------------------ helpers
     def _ctx(self, site, leaf, st, attempt, kicked, t0, events=False):
@@ -164,7 +166,7 @@ class Kvm:
         self.wait_for_sept_zap -= 1
 
     # ------------------------------------------------------------------ fault path
-    def handle_ept_violation(self, v, gpa: int, pending: bool = False):
+    def handle_ept_violation(self, v, gpa: int, pending: bool = False, level: int = LEVEL_4K):
         """tdx_handle_ept_violation for a private GPA. Returns RESUME, USERSPACE or STOPPED.
         One ``private_fault`` op; the loop is the merged local retry when the fault-site
         policy says Retry."""
@@ -192,7 +194,8 @@ class Kvm:
                     self.td.stop("vm_dead", v.name, "guest access before accept")
                     outcome, result = "vm_bugged", STOPPED
                     break
-                st = yield from self.map_private(v, gpa, seq)
+                st = yield from (self.huge.map(v, gpa, seq, level) if self.huge.active
+                                 else self.map_private(v, gpa, seq))
                 if holding:                 # the one retry after a kick is done
                     holding = False
                     self._end_no_vcpus()
@@ -306,9 +309,14 @@ class Kvm:
         inside the range then find the invalidation in flight and retry."""
         zapper, zapped = f"zap:{v.name}", 0
         window = self.module.epoch_occupancy
+        huge = self.huge.maps_2m
+        if huge and not (yield from self.huge.split_for_zap(v, zapper, pages, False)):
+            return False
         yield from self.lock(v, self.mmu_lock, WRITE)
         window.set_b(self.env.now, True)
         try:
+            if huge and not (yield from self.huge.split_for_zap(v, zapper, pages, True)):
+                return False
             sept = self.module.sept
             for p in pages:
                 if self.mmu_lock.queue:
@@ -352,6 +360,8 @@ class Kvm:
         else:
             yield from self.module.tdh_phymem_page_wbinvd(zapper, gpa)
             self.rec.count("zapped_pages")
+            if self.huge.dpamt:
+                yield from self.huge.after_remove(zapper, gpa)
         self.rec.op("zap_4k", zapper, gpa, t0, self.env.now, tries, busy, outcome)
         return outcome == "ok"
 

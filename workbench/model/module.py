@@ -23,6 +23,7 @@ from .clock import Jitter
 from .locks import Mode, SharexHpLock, SharexLock, Side
 from .versions import VERSIONS
 from .seamcalls import MemSeamcalls
+from .demote import HugeSeamcalls
 from .tdcalls import MAX_ACCEPT_LEVEL, GuestTdcalls
 from .vp import VpEntry
 from .sept import SecureEpt, State
@@ -68,7 +69,7 @@ class TdVcpu:
         return self.epoch_parity is not None
 
 
-class TdxModule(MemSeamcalls, VpEntry, GuestTdcalls):
+class TdxModule(MemSeamcalls, HugeSeamcalls, VpEntry, GuestTdcalls):
     """One TD's view of the TDX module."""
 
     def __init__(self, env: simpy.Environment, cal: Calibration, opts: ModuleOptions,
@@ -88,6 +89,7 @@ class TdxModule(MemSeamcalls, VpEntry, GuestTdcalls):
         # a: the epoch lock has a shared holder (a VP.ENTER); b: a zap holds mmu_lock for
         # write (set by KVM), the only time a TRACK can be issued
         self.epoch_occupancy = Overlap()
+        self._init_huge()                # demote.py: PAMT state (domain §10.6)
 
     # ---------------------------------------------------------------- plumbing
     def add_vcpu(self, name: str) -> TdVcpu:
@@ -156,6 +158,7 @@ class TdxModule(MemSeamcalls, VpEntry, GuestTdcalls):
             yield v.tdvpr
         for e in self.sept.entries():
             yield e.lock
+        yield from self.pamt_locks.values()
 
 
 __all__ = ["TdxModule", "TdVcpu", "MAX_ACCEPT_LEVEL", "leaf_name"]

@@ -49,7 +49,8 @@ class MemSeamcalls:
             def effect():
                 e.state, e.accept_counter = State.PENDING, 0
                 self.rec.count("aug_ok")
-            return (self._entry_locks(e, SHARED), lambda: self._must_be_free(e, err),
+            return (self._entry_locks(e, SHARED) + self.pamt_locks_for(gpa, level),
+                    lambda: self._must_be_free(e, err) or self.pamt_missing(gpa, level),
                     self.cal.page_aug_us, effect)
         return self._seamcall("TDH.MEM.PAGE.AUG", caller, gpa, plan, OPERAND_ID_RDX)
 

@@ -20,6 +20,7 @@ from .clock import FairEnvironment, Jitter
 from .module import TdxModule
 from .sept import LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, ROOT_LEVEL, State
 from .workload import NEEDS_AREA, ROLES
+from . import upm
 from .fastenum import members
 
 State, ExitKind = members(State), members(ExitKind)   # plain attribute reads (fastenum.py)
@@ -106,7 +107,8 @@ class Vcpu:
         td, kvm, vmm = self.td, self.td.kvm, self.td.vmm
         kind = ex.kind
         if kind in (ExitKind.EPT_VIOLATION, ExitKind.ACCEPT_EPT_VIOLATION):
-            r = yield from kvm.handle_ept_violation(self, ex.gpa, pending=ex.pending)
+            r = yield from kvm.handle_ept_violation(self, ex.gpa, pending=ex.pending,
+                                                    level=ex.level)
             if r == USERSPACE:
                 yield from vmm.handle(self)
             return r != STOPPED
@@ -216,7 +218,8 @@ class Td:
     def _build(self) -> None:
         cfg = self.config
         mem = cfg.memory_bytes
-        biggest = max((g.range_kb * 1024 * 8 for g in cfg.vcpus if g.role == "converter"),
+        biggest = max([g.range_kb * 1024 * 8 for g in cfg.vcpus if g.role == "converter"]
+                      + [int(g.region_mb * 2**20) for g in cfg.vcpus if g.role == "huge_converter"],
                       default=MB2)
         area = -(-biggest // MB2) * MB2          # 8 x range_kb, rounded up to 2 MB
         cursor = 0
@@ -226,6 +229,7 @@ class Td:
                 self.kernel.group_index[f"vcpu{len(names)}"] = i
                 names.append((f"vcpu{len(names)}", g))
         self.kernel.converters = {n for n, g in names if g.role == "converter"}
+        self.kernel.roles = {n: g.role for n, g in names}
         for name, g in names:
             if g.role in NEEDS_AREA:
                 self.kernel.areas[name] = (cursor, area)
@@ -253,16 +257,19 @@ class Td:
             v.guest = GuestCpu(name, self.env, self.module, v.tdv, program, self.policy.accept,
                                stream(self.seed, f"guest-policy/{name}", self.replication),
                                self.rec, cfg.n_vcpus, self.cal.touch_us, self.kernel)
+            upm.attach(v.guest)                      # the MMIO instruction (upm.py)
             self.vcpus.append(v)
 
     def _prebuild(self, start: int, size: int) -> None:
         """Memory added and accepted before the run (build time, TDH.MEM.PAGE.ADD)."""
         sept = self.module.sept
+        self.prebuilt_pages += size // PAGE_4K
+        if self.kvm.huge.prebuild(start, size):     # 2 MB leaves (split.py)
+            return
         for gpa in range(start, start + size, PAGE_4K):
             for level in range(ROOT_LEVEL, LEVEL_4K, -1):
                 sept.entry(gpa, level).state = State.NON_LEAF
             sept.entry(gpa, LEVEL_4K).state = State.MAPPED
-        self.prebuilt_pages += size // PAGE_4K
 
     # ------------------------------------------------------------------ run
     def run(self, budget=None) -> "Td":
@@ -270,6 +277,7 @@ class Td:
             v.tdv.proc = self.env.process(v.thread())
             if self.config.host.tick_us:
                 self.env.process(self._ticks(v))
+        upm.start_host_threads(self)                 # host.upm_period_us (upm.py)
         run_budgeted(self, self.config.horizon_scaled_us, budget)   # a Budget: limits.py
         self._close()
         return self

@@ -20,6 +20,12 @@ class ModuleVersion:
     # host-only contention it decides like the plain lock, domain §10.2)
     tree_lock_hp: bool
     source: str
+    # TDX_FEATURES0 bit 51, ENHANCED_DEMOTE_INTERRUPTIBILITY (domain §10.5: modules >= 1.5.28):
+    # without it DEMOTE gives up with TDX_INTERRUPTED_RESTARTABLE whenever a host
+    # interrupt is pending (1.5.08 tdh_mem_page_demote.c: check_host_interrupt_and_hp_bit
+    # with is_resumeable false), without a bound; KVM's huge-page series maps 2 MB private
+    # pages only on a module that reports the bit
+    enhanced_demote: bool = False
 
 
 _OLD = ("intel/tdx-module tdx_1.5 (TDX_1.5.01) src/td_transitions/td_exit_stepping.c: "
@@ -37,6 +43,10 @@ VERSIONS = {
     "2.0.04": ModuleVersion("2.0.04", Mode.EXCLUSIVE, False, _OLD),
     "1.5.08": ModuleVersion("1.5.08", Mode.SHARED, True, _NEW),
     "2.0.12": ModuleVersion("2.0.12", Mode.SHARED, True, _NEW),
+    # zero-step as 1.5.08; the feature bit as domain §10.5 states it (no public source drop
+    # of 1.5.28 to check): the first version on which KVM's series enables huge pages
+    "1.5.28": ModuleVersion("1.5.28", Mode.SHARED, True, _NEW + "; TDX_FEATURES0 bit 51 "
+                            "ENHANCED_DEMOTE_INTERRUPTIBILITY from 1.5.28 (domain §10.5)", True),
 }
 DEFAULT_VERSION = "1.5.01"   # the version domain.md's facts and this model's base follow
 

@@ -89,6 +89,10 @@ def make_policy(spec, *, imports: bool = True) -> Policy:
 
 
 SEPT_LOCKS = ("none", "vm_spinlock", "mmu_lock_write")
+# how KVM splits a 2 MB private leaf (domain §10.5, §10.7): under the write mmu_lock (the
+# huge-page series), under the read lock (a distribution kernel, canonical/tdx 100 and 213),
+# or with the future NON-BLOCKING-RESIZE module feature under the read lock (what-if)
+SPLIT_LOCKS = ("write", "read", "non_blocking")
 
 
 @dataclass(frozen=True)
@@ -103,17 +107,21 @@ class PolicySet:
     accept: Policy
     name: str = "custom"
     sept_lock: str = "none"
+    split_lock: str = "write"
 
     def __post_init__(self):
         if self.sept_lock not in SEPT_LOCKS:
             raise PolicyError(f"sept_lock must be one of {', '.join(SEPT_LOCKS)}, "
                               f"not {str(self.sept_lock)[:40]!r}")
+        if self.split_lock not in SPLIT_LOCKS:
+            raise PolicyError(f"split_lock must be one of {', '.join(SPLIT_LOCKS)}, "
+                              f"not {str(self.split_lock)[:40]!r}")
 
     def for_site(self, site: Site) -> Policy:
         return getattr(self, site.value)
 
     def spec(self) -> dict:
-        return {"preset": self.name, "sept_lock": self.sept_lock,
+        return {"preset": self.name, "sept_lock": self.sept_lock, "split_lock": self.split_lock,
                 **{s: self.for_site(Site(s)).spec() for s in SITE_NAMES}}
 
 
@@ -162,8 +170,22 @@ PRESETS: dict[str, dict] = {
             "'hard no'), merged retry rules otherwise",
         fault="local-retry", zap="kick-and-retry-once", vp_enter="fastpath-reenter",
         accept="linux-guest", sept_lock="mmu_lock_write"),
+    "split-read-lock": dict(
+        doc="negative control (domain §10.7, canonical/tdx issues 100 and 213): a distribution "
+            "kernel that split 2 MB leaves under the shared mmu_lock: a BLOCK that meets BUSY "
+            "takes the leaf for blocked by another thread and goes on to DEMOTE (no TRACK of "
+            "its own, no kick); a DEMOTE error is TDX_BUG_ON. Merged rules otherwise",
+        fault="local-retry", zap="kick-and-retry-once", vp_enter="fastpath-reenter",
+        accept="linux-guest", split_lock="read"),
+    "non-blocking-resize": dict(
+        doc="what-if (domain §10.5): the future NON-BLOCKING-RESIZE module feature, so KVM "
+            "splits under the read mmu_lock with DEMOTE alone (no BLOCK, TRACK or kick); BUSY "
+            "from DEMOTE is retried. Merged rules otherwise",
+        fault="local-retry", zap="kick-and-retry-once", vp_enter="fastpath-reenter",
+        accept="linux-guest", split_lock="non_blocking"),
 }
 SITE_NAMES = tuple(s.value for s in Site)
+LOCKS = ("sept_lock", "split_lock")     # the two switches a spec may set besides the sites
 
 
 def resolve_policy(spec="upstream", *, imports: bool = True) -> PolicySet:
@@ -175,20 +197,22 @@ def resolve_policy(spec="upstream", *, imports: bool = True) -> PolicySet:
         return spec
     if isinstance(spec, str) and spec in PRESETS:
         return _preset(spec)
-    if isinstance(spec, str) and ("+" in spec or spec.partition("=")[0] in (*SITE_NAMES, "sept_lock")):
+    if isinstance(spec, str) and ("+" in spec or spec.partition("=")[0] in (*SITE_NAMES, *LOCKS)):
         spec = _parse_label(spec)
-    if isinstance(spec, dict) and ("preset" in spec or set(spec) & {*SITE_NAMES, "sept_lock"}):
-        unknown = set(spec) - set(SITE_NAMES) - {"preset", "sept_lock"}
+    if isinstance(spec, dict) and ("preset" in spec or set(spec) & {*SITE_NAMES, *LOCKS}):
+        unknown = set(spec) - set(SITE_NAMES) - {"preset", *LOCKS}
         if unknown:
             raise PolicyError(f"policy: unknown call site {sorted(unknown)[0]!r} "
-                              f"(sites: {', '.join(SITE_NAMES)}, or sept_lock)")
+                              f"(sites: {', '.join(SITE_NAMES)}, or sept_lock, split_lock)")
         base = _preset(spec.get("preset", "upstream"))
         chosen = {s: make_policy(spec[s]) for s in SITE_NAMES if s in spec}
         for s, pol in chosen.items():
             _check_site(pol, Site(s))
         lock = spec.get("sept_lock", base.sept_lock)
+        split = spec.get("split_lock", base.split_lock)
         label = _label(chosen, spec, lock != base.sept_lock and lock)
-        return replace(base, name=label, sept_lock=lock, **chosen)
+        label += f"+split_lock={split}" if split != base.split_lock else ""
+        return replace(base, name=label, sept_lock=lock, split_lock=split, **chosen)
     pol = make_policy(spec)
     base = _preset("upstream")
     return replace(base, name=policy_label(pol), **{s.value: pol for s in pol.sites})
@@ -271,7 +295,7 @@ def _parse_label(text: str) -> dict:
                               " is given twice")
         if not sep:
             spec["preset"] = part
-        elif site not in (*SITE_NAMES, "sept_lock"):
+        elif site not in (*SITE_NAMES, *LOCKS):
             raise PolicyError(f"policy {text!r}: unknown call site {site!r} "
                               f"(sites: {', '.join(SITE_NAMES)})")
         else:
@@ -292,6 +316,7 @@ def _preset(name: str) -> PolicySet:
         raise PolicyError(f"unknown preset {short(name)} (known: {', '.join(PRESETS)})")
     p = PRESETS[name]
     return PolicySet(name=name, sept_lock=p.get("sept_lock", "none"),
+                     split_lock=p.get("split_lock", "write"),
                      **{s: make_policy(p[s]) for s in SITE_NAMES})
 
 

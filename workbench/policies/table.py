@@ -27,7 +27,15 @@ CASES = (
     (Site.VP_ENTER, "TDH.VP.ENTER", EPOCH, "TRACK holds the epoch"),
     (Site.VP_ENTER, "TDH.VP.ENTER", TREE, "armed: another tree holder"),
     (Site.ACCEPT, "TDG.MEM.PAGE.ACCEPT", ENTRY, "the host (or HP) holds the entry"),
+    (Site.ZAP, "TDH.MEM.PAGE.DEMOTE", ENTRY, "PAMT.ADD holds the 2 MB PAMT entry (Dynamic PAMT)"),
+    (Site.FAULT, "TDH.PHYMEM.PAMT.ADD", ENTRY, "DEMOTE holds the 2 MB PAMT entry"),
 )
+# how each split_lock splits a 2 MB leaf (workbench/model/split.py), and what its DEMOTE does
+# with BUSY where the split does not run through tdh_do_no_vcpus
+SPLIT = {"write": "write mmu_lock: BLOCK, TRACK, kick, DEMOTE via tdh_do_no_vcpus",
+         "read": "read mmu_lock: BLOCK retried while BUSY; ALREADY_BLOCKED -> DEMOTE, no TRACK",
+         "non_blocking": "read mmu_lock, DEMOTE alone (what-if module feature)"}
+SPLIT_DEMOTE = "retry without bound (read-lock split)"
 LIMIT = 2000       # retries beyond this read as "without bound"
 NAMES = {"ResumeGuest": "resume guest", "ExitToUserspace": "exit to userspace",
          "BugVm": "KVM_BUG_ON", "GuestFail": "fail (Linux: fall back, panic at 4K)"}
@@ -66,8 +74,12 @@ def preset_table(presets=None) -> list[dict]:
         row = {"site": site.value, "leaf": leaf, "operand": operand_name(status) or "-",
                "holder": why}
         for n, pset in sets.items():
-            row[n] = behaviour(pset.for_site(site), site, leaf, status)
+            row[n] = (SPLIT_DEMOTE if leaf == "TDH.MEM.PAGE.DEMOTE" and pset.split_lock != "write"
+                      else behaviour(pset.for_site(site), site, leaf, status))
         rows.append(row)
+    rows.append({"site": "split", "leaf": "2 MB leaf", "operand": "-",
+                 "holder": "how KVM splits (split_lock)",
+                 **{n: SPLIT[p.split_lock] for n, p in sets.items()}})
     return rows
 
 

@@ -1,0 +1,142 @@
+"""Layer 3 (model): the module's huge-page and Dynamic PAMT leaves (domain.md §10.5-10.6):
+TDH.MEM.PAGE.DEMOTE, TDH.PHYMEM.PAMT.ADD and TDH.PHYMEM.PAMT.REMOVE.
+
+A mixin of :class:`workbench.model.module.TdxModule`, like ``seamcalls.py``. Locks and
+statuses follow the public copy of module 1.5.08 (murrowow/tdx-concurrency):
+
+- DEMOTE (``tdh_mem_page_demote.c``): TDR shared, the S-EPT tree *shared*
+  (``lock_sept_check_and_walk_private_gpa(..., TDX_LOCK_SHARED)``; domain §9.8 says the same of
+  1.5.01), the 2 MB entry's host lock, then the leaf must be BLOCKED
+  (TDX_GPA_RANGE_NOT_BLOCKED) and TLB-tracked (TDX_TLB_TRACKING_NOT_DONE, both with RCX);
+  ``check_host_interrupt_and_hp_bit(tree, false)`` returns TDX_INTERRUPTED_RESTARTABLE if a
+  host interrupt is pending, TDX_INTERRUPTED_BUSY if the tree's HOST_PRIORITY bit is set;
+  ``pamt_demote`` takes the 2 MB PAMT entry exclusive (``acquire_sharex_lock_hp_ex``; BUSY
+  with RCX). The new 4 KB leaves keep the state of the 2 MB leaf, unblocked.
+- PAMT.ADD (``tdh_phymem_pamt_add.c``): ``pamt_walk(..., TDX_LOCK_EXCLUSIVE, PT_2MB)``: the
+  2 MB PAMT entry exclusive (BUSY with RCX); TDX_HPA_RANGE_NOT_FREE if the range already has
+  its 4 KB PAMT pages. PAMT.REMOVE is modelled with the same lock.
+- With Dynamic PAMT a 4 KB AUG in a range without PAMT pages fails with
+  TDX_MISSING_PAMT_PAGE_PAIR (``helpers.c``: the walk stops at a 2 MB entry of type NDA).
+
+Model choices (docs/model.md §5.2): guest-physical and host-physical 2 MB ranges coincide
+(one PAMT range per 2 MB of GPA); an interrupted DEMOTE is charged its entry and exit only;
+the "non-blocking resize" what-if (a call form no module has) skips the BLOCKED and
+TLB-tracking checks.
+"""
+from __future__ import annotations
+
+from ..tdx_errno import (
+    OPERAND_ID_RCX, OPERAND_ID_RDX, TDX_EPT_ENTRY_STATE_INCORRECT, TDX_GPA_RANGE_NOT_BLOCKED,
+    TDX_HPA_RANGE_NOT_FREE, TDX_INTERRUPTED_BUSY, TDX_INTERRUPTED_RESTARTABLE,
+    TDX_MISSING_PAMT_PAGE_PAIR, TDX_SUCCESS, TDX_TLB_TRACKING_NOT_DONE,
+)
+from .locks import Mode, SharexLock
+from .sept import LEAF_STATES, LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, State
+
+SHARED, EXCLUSIVE = Mode.SHARED, Mode.EXCLUSIVE
+MB2 = LEVEL_SIZE[LEVEL_2M]
+
+
+class HugeSeamcalls:
+    """DEMOTE, PAMT.ADD, PAMT.REMOVE and the PAMT state they share with AUG."""
+
+    def _init_huge(self) -> None:
+        self.pamt_locks: dict[int, SharexLock] = {}   # 2 MB range -> its PAMT entry lock
+        self.pamt_present: set[int] = set()            # ranges that have 4 KB PAMT pages
+        self.host_irq = None    # a Draws of uniforms, set by KVM when DEMOTE can run
+        self.irq_interval_us = 0.0
+
+    def pamt_lock(self, gpa: int) -> SharexLock:
+        r = gpa // MB2
+        lk = self.pamt_locks.get(r)
+        if lk is None:
+            lk = self.pamt_locks[r] = SharexLock(f"pamt[2M:{r:#x}]", OPERAND_ID_RCX)
+        return lk
+
+    def pamt_locks_for(self, gpa: int, level: int) -> list:
+        """AUG's PAMT walk takes the 2 MB parent shared (domain §9.8). Modelled only with
+        Dynamic PAMT on, where DEMOTE and PAMT.ADD are its exclusive holders."""
+        return [(self.pamt_lock(gpa), SHARED)] if self.opts.dynamic_pamt else []
+
+    def pamt_missing(self, gpa: int, level: int) -> int:
+        """TDX_MISSING_PAMT_PAGE_PAIR for a 4 KB page of a range without PAMT pages."""
+        if self.opts.dynamic_pamt and level == LEVEL_4K and gpa // MB2 not in self.pamt_present:
+            return TDX_MISSING_PAMT_PAGE_PAIR | OPERAND_ID_RCX
+        return TDX_SUCCESS
+
+    def tdh_mem_page_demote(self, caller: str, gpa: int, pending: bool = False,
+                            pamt_pages: bool = True, non_blocking: bool = False):
+        """Split a blocked, TLB-tracked 2 MB leaf into 512 4 KB leaves of its state.
+        ``pending``: the leaf was PENDING before BLOCK (the module keeps PENDING_BLOCKED;
+        this model's BLOCKED does not, so the caller says). ``pamt_pages``: KVM passed the
+        two PAMT pages Dynamic PAMT needs. ``non_blocking``: the what-if NON-BLOCKING-RESIZE
+        form (domain §10.5, a future feature): a mapped leaf, no BLOCK or TRACK first."""
+        gpa = gpa // MB2 * MB2
+
+        def plan():
+            e, err = self._walk_to(gpa, LEVEL_2M)
+
+            def check():
+                if err:
+                    return err
+                if e.state not in LEAF_STATES:
+                    return TDX_EPT_ENTRY_STATE_INCORRECT | OPERAND_ID_RCX
+                if not non_blocking:
+                    if e.state is not State.BLOCKED:
+                        return TDX_GPA_RANGE_NOT_BLOCKED | OPERAND_ID_RCX
+                    if not self.tlb_tracked(e.bepoch):
+                        return TDX_TLB_TRACKING_NOT_DONE | OPERAND_ID_RCX
+                if self.opts.dynamic_pamt and not pamt_pages:
+                    return TDX_MISSING_PAMT_PAGE_PAIR | OPERAND_ID_RCX
+                return self._demote_interrupted()
+
+            def effect():
+                state = e.state if e.state is not State.BLOCKED else (
+                    State.PENDING if pending else State.MAPPED)
+                e.state = State.NON_LEAF
+                for p in range(gpa, gpa + MB2, PAGE_4K):
+                    self.sept.entry(p, LEVEL_4K).state = state
+                if self.opts.dynamic_pamt:
+                    self.pamt_present.add(gpa // MB2)
+                self.rec.count("demotes")
+            locks = self._entry_locks(e, SHARED) + (
+                [(self.pamt_lock(gpa), EXCLUSIVE)] if e is not None else [])
+            return locks, check, self.cal.demote_us, effect
+        return (yield from self._seamcall("TDH.MEM.PAGE.DEMOTE", caller, gpa, plan,
+                                          OPERAND_ID_RDX))
+
+    def _demote_interrupted(self) -> int:
+        """check_host_interrupt_and_hp_bit: a host interrupt that arrives during DEMOTE's
+        work (Poisson at ``host_irq_interval_us``) ends it, unless the module has
+        ENHANCED_DEMOTE_INTERRUPTIBILITY; HP set on the tree (newer modules) likewise."""
+        if self.version.tree_lock_hp and getattr(self.tree_lock, "host_priority", False):
+            return TDX_INTERRUPTED_BUSY
+        if self.version.enhanced_demote or self.host_irq is None or not self.irq_interval_us:
+            return TDX_SUCCESS
+        p = 1.0 - pow(2.718281828459045, -self.cal.demote_us / self.irq_interval_us)
+        return TDX_INTERRUPTED_RESTARTABLE if self.host_irq.next() < p else TDX_SUCCESS
+
+    def tdh_phymem_pamt_add(self, caller: str, gpa: int):
+        """Add the two 4 KB PAMT pages of a 2 MB range (Dynamic PAMT)."""
+        r = gpa // MB2
+
+        def plan():
+            def effect():
+                self.pamt_present.add(r)
+                self.rec.count("pamt_adds")
+            check = lambda: (TDX_HPA_RANGE_NOT_FREE | OPERAND_ID_RCX  # noqa: E731
+                             if r in self.pamt_present else TDX_SUCCESS)
+            return [(self.pamt_lock(gpa), EXCLUSIVE)], check, self.cal.pamt_add_us, effect
+        return (yield from self._seamcall("TDH.PHYMEM.PAMT.ADD", caller, gpa, plan, None))
+
+    def tdh_phymem_pamt_remove(self, caller: str, gpa: int):
+        """Take back the PAMT pages of a 2 MB range no 4 KB page uses any more."""
+        r = gpa // MB2
+
+        def plan():
+            def effect():
+                self.pamt_present.discard(r)
+                self.rec.count("pamt_removes")
+            return [(self.pamt_lock(gpa), EXCLUSIVE)], lambda: TDX_SUCCESS, \
+                self.cal.pamt_add_us, effect
+        return (yield from self._seamcall("TDH.PHYMEM.PAMT.REMOVE", caller, gpa, plan, None))
