@@ -11,11 +11,11 @@ POLICIES = ("upstream", "patch-09-21")
 WHAT_IF = {"module.busy_without_vcpus": 0.05}   # the module's own Draws stream too
 
 
-def golden_runs() -> dict:
+def golden_runs(names=None) -> dict:
     from workbench.experiments import run
     from workbench.scenarios import scenario_names
     out = {}
-    for name in scenario_names():
+    for name in names or scenario_names():
         for pol, tag, extra in [(p, "", {}) for p in POLICIES] + [("upstream", "+busy", WHAT_IF)]:
             r = run(name, seed=3, policy=pol, sets={**SETS, **extra})
             row = r.summary.drop(columns=["run_id"]).iloc[0].to_dict()

@@ -1,5 +1,6 @@
 """Layer 4: named workloads. Each scenario is a YAML file in ``data/scenarios/`` validated
-into a frozen :class:`~workbench.config.ScenarioConfig`."""
+into a frozen :class:`~workbench.config.ScenarioConfig`; ``data/scenarios/small/`` holds
+the race finder's small variants (``malicious-accept-small``...), named like the others."""
 from __future__ import annotations
 
 import os
@@ -9,10 +10,28 @@ from .config import DATA, ConfigError, ScenarioConfig, read_yaml, validate, with
 from .safeio import check_path, short
 
 SCENARIO_DIR = DATA / "scenarios"
+SUBFOLDERS = ("small",)
 
 
-def scenario_names() -> list[str]:
-    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+def _files():
+    yield from SCENARIO_DIR.glob("*.yaml")
+    for sub in SUBFOLDERS:
+        yield from (SCENARIO_DIR / sub).glob("*.yaml")
+
+
+def scenario_names(folder: str | None = None) -> list[str]:
+    """Every shipped scenario's name, or those of one subfolder (``"small"``)."""
+    if folder is not None:
+        return sorted(p.stem for p in (SCENARIO_DIR / folder).glob("*.yaml"))
+    return sorted(p.stem for p in _files())
+
+
+def _shipped(name: str) -> Path:
+    for sub in ("", *SUBFOLDERS):
+        p = SCENARIO_DIR / sub / f"{name}.yaml"
+        if p.exists():
+            return p
+    return SCENARIO_DIR / f"{name}.yaml"
 
 
 def load_scenario(name_or_path, sets=None) -> ScenarioConfig:
@@ -26,7 +45,7 @@ def load_scenario(name_or_path, sets=None) -> ScenarioConfig:
     else:
         path = check_path(name_or_path, "scenario")
         if path.suffix not in (".yaml", ".yml"):
-            path = check_path(SCENARIO_DIR / f"{name_or_path}.yaml", "scenario")
+            path = check_path(_shipped(str(name_or_path)), "scenario")
         if not os.path.exists(path):
             raise ConfigError(f"unknown scenario {short(str(name_or_path))} "
                               f"(known: {', '.join(scenario_names())})")

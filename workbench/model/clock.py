@@ -31,15 +31,26 @@ class FairEnvironment(simpy.Environment):
     SimPy's heap key is ``(time, priority, insertion counter)``; here the counter's high bits
     are random, so events due at one instant with one priority run in a random, seeded order
     (the low bits keep every key unique). Priorities (process start, interrupts) keep their
-    meaning."""
+    meaning.
 
-    def __init__(self, seed: int, initial_time: float = 0.0):
+    ``choices`` (a :class:`~.choices.Choices`, for the race finder): the high bits of an
+    event scheduled with no delay are a choice of the run's schedule instead; a timed
+    event's are 0, its place being its (chosen) delay."""
+
+    def __init__(self, seed: int, initial_time: float = 0.0, choices=None):
         super().__init__(initial_time)
         self._tie = random.Random(seed).getrandbits
+        if choices is not None:
+            self._chosen = choices.tie
+            self.schedule = self._schedule_chosen
 
     def schedule(self, event, priority=NORMAL, delay=0):
         heappush(self._queue, (self._now + delay, priority,
                                (self._tie(23) << 40) | next(self._eid), event))
+
+    def _schedule_chosen(self, event, priority=NORMAL, delay=0):
+        tie = self._chosen(23) if not delay else 0
+        heappush(self._queue, (self._now + delay, priority, (tie << 40) | next(self._eid), event))
 
 
 class Jitter:
