@@ -44,6 +44,7 @@ from .scenarios import load_scenario
 
 STRATEGIES = ("random", "pct", "bounded")
 BATCH = 8                          # schedules per engine job
+KEEP_FAILURES = 8                  # failures looked at before the shortest is shrunk
 
 
 # ------------------------------------------------------------------ one schedule
@@ -246,6 +247,7 @@ class Verdict:
     failure: tuple | None = None
     choices: list | None = None
     found_at: int | None = None
+    failures: int = 0
     shrunk: Outcome | None = None
     covered: tuple | None = None       # bounded: (deviation sets run, in the bound)
     shrink_runs: int = 0
@@ -259,22 +261,25 @@ class Verdict:
                 + (f" depth {self.depth}" if self.strategy != "random" else "")
                 + f", {self.schedules} schedules in {self.seconds:.1f} s "
                   f"({self.rate:.1f}/s), {self.interleavings} distinct lock-acquisition "
-                  "interleavings")
+                  "interleavings" + (f", {self.failures} failing" if self.failures else ""))
         if self.covered:
             head += f", {self.covered[0]} of {self.covered[1]} schedules within the bound"
         if self.failure is None:
             return f"No counterexample. {head}."
         return (f"COUNTEREXAMPLE ({self.failure[0]}): {self.failure[1]}\n{head}; "
-                f"found at schedule {self.found_at}, shrunk from {len(self.choices)} to "
+                f"the shortest is schedule {self.found_at}, shrunk from {len(self.choices)} to "
                 f"{len(self.shrunk.choices)} choices in {self.shrink_runs} runs")
 
 
 def explore(scenario, policy="upstream", *, schedules: int = 200, strategy: str = "random",
             depth: int = 3, seed: int = 0, oracles=None, predicate=None, sets=None,
-            livelock_us=None, starve_us=None, shrink: bool = True, engine=None, workers=None,
+            livelock_us=None, starve_us=None, shrink: bool = True, shrink_seconds: float = 15.0,
+            engine=None, workers=None,
             client=None, progress=None) -> Verdict:
     """Search ``schedules`` schedules of ``scenario`` under ``policy`` for one that fails
-    an oracle; shrink the first one found. Returns a :class:`Verdict`."""
+    an oracle; once one fails, look a little further (up to ``KEEP_FAILURES`` failures or
+    twice the schedules it took) and shrink the failing schedule with the fewest choices.
+    Returns a :class:`Verdict`."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
     for name, v, lo in (("schedules", schedules, 1), ("depth", depth, 1), ("seed", seed, 0)):
@@ -285,7 +290,7 @@ def explore(scenario, policy="upstream", *, schedules: int = 200, strategy: str 
     t0 = time.monotonic()
     plan, covered = _plan(target, strategy, depth, schedules)
     n = len(plan["deviations"]) if strategy == "bounded" else schedules
-    found, seen, done = None, set(), 0
+    found, seen, done, failures, first_at = None, set(), 0, 0, None
     jobs = [(target, strategy, seed, depth, plan, list(range(a, min(n, a + BATCH))))
             for a in range(0, n, BATCH)]
     if predicate is not None:
@@ -297,22 +302,27 @@ def explore(scenario, policy="upstream", *, schedules: int = 200, strategy: str 
             for i, failure, sig, chs, _ in rows:
                 done += 1
                 seen.add(sig)
-                if failure and (found is None or i < found[0]):
-                    found = (i, failure, chs)
+                if failure:
+                    failures += 1
+                    first_at = done if first_at is None else first_at
+                    # the failure with the fewest choices: it fails earliest, shrinks best
+                    if found is None or (len(chs), i) < (len(found[2]), found[0]):
+                        found = (i, failure, chs)
             bar.update(len(rows))
             bar.set_postfix(per_s=f"{done / max(1e-9, time.monotonic() - t0):.1f}")
-            if found:
+            if found and (failures >= KEEP_FAILURES or done >= 2 * first_at + 2 * BATCH):
                 break
     finally:
         bar.close()
     v = Verdict(target.cfg.name, target.pset.name, strategy, depth, done,
-                time.monotonic() - t0, len(seen),
+                time.monotonic() - t0, len(seen), failures=failures,
                 covered=(done, covered) if strategy == "bounded" else None)
     if found:
         v.found_at, v.failure, v.choices = found
         if shrink:
             from .shrink import shrink_choices
-            v.shrunk, v.shrink_runs = shrink_choices(target, v.choices, v.failure[0])
+            v.shrunk, v.shrink_runs = shrink_choices(target, v.choices, v.failure[0],
+                                                     max_seconds=shrink_seconds)
             v.failure = v.shrunk.failure
         else:
             v.shrunk = run_schedule(target, prefix_source(v.choices), keep=True)

@@ -3,13 +3,14 @@
 The failing choice sequence is handed to Hypothesis as a saved, not yet shrunk example of a
 search whose test draws the run's schedule from Hypothesis, so Hypothesis replays it, sees
 it fail, and shrinks it as it shrinks any failing example. Two stages, because Hypothesis
-costs ~0.1-0.3 ms per drawn value and a run makes thousands of choices:
+costs ~0.1-0.3 ms per drawn value and a run makes thousands of choices, each stage draws
+one value per run:
 
 1. the *length*: the example is one integer ``n``; the run takes the first ``n`` choices of
    the failing sequence and 0 after them (SimPy's order, median durations, the simplest
    workload). Cheap, and it removes everything after what the failure needs;
-2. the *values*: the example is ``n`` and then one bounded integer per choice, shrunk to
-   fewer and smaller values (only when ``n`` is at most ``MAX_VALUES``).
+2. the *values*: the example is one byte string, two bytes per choice, which Hypothesis
+   shrinks to fewer and smaller bytes (one drawn value per run, however long the run).
 
 A shrunk schedule must fail the same oracle; runs are cut at the original failure's time,
 since a schedule that fails later is no smaller.
@@ -21,9 +22,15 @@ import time
 import warnings
 from unittest import mock
 
-from .model.choices import TOP
 
-MAX_VALUES = 600
+
+
+def _pack(values) -> bytes:
+    return b"".join(int(v).to_bytes(2, "big") for v in values)
+
+
+def _unpack(raw: bytes) -> list:
+    return [int.from_bytes(raw[i:i + 2], "big") for i in range(0, len(raw) - 1, 2)]
 
 
 def shrink_choices(target, choices, oracle: str, max_seconds: float = 30.0):
@@ -49,12 +56,10 @@ def shrink_choices(target, choices, oracle: str, max_seconds: float = 30.0):
     n = len(base)
     best = _shrink((n,), lambda data: fails(base[:data.draw(st.integers(0, n))]), stop_at)
     cut = base[:best[0]]
-    if 0 < len(cut) <= MAX_VALUES:
-        value, length = st.integers(0, TOP - 1), st.integers(0, len(cut))
-        best = _shrink((len(cut), *cut),
-                       lambda data: fails([data.draw(value) for _ in range(data.draw(length))]),
-                       stop_at)
-        cut = list(best[1:])
+    if cut:
+        raw = st.binary(max_size=2 * len(cut))
+        best = _shrink((_pack(cut),), lambda data: fails(_unpack(data.draw(raw))), stop_at)
+        cut = _unpack(best[0])
     out = run_schedule(target, prefix_source(cut), until=until, keep=True)
     if not out.failure or out.failure[0] != oracle:       # keep what is known to fail
         out = run_schedule(target, prefix_source(base), until=until, keep=True)
