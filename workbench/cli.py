@@ -151,6 +151,8 @@ def _add_explore(sub) -> None:
     e.add_argument("--engine", choices=("serial", "processes", "dask"), default=None)
     e.add_argument("--workers", type=int, default=None)
     e.add_argument("--steps", type=int, default=60, help="trace steps to print (0: all)")
+    e.add_argument("--shrink-seconds", type=float, default=15.0,
+                   help="wall-clock budget of the shrinking")
     e.add_argument("--import", dest="imports", action="append", default=[],
                    metavar="MODULE", help="import a module that registers policies")
     r = sub.add_parser("replay", help="rerun a counterexample's replay file bit for bit")
@@ -621,7 +623,7 @@ def cmd_explore(args) -> None:
                 strategy=args.strategy, depth=args.depth, seed=args.seed, oracles=oracles,
                 predicate=_predicate(args.predicate), sets=args.set,
                 livelock_us=args.livelock_us, starve_us=args.starve_us,
-                engine=args.engine, workers=args.workers)
+                shrink_seconds=args.shrink_seconds, engine=args.engine, workers=args.workers)
     print(v.text())
     if v.failure:
         print(format_trace(v.shrunk, args.steps or 10**9))

@@ -74,6 +74,8 @@ def make_target(scenario, policy="upstream", *, sets=None, oracles=None, predica
         if not callable(predicate):
             raise ConfigError("predicate must be a callable over the run's tables")
         names = tuple(n for n in names if n != "predicate") + ("predicate",)
+    if not names:
+        raise ConfigError("no oracle to judge a run by (name one, or give a predicate)")
     h = cfg.horizon_scaled_us
     params = {"livelock_us": float(livelock_us or h / 2), "starve_us": float(starve_us or h / 2)}
     for k, v in params.items():
@@ -285,6 +287,8 @@ def explore(scenario, policy="upstream", *, schedules: int = 200, strategy: str 
     for name, v, lo in (("schedules", schedules, 1), ("depth", depth, 1), ("seed", seed, 0)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ConfigError(f"{name} must be a whole number >= {lo}, not {v!r}")
+    if not (isinstance(shrink_seconds, (int, float)) and shrink_seconds >= 0):
+        raise ConfigError(f"shrink_seconds must be a number >= 0, not {shrink_seconds!r}")
     target = make_target(scenario, policy, sets=sets, oracles=oracles, predicate=predicate,
                          livelock_us=livelock_us, starve_us=starve_us)
     t0 = time.monotonic()

@@ -100,7 +100,8 @@ ORACLES = {"vm_bugged": vm_bugged, "guest_panic": guest_panic, "td_dead": td_dea
 
 
 def check_oracles(names) -> tuple[str, ...]:
-    names = tuple(names or ORACLES)
+    """The oracles named (None: all of them)."""
+    names = tuple(ORACLES) if names is None else tuple(names)
     bad = [n for n in names if n not in ORACLES and n != "predicate"]
     if bad:
         raise ConfigError(f"unknown oracle {bad[0]!r} (known: {', '.join(ORACLES)}, predicate)")
