@@ -32,11 +32,8 @@ import random
 import time
 from dataclasses import dataclass, field, replace
 
-from simpy.core import StopSimulation
-from simpy.events import URGENT, Event
-
 from .config import ConfigError, load_calibration
-from .model.choices import TOP, Choices
+from .model.choices import TOP, Choices, stop_at_failure
 from .model.td import Td
 from .oracles import check_oracles, judge
 from .policies import resolve_policy
@@ -130,7 +127,7 @@ def run_schedule(target: Target, source, *, until: float | None = None,
     holder["env"] = td.env
     if hasattr(source, "bind"):
         source.bind(choices)
-    _stop_at_failure(td)
+    stop_at_failure(td)
     td.run()
     choices.halted = True
     failure = judge(td, target.oracles, target.params, target.predicate)
@@ -138,22 +135,6 @@ def run_schedule(target: Target, source, *, until: float | None = None,
                           digest_size=8).hexdigest()
     return Outcome(failure, choices.made, sig, td.stopped_at or td.env.now,
                    len(td.rec.calls), td if keep else None, log)
-
-
-def _stop_at_failure(td: Td) -> None:
-    """End the simulation at the instant the TD stops (VM bugged, panic, dead)."""
-    stop = td.stop
-
-    def stopping(reason, actor, detail=""):
-        first = not td.stopped
-        stop(reason, actor, detail)
-        if first:
-            td.choices.halted = True
-            ev = Event(td.env)
-            ev._ok, ev._value = True, None
-            ev.callbacks.append(StopSimulation.callback)
-            td.env.schedule(ev, URGENT)
-    td.stop = stopping
 
 
 # ------------------------------------------------------------------ sources
@@ -365,7 +346,7 @@ def _plan(target, strategy, depth, budget) -> tuple[dict, int]:
 def _kinds(target) -> list:
     c = Choices(lambda kind, i: 0)
     td = Td(target.cfg, target.pset, target.cal, 0, 0, choices=c)
-    _stop_at_failure(td)
+    stop_at_failure(td)
     td.run()
     return c.kinds
 

@@ -24,6 +24,9 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
+from simpy.core import StopSimulation
+from simpy.events import URGENT, Event
+
 BITS = 16
 TOP = 1 << BITS
 _HALF = TOP >> 1
@@ -124,4 +127,22 @@ class ChoiceStream:
         return loc + scale * self.standard_normal(size)
 
 
-__all__ = ["BITS", "TOP", "Choices", "ChoiceStream", "normal_of", "unit_of"]
+def stop_at_failure(td) -> None:
+    """End ``td``'s simulation at the instant the TD stops (VM bugged, panic, dead): a
+    failure needs no more of the schedule, and its choices stop being recorded."""
+    stop = td.stop
+
+    def stopping(reason, actor, detail=""):
+        first = not td.stopped
+        stop(reason, actor, detail)
+        if first:
+            if td.choices is not None:
+                td.choices.halted = True
+            ev = Event(td.env)
+            ev._ok, ev._value = True, None
+            ev.callbacks.append(StopSimulation.callback)
+            td.env.schedule(ev, URGENT)
+    td.stop = stopping
+
+
+__all__ = ["stop_at_failure", "BITS", "TOP", "Choices", "ChoiceStream", "normal_of", "unit_of"]
