@@ -13,17 +13,12 @@ SCENARIO_DIR = DATA / "scenarios"
 SUBFOLDERS = ("small",)
 
 
-def _files():
-    yield from SCENARIO_DIR.glob("*.yaml")
-    for sub in SUBFOLDERS:
-        yield from (SCENARIO_DIR / sub).glob("*.yaml")
-
-
 def scenario_names(folder: str | None = None) -> list[str]:
-    """Every shipped scenario's name, or those of one subfolder (``"small"``)."""
-    if folder is not None:
-        return sorted(p.stem for p in (SCENARIO_DIR / folder).glob("*.yaml"))
-    return sorted(p.stem for p in _files())
+    """The shipped scenarios' names (``data/scenarios/*.yaml``), or those of a subfolder
+    (``"small"``: the race finder's small variants, loaded by name like the others)."""
+    if folder is not None and folder not in SUBFOLDERS:
+        raise ConfigError(f"no scenario folder {short(folder)} (known: {', '.join(SUBFOLDERS)})")
+    return sorted(p.stem for p in (SCENARIO_DIR / (folder or "")).glob("*.yaml"))
 
 
 def _shipped(name: str) -> Path:
@@ -47,8 +42,9 @@ def load_scenario(name_or_path, sets=None) -> ScenarioConfig:
         if path.suffix not in (".yaml", ".yml"):
             path = check_path(_shipped(str(name_or_path)), "scenario")
         if not os.path.exists(path):
+            known = scenario_names() + [n for sub in SUBFOLDERS for n in scenario_names(sub)]
             raise ConfigError(f"unknown scenario {short(str(name_or_path))} "
-                              f"(known: {', '.join(scenario_names())})")
+                              f"(known: {', '.join(known)})")
         data = read_yaml(path, "scenario")
         data.setdefault("name", path.stem)
         cfg = validate(ScenarioConfig, data, f"scenario {short(path.name, 80)}")
@@ -56,5 +52,6 @@ def load_scenario(name_or_path, sets=None) -> ScenarioConfig:
 
 
 def describe() -> list[tuple[str, str]]:
-    """(name, question) of every shipped scenario."""
-    return [(n, " ".join(load_scenario(n).question.split())) for n in scenario_names()]
+    """(name, question) of every shipped scenario, the small ones last."""
+    names = scenario_names() + [n for sub in SUBFOLDERS for n in scenario_names(sub)]
+    return [(n, " ".join(load_scenario(n).question.split())) for n in names]
