@@ -12,9 +12,10 @@ Strategies (how schedule ``i`` of a search is drawn):
 - ``pct``: probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010) carried over
   to a timed model: each SimPy process gets a random priority, a higher one runs its
   jittered durations faster and goes first among events due at one instant; at ``depth - 1``
-  random choice points the running process drops below every other. A bug that needs
-  ``depth`` ordering constraints is hit with probability about ``1 / (n k^(depth-1))`` per
-  schedule (n processes, k choice points), as in the paper;
+  random choice points the running process drops below every other. In the paper's
+  setting (threads, no time) a bug of depth d is hit with probability at least
+  ``1 / (n k^(d-1))`` per schedule (n threads, k steps); here time is continuous and the
+  bound is not proven, so the tests state the budget they use instead;
 - ``bounded``: the default schedule (SimPy's order, median durations) and every schedule
   that departs from it at up to ``depth`` choice points (a tie run last, a duration at its
   2.5 % or 97.5 % quantile), fewest departures first: preemption bounding as in CHESS,
@@ -234,6 +235,7 @@ class Verdict:
     shrunk: Outcome | None = None
     covered: tuple | None = None       # bounded: (deviation sets run, in the bound)
     shrink_runs: int = 0
+    target: object = None
 
     @property
     def rate(self) -> float:

@@ -44,6 +44,19 @@ def trace_rows(outcome) -> list[tuple]:
     return [(i + 1, *r) for i, r in enumerate(rows)]
 
 
+def trace_table(outcome):
+    """The trace as a DataFrame (one row per step, with each call's start time) for
+    :func:`workbench.plots.counterexample`."""
+    import pandas as pd
+    starts = {}
+    for t0, t1, leaf, caller, gpa, st in outcome.td.rec.calls:
+        starts.setdefault((t1, caller, leaf), t0)
+    rows = [(step, starts.get((t, actor, call), t), t, actor, call, gpa, lock, status, action)
+            for step, t, actor, call, gpa, lock, status, action in trace_rows(outcome)]
+    return pd.DataFrame(rows, columns=["step", "t_start_us", "t_end_us", "actor", "call",
+                                       "gpa", "lock", "status", "action"])
+
+
 def _same_leaf(decided: str, called: str) -> bool:
     return decided == called or decided.replace(" ", ".") == called or called in decided
 
