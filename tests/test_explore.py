@@ -121,3 +121,10 @@ def test_a_replay_file_that_no_longer_reproduces_is_an_error(tmp_path, capsys):
     p.write_text(json.dumps(doc))
     assert main(["replay", str(p)]) == 2
     assert "no longer reproduces" in capsys.readouterr().err
+
+
+def test_a_search_on_a_process_pool_sees_what_a_serial_one_sees():
+    kw = dict(schedules=8, progress=False, sets={"horizon_us": 300}, seed=3)
+    a = explore("malicious-accept-small", "upstream", engine="serial", **kw)
+    b = explore("malicious-accept-small", "upstream", engine="processes", workers=2, **kw)
+    assert (a.failure, a.schedules, a.interleavings) == (b.failure, b.schedules, b.interleavings)

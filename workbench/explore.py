@@ -21,8 +21,10 @@ Strategies (how schedule ``i`` of a search is drawn):
   2.5 % or 97.5 % quantile), fewest departures first: preemption bounding as in CHESS,
   exhaustive when the budget covers the bound; the verdict says how much it covered.
 
-Every strategy counts the distinct lock-acquisition interleavings it saw (the sequence of
-(actor, call, granted or BUSY) of the module calls).
+Every strategy counts the distinct lock-acquisition interleavings it saw: the sequence of
+(caller, call, BUSY status with its lock) of a run, i.e. which call met which held lock in
+which order; schedules that differ only in timing without changing who met a held lock
+count once.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from .config import ConfigError, load_calibration
 from .model.choices import TOP, Choices, stop_at_failure
 from .model.td import Td
 from .oracles import check_oracles, judge
+from .tdx_errno import TDX_OPERAND_BUSY, TDX_OPERAND_BUSY_HOST_PRIORITY, status_class
 from .policies import resolve_policy
 from .scenarios import load_scenario
 
@@ -85,7 +88,8 @@ def make_target(scenario, policy="upstream", *, sets=None, oracles=None, predica
 @dataclass
 class Outcome:
     """One schedule's run: the oracle that failed (or None), its reason, the choices the
-    run made, its lock-acquisition signature, and the run itself when kept."""
+    run made, its lock-acquisition signature (which call met which held lock, in order:
+    the BUSY statuses), and the run itself when kept; ``calls_hash`` covers every call."""
     failure: tuple | None
     choices: list
     signature: str
@@ -93,6 +97,7 @@ class Outcome:
     steps: int
     td: object = None
     decisions: list = field(default_factory=list)
+    calls_hash: str = ""
 
 
 class _Traced:
@@ -132,10 +137,17 @@ def run_schedule(target: Target, source, *, until: float | None = None,
     td.run()
     choices.halted = True
     failure = judge(td, target.oracles, target.params, target.predicate)
-    sig = hashlib.blake2b(repr([(c[3], c[2], c[5] == 0) for c in td.rec.calls]).encode(),
-                          digest_size=8).hexdigest()
-    return Outcome(failure, choices.made, sig, td.stopped_at or td.env.now,
-                   len(td.rec.calls), td if keep else None, log)
+    return Outcome(failure, choices.made, _hash([(c[3], c[2], c[5]) for c in td.rec.calls
+                                                 if status_class(c[5]) in _BUSY]),
+                   td.stopped_at or td.env.now, len(td.rec.calls), td if keep else None, log,
+                   _hash(td.rec.calls))
+
+
+_BUSY = (TDX_OPERAND_BUSY, TDX_OPERAND_BUSY_HOST_PRIORITY)
+
+
+def _hash(rows) -> str:
+    return hashlib.blake2b(repr(rows).encode(), digest_size=8).hexdigest()
 
 
 # ------------------------------------------------------------------ sources

@@ -22,7 +22,8 @@ LOCK_OF_OPERAND = {"RCX": "S-EPT entry", "SEPT_TREE": "S-EPT tree", "TD_EPOCH": 
 
 def trace_rows(outcome) -> list[tuple]:
     """``(step, t_us, actor, call, gpa, lock, status, action)`` of a kept run, up to its end:
-    every module call, the policy's decision on each BUSY, and the stop."""
+    every module call (at its SEAMRET/TDCALL return; ``lock``: the one a BUSY names), the
+    policy's decision on each BUSY, and the stop."""
     td = outcome.td
     decisions = list(outcome.decisions)
     rows = []
@@ -89,7 +90,8 @@ def save(path, target, outcome) -> Path:
            "params": target.params, "until_us": outcome.stopped_at * 1.000001,
            "choices": list(outcome.choices),
            "expect": {"failure": list(outcome.failure) if outcome.failure else None,
-                      "signature": outcome.signature, "steps": outcome.steps,
+                      "signature": outcome.signature, "calls_hash": outcome.calls_hash,
+                      "steps": outcome.steps,
                       "stopped_at_us": outcome.stopped_at}}
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(doc, indent=1))
@@ -136,13 +138,14 @@ def load(path) -> tuple:
 
 
 def replay(path):
-    """Rerun a replay file: ``(outcome, identical)``, identical when the run gives the
-    recorded failure, lock-acquisition signature and number of calls."""
+    """Rerun a replay file: ``(outcome, identical)``, identical when the run makes the
+    recorded choices and gives the recorded failure and calls (every status and time)."""
     from .explore import prefix_source, run_schedule
     target, choices, until, expect = load(path)
     o = run_schedule(target, prefix_source(choices), until=until, keep=True)
     same = (list(o.failure) if o.failure else None) == expect.get("failure") \
         and o.signature == expect.get("signature") and o.steps == expect.get("steps") \
+        and o.calls_hash == expect.get("calls_hash") \
         and o.choices == choices
     o.target = target
     return o, same

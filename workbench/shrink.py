@@ -33,7 +33,8 @@ def _unpack(raw: bytes) -> list:
     return [int.from_bytes(raw[i:i + 2], "big") for i in range(0, len(raw) - 1, 2)]
 
 
-def shrink_choices(target, choices, oracle: str, max_seconds: float = 30.0):
+def shrink_choices(target, choices, oracle: str, max_seconds: float = 30.0,
+                   max_runs: int = 600):
     """``(outcome, runs)``: the shrunk schedule's :class:`~workbench.explore.Outcome`
     (kept, with its run) and how many runs the shrinking took."""
     from hypothesis import strategies as st
@@ -49,6 +50,8 @@ def shrink_choices(target, choices, oracle: str, max_seconds: float = 30.0):
     runs = [0]
 
     def fails(vals) -> bool:
+        if runs[0] >= max_runs:
+            return None        # tells _shrink the budget is spent
         runs[0] += 1
         o = run_schedule(target, prefix_source(vals), until=until)
         return bool(o.failure) and o.failure[0] == oracle
@@ -87,6 +90,9 @@ def _shrink(example: tuple, fails, stop_at: float) -> tuple:
         real = data.draw
         data.draw = lambda s: drawn.append(real(s)) or drawn[-1]
         ok = fails(data)
+        if ok is None:
+            spent[0] = True
+            raise KeyboardInterrupt
         if ok and (len(drawn), drawn) < (len(best[0]), list(best[0])):
             best[0] = tuple(drawn)
         return ok
