@@ -38,6 +38,7 @@ LAYERS = {  # module -> layer; a module may import only from layers at or above 
     "store": 6, "runner": 6, "plots": 7, "widgets": 8, "cli": 8,
 }
 LAYERS.update({"safeio": 1, "limits": 1, "errors": 1})     # issue 10: the safe reader and the budgets
+LAYERS.update({"oracles": 5, "explore": 6, "shrink": 6, "replay": 6})   # issue 14: race finder
 
 
 def _layer(module: str) -> int | None:

@@ -8,6 +8,8 @@
     workbench sweep SCENARIO --param KEY --values a,b --policies p,q [--out DIR]
     workbench results [EXPERIMENT] [--baseline P]
     workbench export EXPERIMENT --format csv|parquet|latex [--out FILE]
+    workbench explore SCENARIO --policy P [--schedules N] [--strategy random|pct|bounded]
+    workbench replay FILE
 
 Bad input gives one line on stderr and exit status 2; nothing already on disk is touched.
 Ctrl-C prints ``interrupted`` and exits 130 with nothing stored half-way. A run that
@@ -126,7 +128,59 @@ def build_parser() -> Parser:
     rb.add_argument("--seed", type=int, default=0)
     rb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     rb.add_argument("--workers", type=int, default=None)
+    _add_explore(sub)
     return p
+
+
+def _add_explore(sub) -> None:
+    """``explore`` and ``replay``: the race finder (workbench.explore)."""
+    e = sub.add_parser("explore", help="search the schedules of a small scenario for one "
+                                       "that breaks a policy; print the shrunk counterexample")
+    e.add_argument("scenario", help="a scenario, best a small one (malicious-accept-small)")
+    e.add_argument("--policy", default="upstream")
+    e.add_argument("--schedules", type=int, default=400)
+    e.add_argument("--strategy", choices=("random", "pct", "bounded"), default="random")
+    e.add_argument("--depth", type=int, default=3,
+                   help="pct: priority-change points + 1; bounded: departures from the "
+                        "default schedule")
+    e.add_argument("--oracle", action="append", default=[], metavar="NAME[,NAME]",
+                   help="vm_bugged, guest_panic, td_dead, error_status, livelock, "
+                        "starvation, invariants (default: all)")
+    e.add_argument("--predicate", metavar="MODULE:FUNCTION",
+                   help="also fail a run when FUNCTION(tables) is true")
+    e.add_argument("--livelock-us", type=float, default=None)
+    e.add_argument("--starve-us", type=float, default=None)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    e.add_argument("--out", default="counterexample.replay.json",
+                   help="replay file to write a counterexample to")
+    e.add_argument("--engine", choices=("serial", "processes", "dask"), default=None)
+    e.add_argument("--workers", type=int, default=None)
+    e.add_argument("--steps", type=int, default=60, help="trace steps to print (0: all)")
+    e.add_argument("--shrink-seconds", type=float, default=15.0,
+                   help="wall-clock budget of the shrinking")
+    e.add_argument("--import", dest="imports", action="append", default=[],
+                   metavar="MODULE", help="import a module that registers policies")
+    r = sub.add_parser("replay", help="rerun a counterexample's replay file bit for bit")
+    r.add_argument("file")
+    r.add_argument("--steps", type=int, default=60, help="trace steps to print (0: all)")
+    r.add_argument("--import", dest="imports", action="append", default=[],
+                   metavar="MODULE", help="import a module that registers policies")
+
+
+def _predicate(text):
+    import importlib
+    from .config import ConfigError
+    mod, _, fn = (text or "").partition(":")
+    if not text:
+        return None
+    if not fn or not all(p.isidentifier() for p in mod.split(".")) or not fn.isidentifier():
+        raise ConfigError(f"--predicate {text[:60]!r}: expected MODULE:FUNCTION")
+    try:
+        f = getattr(importlib.import_module(mod), fn)
+    except Exception as err:
+        raise ConfigError(f"--predicate {text[:60]!r}: {type(err).__name__}: {err}") from None
+    return f
 
 
 def cmd_robustness(args) -> None:
@@ -590,6 +644,37 @@ def cmd_export(args) -> None:
         return
     with st:
         print(f"wrote {st.put_file(args.experiment, EXPORTS[args.format], write)}")
+
+
+@_session
+def cmd_explore(args) -> None:
+    from .explore import explore
+    from .replay import format_trace, save
+    _imports(args)
+    oracles = [o.strip() for a in args.oracle for o in a.split(",") if o.strip()] or None
+    v = explore(args.scenario, _policy_arg(args.policy), schedules=args.schedules,
+                strategy=args.strategy, depth=args.depth, seed=args.seed, oracles=oracles,
+                predicate=_predicate(args.predicate), sets=args.set,
+                livelock_us=args.livelock_us, starve_us=args.starve_us,
+                shrink_seconds=args.shrink_seconds, engine=args.engine, workers=args.workers)
+    print(v.text())
+    if v.failure:
+        print(format_trace(v.shrunk, args.steps or 10**9))
+        print(f"wrote {save(args.out, v.target, v.shrunk)} (rerun: workbench replay "
+              f"{args.out})")
+
+
+def cmd_replay(args) -> None:
+    from .replay import format_trace, replay
+    _imports(args)
+    o, same = replay(args.file)
+    print(format_trace(o, args.steps or 10**9))
+    what = f"{o.failure[0]}: {o.failure[1]}" if o.failure else "no failure"
+    if not same:
+        from .config import ConfigError
+        raise ConfigError(f"{args.file}: the run no longer reproduces the recorded one "
+                          f"(now: {what})")
+    print(f"reproduced bit for bit: {what}; {o.steps} module calls, signature {o.signature}")
 
 
 def main(argv=None) -> int:

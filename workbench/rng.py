@@ -22,6 +22,11 @@ class Draws:
 
     __slots__ = ("_rng", "_buf", "_i", "_kind")
 
+    def __new__(cls, rng, kind: str = "random"):
+        # hook: a choice stream (workbench.model.choices) draws one choice per value instead
+        hook = getattr(rng, "draws", None)
+        return hook(kind) if hook is not None else super().__new__(cls)
+
     def __init__(self, rng: np.random.Generator, kind: str = "random"):
         self._rng, self._kind, self._buf, self._i = rng, kind, (), 0
 

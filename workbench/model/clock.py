@@ -33,16 +33,25 @@ class FairEnvironment(simpy.Environment):
     SimPy's heap key is ``(time, priority, insertion counter)``; here the counter's high bits
     are random, so events due at one instant with one priority run in a random, seeded order
     (the low bits keep every key unique). Priorities (process start, interrupts) keep their
-    meaning."""
+    meaning.
+
+    ``choices`` (a :class:`~.choices.Choices`, for the race finder): the high bits of an
+    event scheduled with no delay are a choice of the run's schedule instead; a timed
+    event's are 0, its place being its (chosen) delay."""
 
     # ``now`` is a plain attribute kept equal to SimPy's ``_now`` (by :meth:`step` and by
     # budget.run_budgeted's loop), not SimPy's property: the model reads it at every step
     now = 0.0
 
-    def __init__(self, seed: int, initial_time: float = 0.0):
+    def __init__(self, seed: int, initial_time: float = 0.0, choices=None):
         super().__init__(initial_time)
         self.now = self._now
         self._tie = random.Random(seed).getrandbits
+        if choices is not None:
+            self._chosen = choices.tie
+            self.schedule = self._schedule_chosen
+            # SimPy's Timeout goes through ``schedule`` (the fast ``timeout`` below does not)
+            self.timeout = lambda delay=0, value=None: Timeout(self, delay, value)
 
     def step(self):
         """``simpy.Environment.step``, setting ``now`` with ``_now`` before the callbacks."""
@@ -67,6 +76,10 @@ class FairEnvironment(simpy.Environment):
     def schedule(self, event, priority=NORMAL, delay=0):
         heappush(self._queue, (self._now + delay, priority,
                                (self._tie(23) << 40) | next(self._eid), event))
+
+    def _schedule_chosen(self, event, priority=NORMAL, delay=0):
+        tie = self._chosen(23) if not delay else 0
+        heappush(self._queue, (self._now + delay, priority, (tie << 40) | next(self._eid), event))
 
     def process(self, generator):
         return _Process(self, generator)
@@ -162,8 +175,11 @@ class Jitter:
         one draw per call would (so a generator shared with other streams sees the same
         requests in the same order)."""
         d = self._draws
-        d.next()                      # refills the block exactly when one draw would
+        z = d.next()                  # refills the block exactly when one draw would
         mu, sigma, exp = self._mu, self._sigma, math.exp
+        if not isinstance(d, Draws):  # a race-finder choice stream: one choice per duration
+            self._factors = [exp(mu + sigma * z)]
+            return
         self._factors = [exp(mu + sigma * z) for z in d._buf[d._i - 1:]]
         d._i = len(d._buf)
 

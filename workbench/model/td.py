@@ -179,16 +179,21 @@ class Td:
     """One run: build the TD for ``config``, run it to the horizon, keep the records."""
 
     def __init__(self, config: ScenarioConfig, policy: PolicySet, cal: Calibration,
-                 seed: int, replication: int = 0, record: str = "calls"):
+                 seed: int, replication: int = 0, record: str = "calls", choices=None):
         self.config, self.policy, self.cal = config, policy, cal
         self.seed, self.replication = seed, replication
-        self.env = FairEnvironment(int(stream(seed, "schedule", replication).integers(2**63)))
+        # choices (workbench.model.choices): the race finder's schedule; None: the seed's
+        self.choices = choices
+        if choices is None:
+            self.env = FairEnvironment(int(stream(seed, "schedule", replication).integers(2**63)))
+        else:
+            self.env = FairEnvironment(0, choices=choices)
+            choices.env = self.env
         self.rec = Recorder(level=record)
-        self.kvm_duration = Jitter(cal.kvm_jitter_cv, stream(seed, "kvm", replication))
-        self.tick_phase = stream(seed, "ticks", replication)
-        self.module = TdxModule(self.env, cal, config.module, self.rec,
-                                stream(seed, "module", replication))
-        self.policy_rng = stream(seed, "policy", replication)
+        self.kvm_duration = Jitter(cal.kvm_jitter_cv, self._stream("kvm"))
+        self.tick_phase = self._stream("ticks")
+        self.module = TdxModule(self.env, cal, config.module, self.rec, self._stream("module"))
+        self.policy_rng = self._stream("policy")
         self.kvm = Kvm(self)
         self.vmm = Vmm(self)
         self.stopped: str | None = None
@@ -199,6 +204,11 @@ class Td:
         self.prebuilt_pages = 0
         self._build()
         self.rec.hostile = frozenset(v.name for v in self.vcpus if v.role in HOSTILE_ROLES)
+
+    def _stream(self, name: str):
+        if self.choices is not None:
+            return self.choices.stream(name)
+        return stream(self.seed, name, self.replication)
 
     @property
     def n_vcpus(self) -> int:
@@ -247,7 +257,7 @@ class Td:
         storm_n = sum(g.count for g in storm)
         for name, g in names:
             v = Vcpu(self, name, g.role)
-            rng = stream(self.seed, f"workload/{name}", self.replication)
+            rng = self._stream(f"workload/{name}")
             args = (self.kernel, g, rng, name)
             if g.role == "fault_storm":
                 program = ROLES[g.role](*args, storm_i, storm_n, storm_base, cursor + rest)
@@ -255,7 +265,7 @@ class Td:
             else:
                 program = ROLES[g.role](*args)
             v.guest = GuestCpu(name, self.env, self.module, v.tdv, program, self.policy.accept,
-                               stream(self.seed, f"guest-policy/{name}", self.replication),
+                               self._stream(f"guest-policy/{name}"),
                                self.rec, cfg.n_vcpus, self.cal.touch_us, self.kernel)
             upm.attach(v.guest)                      # the MMIO instruction (upm.py)
             self.vcpus.append(v)
