@@ -232,8 +232,9 @@ def quick_describe() -> list[tuple[str, str]]:
     shape falls back to the full loader."""
     from pathlib import Path
     out = []
-    for path in sorted((Path(__file__).resolve().parent.parent / "data" / "scenarios")
-                       .glob("*.yaml")):
+    root = Path(__file__).resolve().parent.parent / "data" / "scenarios"
+    # the small variants last, as scenarios.describe() (SUBFOLDERS there: "small")
+    for path in sorted(root.glob("*.yaml")) + sorted((root / "small").glob("*.yaml")):
         lines = path.read_text().splitlines()
         head = [i for i, x in enumerate(lines) if x.startswith("question:")]
         if len(head) != 1 or lines[head[0]].split(":", 1)[1].strip() != ">-":
