@@ -8,6 +8,7 @@
     workbench sweep SCENARIO --param KEY --values a,b --policies p,q [--out DIR]
     workbench results [EXPERIMENT] [--baseline P]
     workbench export EXPERIMENT --format csv|parquet|latex [--out FILE]
+    workbench robustness SCENARIO --policies a,b,c [--samples N] [--store DIR] [--name NAME]
 
 Bad input gives one line on stderr and exit status 2; nothing already on disk is touched.
 Ctrl-C prints ``interrupted`` and exits 130 with nothing stored half-way. A run that
@@ -120,38 +121,52 @@ def build_parser() -> Parser:
     rb.add_argument("--seed", type=int, default=0)
     rb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     rb.add_argument("--workers", type=int, default=None)
+    rb.add_argument("--store", help="results store to keep the run in (default data/results "
+                                    "or $WORKBENCH_RESULTS)")
+    rb.add_argument("--name", help="name of the stored run (default: scenario-metric-hash)")
     return p
 
 
 def cmd_robustness(args) -> None:
     from .policies.registry import split_specs
-    from .robustness import robustness
+    from .robustness import robustness, save
+    from .store import NAME, Store
     if args.reps < 1:
         raise UsageError("--reps must be at least 1")
+    if args.name is not None and not NAME.match(args.name):
+        raise UsageError(f"--name {args.name!r}: letters, digits, '.', '_' and '-' only")
+    st = Store(args.store)     # refused before the work if it is not a store
     timings = [t.strip() for t in args.timings.split(",") if t.strip()] if args.timings else None
     r = robustness(args.scenario, split_specs(args.policies), args.metric,
                    samples=args.samples, timings=timings, reps=args.reps, seed=args.seed,
                    sets=args.set, workers=args.workers,
                    lower_is_better=not args.higher_is_better)
-    better = "higher" if args.higher_is_better else "lower"
-    print(f"{args.scenario}: {r.metric} ({better} is better) over {len(r.calibrations)} "
-          f"calibrations drawn over {r.calibrations.shape[1]} guessed timings, "
-          f"{args.reps} replication(s) each (seed {args.seed})\n")
-    print("how often a ranks better than b (95 % Clopper-Pearson interval):")
-    print(_fmt(r.rankings()))
+    print(robustness_report(r))
+    print(f"\nstored as robustness run {save(r, args.name, st)} in {st.root} "
+          "(workbench results lists it)")
+
+
+def robustness_report(r) -> str:
+    """The ranking-stability table, the sensitivity and the flips of a robustness run."""
+    s = r.spec or {}
+    better = "lower" if r.lower_is_better else "higher"
+    out = [f"{s.get('scenario')}: {r.metric} ({better} is better) over {len(r.calibrations)} "
+           f"calibrations drawn over {r.calibrations.shape[1]} guessed timings, "
+           f"{s.get('reps')} replication(s) each (seed {s.get('seed')})", "",
+           "how often a ranks better than b (95 % Clopper-Pearson interval):",
+           _fmt(r.rankings())]
     sens = r.sensitivity()
     if len(sens):
-        print("\nmost sensitive timings per pair (first-order RBD-FAST index of a - b; "
-              "Spearman's rho):")
-        print(_fmt(sens.groupby(["a", "b"], sort=False).head(3)))
+        out += ["", "most sensitive timings per pair (first-order RBD-FAST index of a - b; "
+                    "Spearman's rho):", _fmt(sens.groupby(["a", "b"], sort=False).head(3))]
         n, d = r.calibrations.shape
         if n < 4 * d:
-            print(f"(only {n} calibrations for {d} timings: these indices are mostly noise; "
-                  "raise --samples or name a few --timings)")
+            out.append(f"(only {n} calibrations for {d} timings: these indices are mostly "
+                       "noise; raise --samples or name a few --timings)")
     flips = r.flips()
     if len(flips):
-        print("\nwhere a ranking flips:")
-        print(_fmt(flips))
+        out += ["", "where a ranking flips:", _fmt(flips)]
+    return "\n".join(out)
 
 
 def _fmt(df):
@@ -498,9 +513,17 @@ def cmd_results(args) -> None:
     from .store import Store
     st = Store(args.store)
     if not args.experiment:
-        t = results(store=st)
+        from .robustness import stored
+        t, rb = results(store=st), stored(st)
         print(f"store {st.root}:")
         print(_fmt(t) if len(t) else "(no experiments stored yet)")
+        if len(rb):
+            print("\nrobustness runs (workbench results NAME shows one):")
+            print(_fmt(rb))
+        return
+    if args.experiment in st.robustness_runs():
+        from .robustness import load
+        print(robustness_report(load(args.experiment, st)))
         return
     c = load_stored(args.experiment, st)
     if args.warmup_us is not None:
