@@ -55,15 +55,18 @@ def simulate(scenario, policies, metric: str, calibrations: pd.DataFrame, *, rep
     """The metric's mean over ``reps`` replications for every policy under every
     calibration (one ``compare`` each: common random numbers within a calibration)."""
     from .experiments import compare
-    rows = []
+    rows, metrics = [], [metric] if isinstance(metric, str) else list(metric)
     for i, timings in calibrations.iterrows():
-        overrides = {**(sets or {}), **{f"timings.{k}": float(v) for k, v in timings.items()}}
+        overrides = {**as_overrides(sets),
+                     **{f"timings.{k}": float(v) for k, v in timings.items()}}
         c = compare(scenario, policies, reps=reps, seed=seed, sets=overrides, engine=engine,
                     workers=workers)
-        if metric not in c.summary.columns:
-            raise ConfigError(f"robustness: unknown metric {metric!r}")
-        means = c.summary.groupby("policy", sort=False)[metric].mean()
-        rows += [{"sample": i, "policy": p, metric: float(v)} for p, v in means.items()]
+        unknown = [m for m in metrics if m not in c.summary.columns]
+        if unknown:
+            raise ConfigError(f"robustness: unknown metric {unknown[0]!r}")
+        means = c.summary.groupby("policy", sort=False)[metrics].mean()
+        rows += [{"sample": i, "policy": p, **{m: float(v[m]) for m in metrics}}
+                 for p, v in means.iterrows()]
     return pd.DataFrame(rows)
 
 
@@ -174,6 +177,78 @@ def robustness(scenario, policies, metric: str | None = None, *, samples: int = 
             "timings": list(cal.columns), "reps": reps, "seed": seed,
             "sets": as_overrides(sets), "calibration": calibration}
     return Robustness(metric, cal, values, lower_is_better, spec)
+
+
+# -- the headline comparisons ------------------------------------------------------------
+# The comparisons behind the README's and docs/findings.md's conclusions: (claim, scenario,
+# metric, the policy claimed better, the one claimed worse, lower is better).
+HEADLINES = (
+    ("upstream's zaps beat zero tolerance's under ACCEPT spam", "malicious-accept",
+     "zap_4k_p99_us", "upstream", "zero-tolerance", True),
+    ("patch 09/21 as written bugs the VM where upstream does not", "malicious-accept",
+     "vm_bugged", "upstream", "patch-09-21", True),
+    ("zero tolerance turns contention into error exits", "conversion-storm", "error_exits",
+     "upstream", "zero-tolerance", True),
+    ("the series waits less than upstream on an armed vCPU", "zero-step",
+     "fault_wait_p99_us", "patch-09-21", "upstream", True),
+    ("resuming the guest arms zero-step, local retry does not", "touch-storm",
+     "zero_step_armings", "upstream", "sean-per-path", True),
+    ("serialising S-EPT calls costs fault throughput", "fault-storm",
+     "accept_throughput_per_ms", "upstream", "vm-spinlock", False),
+)
+
+
+def headline_holds(samples: int = 16, *, seed: int = 0, reps: int = 1, sets=None,
+                   timings=None, headlines=HEADLINES, workers=None) -> pd.DataFrame:
+    """For each headline comparison: in how many of ``samples`` calibrations drawn over the
+    guessed ranges the claimed ranking holds (ties apart), with a 95 % interval. One set of
+    runs per scenario serves every headline on it."""
+    from scipy.stats import binomtest
+    by_scenario: dict = {}
+    for h in headlines:
+        by_scenario.setdefault(h[1], []).append(h)
+    rows = []
+    for scenario, hs in by_scenario.items():
+        cal = design(ranges(names=timings), samples, seed)
+        policies = list(dict.fromkeys(p for h in hs for p in h[3:5]))
+        values = simulate(load_scenario(scenario, sets), policies, [h[2] for h in hs], cal,
+                          reps=reps, seed=seed, workers=workers)
+        for claim, _, metric, better, worse, lower in hs:
+            w = values.pivot(index="sample", columns="policy", values=metric)
+            d = (w[better] - w[worse]) * (1 if lower else -1)
+            holds, n = int((d < 0).sum()), int((d != 0).sum())
+            ci = binomtest(holds, n).proportion_ci() if n else None
+            rows.append({"claim": claim, "scenario": scenario, "metric": metric,
+                         "better": better, "worse": worse, "calibrations": len(d),
+                         "ties": len(d) - n, "holds_share": holds / n if n else np.nan,
+                         "ci_low": ci.low if ci else np.nan,
+                         "ci_high": ci.high if ci else np.nan})
+    return pd.DataFrame(rows)
+
+
+def holds_chart(table: pd.DataFrame):
+    """"Holds in X % of plausible calibrations", one bar per headline claim with its
+    interval, coloured by the policy claimed better."""
+    import plotly.graph_objects as go
+
+    from .plots import THEME, policy_color
+    t = table.iloc[::-1]
+    fig = go.Figure(go.Bar(
+        y=t["claim"], x=100 * t["holds_share"], orientation="h",
+        marker_color=[policy_color(p) for p in t["better"]],
+        error_x=dict(type="data", symmetric=False, array=100 * (t["ci_high"] - t["holds_share"]),
+                     arrayminus=100 * (t["holds_share"] - t["ci_low"])),
+        text=[f"{x:.0%} of {n - k}" for x, n, k in zip(t["holds_share"], t["calibrations"],
+                                                         t["ties"])],
+        textposition="inside", hovertemplate="%{y}: %{x:.0f} %<extra></extra>"))
+    fig.update_xaxes(range=[0, 105], title_text="holds in % of plausible calibrations "
+                                                "(95 % Clopper-Pearson interval; ties left out)")
+    fig.update_layout(title=dict(text="Which headline conclusions survive the guessed timings"
+                                      "<br><sup>calibrations drawn over every guessed timing's "
+                                      "range (Latin hypercube)</sup>", x=0.01),
+                      height=160 + 60 * len(t), **THEME)
+    fig.update_layout(margin=dict(l=360, t=100))
+    return fig
 
 
 # -- figure (to move into workbench.plots) -----------------------------------------------
@@ -328,4 +403,4 @@ def stored(store=None) -> pd.DataFrame:
 
 
 __all__ = ["Robustness", "robustness", "ranges", "design", "simulate", "save", "load",
-           "stored", "tornado"]
+           "stored", "tornado", "HEADLINES", "headline_holds", "holds_chart"]
