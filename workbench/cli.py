@@ -9,6 +9,7 @@
     workbench results [EXPERIMENT] [--baseline P]
     workbench export EXPERIMENT --format csv|parquet|latex [--out FILE]
     workbench robustness SCENARIO --policies a,b,c [--samples N] [--store DIR] [--name NAME]
+    workbench calibrate --from samples.csv --out my-machine.yaml [--source TEXT]
 
 Bad input gives one line on stderr and exit status 2; nothing already on disk is touched.
 Ctrl-C prints ``interrupted`` and exits 130 with nothing stored half-way. A run that
@@ -124,7 +125,25 @@ def build_parser() -> Parser:
     rb.add_argument("--store", help="results store to keep the run in (default data/results "
                                     "or $WORKBENCH_RESULTS)")
     rb.add_argument("--name", help="name of the stored run (default: scenario-metric-hash)")
+    cb = sub.add_parser("calibrate", help="build a calibration file from measured samples "
+                                          "(CSV or parquet: quantity, us or ns)")
+    cb.add_argument("--from", dest="samples", required=True, metavar="SAMPLES",
+                    help="measured durations: a column quantity (a calibration row or a leaf "
+                         "such as TDH.MEM.PAGE.AUG) and a column us (or ns)")
+    cb.add_argument("--out", required=True, help="calibration YAML to write (never replaced);"
+                                                 " the samples go beside it")
+    cb.add_argument("--base", default="default", help="calibration the other rows come from")
+    cb.add_argument("--source", help="where the samples come from (machine, kernel, probe)")
     return p
+
+
+def cmd_calibrate(args) -> None:
+    from .measured import calibrate
+    t = calibrate(args.samples, args.out, base=args.base, source=args.source)
+    print(f"wrote {args.out} ({len(t)} measured rows; the others as in {args.base}); "
+          f"use it with --set calibration={args.out}")
+    print(f"changed against {args.base} (us):")
+    print(_fmt(t))
 
 
 def cmd_robustness(args) -> None:

@@ -16,7 +16,7 @@ from ..tdx_errno import TDX_EXIT_EPT_VIOLATION, TDX_SUCCESS
 from .budget import run_budgeted
 from .guest import ExitKind, GuestCpu, GuestKernel
 from .host import STOPPED, USERSPACE, Kvm
-from .clock import FairEnvironment, Jitter
+from .clock import FairEnvironment, durations
 from .module import TdxModule
 from .sept import LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, ROOT_LEVEL, State
 from .workload import NEEDS_AREA, ROLES
@@ -179,7 +179,7 @@ class Td:
         self.seed, self.replication = seed, replication
         self.env = FairEnvironment(int(stream(seed, "schedule", replication).integers(2**63)))
         self.rec = Recorder()
-        self.kvm_duration = Jitter(cal.kvm_jitter_cv, stream(seed, "kvm", replication))
+        self.kvm_duration = durations(cal, cal.kvm_jitter_cv, stream(seed, "kvm", replication))
         self.tick_phase = stream(seed, "ticks", replication)
         self.module = TdxModule(self.env, cal, config.module, self.rec,
                                 stream(seed, "module", replication))
