@@ -10,6 +10,7 @@
     workbench export EXPERIMENT --format csv|parquet|latex [--out FILE]
     workbench robustness SCENARIO --policies a,b,c [--samples N] [--store DIR] [--name NAME]
     workbench calibrate --from samples.csv --out my-machine.yaml [--source TEXT]
+    workbench validate [--calibration C] [--small]
 
 Bad input gives one line on stderr and exit status 2; nothing already on disk is touched.
 Ctrl-C prints ``interrupted`` and exits 130 with nothing stored half-way. A run that
@@ -134,7 +135,34 @@ def build_parser() -> Parser:
                                                  " the samples go beside it")
     cb.add_argument("--base", default="default", help="calibration the other rows come from")
     cb.add_argument("--source", help="where the samples come from (machine, kernel, probe)")
+    va = sub.add_parser("validate", help="the model against published end-to-end "
+                                         "measurements (data/validation)")
+    va.add_argument("--calibration", help="calibration name or YAML (default: the scenarios')")
+    va.add_argument("--small", action="store_true", help="2 ms horizons (a quick check)")
+    va.add_argument("--reps", type=int, default=1)
+    va.add_argument("--seed", type=int, default=0)
+    va.add_argument("--folder", help="validation entries (default data/validation)")
     return p
+
+
+def cmd_validate(args) -> None:
+    from .config import load_calibration
+    from .validation import validate
+    t = validate(folder=args.folder, calibration=args.calibration, small=args.small,
+                 seed=args.seed, reps=args.reps)
+    for name in dict.fromkeys(t["calibration"]):
+        _, meta = load_calibration(name)
+        status = [q["status"] for q in meta.values()]
+        print(f"calibration {name}: " + ", ".join(
+            f"{status.count(k)} {k}" for k in ("exact", "published", "measured", "guess")
+            if status.count(k)) + " rows")
+    print(f"{len(t)} published measurements against the model (upstream, {args.reps} "
+          f"replication(s), seed {args.seed}{', 2 ms horizons' if args.small else ''}); "
+          "ratio = model / measured, a mismatch is information:\n")
+    print(_fmt(t[["entry", "measured", "model", "ratio", "unit"]]))
+    print()
+    for r in t.itertuples():
+        print(f"{r.entry}: {r.source}\n  what the model leaves out: {r.gap}")
 
 
 def cmd_calibrate(args) -> None:
