@@ -4,7 +4,7 @@ guessed mean and jitter; a run draws from them with its own random streams
 
 A samples file (CSV or parquet) has one row per measured duration: a column ``quantity``
 and a column ``us`` (or ``ns``). ``quantity`` is a calibration row (``page_aug_us``: taken
-as it is) or a SEAMCALL leaf (``TDH.MEM.PAGE.AUG``: a whole call as the kernel sees it,
+as it is) or a SEAMCALL leaf (``TDH.MEM.PAGE.AUG`` or its number, 6: a whole call as the kernel sees it,
 SEAMCALL to return; the calibration's entry and exit means are taken off, because the
 model's leaf row is the locked section only). :func:`calibrate` turns such a file into a
 calibration file whose measured rows say ``status: measured`` and name their samples.
@@ -26,6 +26,10 @@ MAX_BYTES = 200 * 1024 * 1024
 LEAVES = {"TDH.MEM.SEPT.ADD": "sept_add_us", "TDH.MEM.PAGE.AUG": "page_aug_us",
           "TDH.MEM.RANGE.BLOCK": "range_block_us", "TDH.MEM.PAGE.REMOVE": "page_remove_us",
           "TDH.MEM.TRACK": "track_us"}
+# The same leaves by number, as a probe on __seamcall*() sees them (RDI bits 15:0;
+# arch/x86/virt/vmx/tdx/tdx.h)
+LEAF_NUMBERS = {"3": "TDH.MEM.SEPT.ADD", "6": "TDH.MEM.PAGE.AUG", "7": "TDH.MEM.RANGE.BLOCK",
+                "29": "TDH.MEM.PAGE.REMOVE", "38": "TDH.MEM.TRACK"}
 
 
 class Measured(float):
@@ -128,6 +132,7 @@ def to_rows(samples: dict, base) -> dict[str, tuple[float, ...]]:
     from .config import MIN_DURATION_US
     out = {}
     for q, v in samples.items():
+        q = LEAF_NUMBERS.get(q, q)
         if q in LEAVES:
             off = base.seamcall_entry_us + base.seamcall_exit_us
             row, v = LEAVES[q], tuple(max(MIN_DURATION_US, x - off) for x in v)
@@ -135,7 +140,7 @@ def to_rows(samples: dict, base) -> dict[str, tuple[float, ...]]:
             row = q
         else:
             raise ConfigError(f"samples: {short(q)} is neither a calibration row nor one of "
-                              f"{', '.join(LEAVES)}")
+                              f"{', '.join(LEAVES)} (or their numbers)")
         if row in out:
             raise ConfigError(f"samples: {row} is given twice (as a row and as its leaf)")
         out[row] = v
