@@ -66,3 +66,19 @@ def test_calibrate_never_replaces_a_file(tmp_path, capsys):
     (tmp_path / "mine.yaml").write_text("keep")
     assert main(["calibrate", "--from", str(src), "--out", str(tmp_path / "mine.yaml")]) == 2
     assert "exists" in capsys.readouterr().err and (tmp_path / "mine.yaml").read_text() == "keep"
+
+
+def test_an_override_replaces_a_measured_row_and_changed_samples_are_refused(tmp_path):
+    from workbench.config import ConfigError
+    from workbench.measured import samples_of
+    src, _ = _samples(tmp_path, n=50)
+    out = tmp_path / "m.yaml"
+    assert main(["calibrate", "--from", str(src), "--out", str(out)]) == 0
+    cal, _ = load_calibration(str(out))
+    assert len(samples_of(cal.measured)["page_aug_us"]) == 50
+    over, _ = load_calibration(str(out), {"page_aug_us": 1.0})
+    assert not over.measured and type(over.page_aug_us) is float
+    pd.DataFrame({"quantity": ["page_aug_us"] * 30, "us": [1.0] * 30}).to_parquet(
+        tmp_path / "m.samples.parquet", index=False)
+    with pytest.raises(ConfigError, match="changed since"):
+        samples_of(cal.measured)
