@@ -104,3 +104,13 @@ def test_the_tornado_colours_each_side_of_a_flip_by_the_policy_that_wins_there()
     zt = next(t for t in steady.data if t.type == "bar"
               and t.marker.color == policy_color("zero-tolerance"))
     assert not any(zt.x) and not any("flips near" in a.text for a in steady.layout.annotations)
+
+
+def test_a_timing_the_scenario_pins_is_not_drawn_unless_named():
+    """touch-storm's 30 us SEPT.ADD is its question (the race window), not a guess."""
+    from workbench.robustness import _unpinned
+    from workbench.scenarios import load_scenario
+    cfg = load_scenario("touch-storm")
+    assert "sept_add_us" not in _unpinned(cfg, ranges(), None)
+    assert "sept_add_us" in _unpinned(cfg, ranges(names=["sept_add_us"]), ["sept_add_us"])
+    assert "page_aug_us" in _unpinned(cfg, ranges(), None)
