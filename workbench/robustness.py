@@ -318,10 +318,12 @@ def tornado(r: Robustness, pairs=None, top: int = 10):
                                   (b, pos if r.lower_is_better else neg)):
             fig.add_trace(go.Bar(y=labels, x=end - start, base=start, orientation="h",
                                  marker_color=policy_color(who), name=f"{who} ranks better",
-                                 legendgroup=who, showlegend=who not in shown,
+                                 legendgroup=who,
+                                 showlegend=who not in shown and bool((end - start).any()),
                                  hovertemplate=f"{who} ranks better<extra></extra>"),
                           row=i, col=1)
-            shown.add(who)
+            if (end - start).any():
+                shown.add(who)
         for col, sym, name in (("low", "circle-open", "timing low in its range"),
                                ("high", "triangle-right", "timing high in its range")):
             fig.add_trace(go.Scatter(y=labels, x=sw[col], mode="markers", name=name,
