@@ -63,3 +63,54 @@ def test_robustness_of_a_real_comparison_on_a_small_scenario():
     row = r.rankings().iloc[0]
     assert (row["a"], row["b"]) == ("upstream", "vm-spinlock") and row["holds_everywhere"]
     assert len(r.values) == 12 and np.isfinite(r.values["accept_throughput_per_ms"]).all()
+
+
+def _named(f_a, f_b, a="upstream", b="zero-tolerance", n=32):
+    r = _synthetic(f_a, f_b, n)
+    r.values["policy"] = r.values["policy"].map({"a": a, "b": b})
+    r.spec = {"scenario": "synthetic", "samples": n, "seed": 1}
+    return r
+
+
+def test_a_robustness_run_is_stored_listed_and_reloaded(tmp_path, capsys):
+    from workbench.cli import main
+    from workbench.robustness import load, save, stored
+    r = _named(lambda t: t["t1_us"], lambda t: 5.0 + 0 * t["t1_us"])
+    name = save(r, store=tmp_path)
+    assert save(r, store=tmp_path) == name                   # the same question stores once
+    back = load(name, store=tmp_path)
+    assert back.rankings().equals(r.rankings()) and back.flips().equals(r.flips())
+    assert list(stored(tmp_path)["robustness"]) == [name]
+    assert main(["results", "--store", str(tmp_path)]) == 0
+    assert name in capsys.readouterr().out
+    assert main(["results", name, "--store", str(tmp_path)]) == 0
+    assert "how often a ranks better than b" in capsys.readouterr().out
+    (tmp_path / "robustness" / name / "values.parquet").write_text("not parquet")
+    assert main(["results", name, "--store", str(tmp_path)]) == 2
+    assert "not a valid stored robustness run" in capsys.readouterr().err
+
+
+def test_the_tornado_colours_each_side_of_a_flip_by_the_policy_that_wins_there():
+    from workbench.plots import policy_color
+    from workbench.robustness import tornado
+    flip = _named(lambda t: t["t1_us"], lambda t: 5.0 + 0 * t["t1_us"])
+    fig = tornado(flip)
+    bars = {t.marker.color: t for t in fig.data if t.type == "bar"}
+    up, zt = bars[policy_color("upstream")], bars[policy_color("zero-tolerance")]
+    top = list(up.y).index(max(up.y, key=lambda y: y.startswith("t1")))
+    assert up.x[top] > 0 and zt.x[top] > 0                  # t1's bar crosses zero
+    assert any("flips near" in a.text for a in fig.layout.annotations)
+    steady = tornado(_named(lambda t: t["t2_us"], lambda t: 2.0 + t["t1_us"]))
+    zt = next(t for t in steady.data if t.type == "bar"
+              and t.marker.color == policy_color("zero-tolerance"))
+    assert not any(zt.x) and not any("flips near" in a.text for a in steady.layout.annotations)
+
+
+def test_a_timing_the_scenario_pins_is_not_drawn_unless_named():
+    """touch-storm's 30 us SEPT.ADD is its question (the race window), not a guess."""
+    from workbench.robustness import _unpinned
+    from workbench.scenarios import load_scenario
+    cfg = load_scenario("touch-storm")
+    assert "sept_add_us" not in _unpinned(cfg, ranges(), None)
+    assert "sept_add_us" in _unpinned(cfg, ranges(names=["sept_add_us"]), ["sept_add_us"])
+    assert "page_aug_us" in _unpinned(cfg, ranges(), None)

@@ -8,6 +8,9 @@
     workbench sweep SCENARIO --param KEY --values a,b --policies p,q [--out DIR]
     workbench results [EXPERIMENT] [--baseline P]
     workbench export EXPERIMENT --format csv|parquet|latex [--out FILE]
+    workbench robustness SCENARIO --policies a,b,c [--samples N] [--store DIR] [--name NAME]
+    workbench calibrate --from samples.csv --out my-machine.yaml [--source TEXT]
+    workbench validate [--calibration C] [--small]
     workbench explore SCENARIO --policy P [--schedules N] [--strategy random|pct|bounded]
     workbench replay FILE
 
@@ -128,6 +131,25 @@ def build_parser() -> Parser:
     rb.add_argument("--seed", type=int, default=0)
     rb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     rb.add_argument("--workers", type=int, default=None)
+    rb.add_argument("--store", help="results store to keep the run in (default data/results "
+                                    "or $WORKBENCH_RESULTS)")
+    rb.add_argument("--name", help="name of the stored run (default: scenario-metric-hash)")
+    cb = sub.add_parser("calibrate", help="build a calibration file from measured samples "
+                                          "(CSV or parquet: quantity, us or ns)")
+    cb.add_argument("--from", dest="samples", required=True, metavar="SAMPLES",
+                    help="measured durations: a column quantity (a calibration row or a leaf "
+                         "such as TDH.MEM.PAGE.AUG) and a column us (or ns)")
+    cb.add_argument("--out", required=True, help="calibration YAML to write (never replaced);"
+                                                 " the samples go beside it")
+    cb.add_argument("--base", default="default", help="calibration the other rows come from")
+    cb.add_argument("--source", help="where the samples come from (machine, kernel, probe)")
+    va = sub.add_parser("validate", help="the model against published end-to-end "
+                                         "measurements (data/validation)")
+    va.add_argument("--calibration", help="calibration name or YAML (default: the scenarios')")
+    va.add_argument("--small", action="store_true", help="2 ms horizons (a quick check)")
+    va.add_argument("--reps", type=int, default=1)
+    va.add_argument("--seed", type=int, default=0)
+    va.add_argument("--folder", help="validation entries (default data/validation)")
     _add_explore(sub)
     return p
 
@@ -183,35 +205,76 @@ def _predicate(text):
     return f
 
 
+
+def cmd_validate(args) -> None:
+    from .config import load_calibration
+    from .validation import validate
+    t = validate(folder=args.folder, calibration=args.calibration, small=args.small,
+                 seed=args.seed, reps=args.reps)
+    for name in dict.fromkeys(t["calibration"]):
+        _, meta = load_calibration(name)
+        status = [q["status"] for q in meta.values()]
+        print(f"calibration {name}: " + ", ".join(
+            f"{status.count(k)} {k}" for k in ("exact", "published", "measured", "guess")
+            if status.count(k)) + " rows")
+    print(f"{len(t)} published measurements against the model (upstream, {args.reps} "
+          f"replication(s), seed {args.seed}{', 2 ms horizons' if args.small else ''}); "
+          "ratio = model / measured, a mismatch is information:\n")
+    print(_fmt(t[["entry", "measured", "model", "ratio", "unit"]]))
+    print()
+    for r in t.itertuples():
+        print(f"{r.entry}: {r.source}\n  what the model leaves out: {r.gap}")
+
+
+def cmd_calibrate(args) -> None:
+    from .measured import calibrate
+    t = calibrate(args.samples, args.out, base=args.base, source=args.source)
+    print(f"wrote {args.out} ({len(t)} measured rows; the others as in {args.base}); "
+          f"use it with --set calibration={args.out}")
+    print(f"changed against {args.base} (us):")
+    print(_fmt(t))
+
+
 def cmd_robustness(args) -> None:
     from .policies.registry import split_specs
-    from .robustness import robustness
+    from .robustness import robustness, save
+    from .store import NAME, Store
     if args.reps < 1:
         raise UsageError("--reps must be at least 1")
+    if args.name is not None and not NAME.match(args.name):
+        raise UsageError(f"--name {args.name!r}: letters, digits, '.', '_' and '-' only")
+    st = Store(args.store)     # refused before the work if it is not a store
     timings = [t.strip() for t in args.timings.split(",") if t.strip()] if args.timings else None
     r = robustness(args.scenario, split_specs(args.policies), args.metric,
                    samples=args.samples, timings=timings, reps=args.reps, seed=args.seed,
                    sets=args.set, workers=args.workers,
                    lower_is_better=not args.higher_is_better)
-    better = "higher" if args.higher_is_better else "lower"
-    print(f"{args.scenario}: {r.metric} ({better} is better) over {len(r.calibrations)} "
-          f"calibrations drawn over {r.calibrations.shape[1]} guessed timings, "
-          f"{args.reps} replication(s) each (seed {args.seed})\n")
-    print("how often a ranks better than b (95 % Clopper-Pearson interval):")
-    print(_fmt(r.rankings()))
+    print(robustness_report(r))
+    print(f"\nstored as robustness run {save(r, args.name, st)} in {st.root} "
+          "(workbench results lists it)")
+
+
+def robustness_report(r) -> str:
+    """The ranking-stability table, the sensitivity and the flips of a robustness run."""
+    s = r.spec or {}
+    better = "lower" if r.lower_is_better else "higher"
+    out = [f"{s.get('scenario')}: {r.metric} ({better} is better) over {len(r.calibrations)} "
+           f"calibrations drawn over {r.calibrations.shape[1]} guessed timings, "
+           f"{s.get('reps')} replication(s) each (seed {s.get('seed')})", "",
+           "how often a ranks better than b (95 % Clopper-Pearson interval):",
+           _fmt(r.rankings())]
     sens = r.sensitivity()
     if len(sens):
-        print("\nmost sensitive timings per pair (first-order RBD-FAST index of a - b; "
-              "Spearman's rho):")
-        print(_fmt(sens.groupby(["a", "b"], sort=False).head(3)))
+        out += ["", "most sensitive timings per pair (first-order RBD-FAST index of a - b; "
+                    "Spearman's rho):", _fmt(sens.groupby(["a", "b"], sort=False).head(3))]
         n, d = r.calibrations.shape
         if n < 4 * d:
-            print(f"(only {n} calibrations for {d} timings: these indices are mostly noise; "
-                  "raise --samples or name a few --timings)")
+            out.append(f"(only {n} calibrations for {d} timings: these indices are mostly "
+                       "noise; raise --samples or name a few --timings)")
     flips = r.flips()
     if len(flips):
-        print("\nwhere a ranking flips:")
-        print(_fmt(flips))
+        out += ["", "where a ranking flips:", _fmt(flips)]
+    return "\n".join(out)
 
 
 def _fmt(df):
@@ -586,9 +649,17 @@ def cmd_results(args) -> None:
     from .store import Store
     st = Store(args.store)
     if not args.experiment:
-        t = results(store=st)
+        from .robustness import stored
+        t, rb = results(store=st), stored(st)
         print(f"store {st.root}:")
         print(_fmt(t) if len(t) else "(no experiments stored yet)")
+        if len(rb):
+            print("\nrobustness runs (workbench results NAME shows one):")
+            print(_fmt(rb))
+        return
+    if args.experiment in st.robustness_runs():
+        from .robustness import load
+        print(robustness_report(load(args.experiment, st)))
         return
     c = load_stored(args.experiment, st)
     if args.warmup_us is not None:

@@ -75,6 +75,9 @@ class Calibration(Frozen):
     host_irq_interval_us: float = Field(1000.0, ge=0.0)  # mean gap between host interrupts
     jitter_cv: float = Field(ge=0.0, le=1.0)       # the module's calls
     kvm_jitter_cv: float = Field(ge=0.0, le=2.0)   # KVM's and the VMM's own steps
+    # quantities drawn from measured samples instead of jitter: {row: (samples file, sha256)}
+    # (workbench/measured.py; set by load_calibration, never by hand)
+    measured: dict[str, tuple[str, str]] = {}
 
     @model_validator(mode="after")
     def _floor(self):
@@ -247,10 +250,11 @@ def load_calibration(name_or_path: str = "default", timings: dict | None = None
         raise ConfigError(f"calibration {where}: 'quantities' must be a mapping of "
                           "name: {value, status, source}")
     bad = [k for k, q in quantities.items()
-           if not isinstance(q, dict) or q.get("status") not in ("exact", "published", "guess")]
+           if not isinstance(q, dict)
+           or q.get("status") not in ("exact", "published", "guess", "measured")]
     if bad:
         raise ConfigError(f"calibration {where}: {short(bad[0])} needs a value and a status "
-                          "exact|published|guess")
+                          "exact|published|guess|measured")
     values = {k: q.get("value") for k, q in quantities.items()}
     for k, q in quantities.items():
         r = q.get("range")
@@ -267,6 +271,9 @@ def load_calibration(name_or_path: str = "default", timings: dict | None = None
     values.update(timings or {})
     cal = validate(Calibration, {"name": raw.get("name", path.stem), **values},
                    f"calibration {where}" + (" with timings" if timings else ""))
+    if any(isinstance(q, dict) and q.get("samples") for q in quantities.values()):
+        from .measured import attach
+        cal = attach(cal, quantities, path.parent, set(timings or {}))
     return cal, quantities
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError, load_calibration
+from .config import ConfigError, as_overrides, load_calibration
 from .scenarios import load_scenario
 
 
@@ -55,15 +55,18 @@ def simulate(scenario, policies, metric: str, calibrations: pd.DataFrame, *, rep
     """The metric's mean over ``reps`` replications for every policy under every
     calibration (one ``compare`` each: common random numbers within a calibration)."""
     from .experiments import compare
-    rows = []
+    rows, metrics = [], [metric] if isinstance(metric, str) else list(metric)
     for i, timings in calibrations.iterrows():
-        overrides = {**(sets or {}), **{f"timings.{k}": float(v) for k, v in timings.items()}}
+        overrides = {**as_overrides(sets),
+                     **{f"timings.{k}": float(v) for k, v in timings.items()}}
         c = compare(scenario, policies, reps=reps, seed=seed, sets=overrides, engine=engine,
                     workers=workers)
-        if metric not in c.summary.columns:
-            raise ConfigError(f"robustness: unknown metric {metric!r}")
-        means = c.summary.groupby("policy", sort=False)[metric].mean()
-        rows += [{"sample": i, "policy": p, metric: float(v)} for p, v in means.items()]
+        unknown = [m for m in metrics if m not in c.summary.columns]
+        if unknown:
+            raise ConfigError(f"robustness: unknown metric {unknown[0]!r}")
+        means = c.summary.groupby("policy", sort=False)[metrics].mean()
+        rows += [{"sample": i, "policy": p, **{m: float(v[m]) for m in metrics}}
+                 for p, v in means.iterrows()]
     return pd.DataFrame(rows)
 
 
@@ -74,6 +77,7 @@ class Robustness:
     calibrations: pd.DataFrame     # one row per sample: the drawn timings
     values: pd.DataFrame           # sample, policy, metric
     lower_is_better: bool = True
+    spec: dict | None = None       # what made it: scenario, policies, samples, seed, ...
 
     def wide(self) -> pd.DataFrame:
         return self.values.pivot(index="sample", columns="policy", values=self.metric)
@@ -148,9 +152,18 @@ def _rbd_fast(rbd_fast, problem: dict, X: np.ndarray, y: np.ndarray) -> np.ndarr
     m = min(10, max(1, (len(y) - 1) // 4))
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        s1 = np.asarray(rbd_fast.analyze(problem, X, y, M=m, print_to_console=False,
-                                         seed=0)["S1"], dtype=float)
+        try:
+            s1 = np.asarray(rbd_fast.analyze(problem, X, y, M=m, print_to_console=False,
+                                             seed=0)["S1"], dtype=float)
+        except ZeroDivisionError:    # SALib's bootstrap on a handful of samples
+            return np.full(X.shape[1], np.nan)
     return np.where(np.isfinite(s1), s1, np.nan)
+
+
+def _unpinned(cfg, bounds: dict, named) -> dict:
+    """The ranges to draw: a timing the scenario (or a ``--set timings.X``) pins is part of
+    the question (touch-storm's 30 us SEPT.ADD window), not a guess, unless named."""
+    return bounds if named else {k: v for k, v in bounds.items() if k not in cfg.timings}
 
 
 def robustness(scenario, policies, metric: str | None = None, *, samples: int = 16,
@@ -163,10 +176,240 @@ def robustness(scenario, policies, metric: str | None = None, *, samples: int = 
     metric = metric or cfg.headline
     if len(list(policies or [])) < 2:
         raise ConfigError("robustness needs at least two policies")
-    cal = design(ranges(calibration, timings), samples, seed)
+    cal = design(_unpinned(cfg, ranges(calibration, timings), timings), samples, seed)
     values = simulate(cfg, list(policies), metric, cal, reps=reps, seed=seed, engine=engine,
                       workers=workers)
-    return Robustness(metric, cal, values, lower_is_better)
+    spec = {"scenario": cfg.name, "policies": [str(p) for p in policies], "samples": samples,
+            "timings": list(cal.columns), "reps": reps, "seed": seed,
+            "sets": as_overrides(sets), "calibration": calibration}
+    return Robustness(metric, cal, values, lower_is_better, spec)
 
 
-__all__ = ["Robustness", "robustness", "ranges", "design", "simulate"]
+# -- the headline comparisons ------------------------------------------------------------
+# The comparisons behind the README's and docs/findings.md's conclusions: (claim, scenario,
+# metric, the policy claimed better, the one claimed worse, lower is better).
+HEADLINES = (
+    ("upstream's zaps beat zero tolerance's under ACCEPT spam", "malicious-accept",
+     "zap_4k_p99_us", "upstream", "zero-tolerance", True),
+    ("patch 09/21 as written bugs the VM where upstream does not", "malicious-accept",
+     "vm_bugged", "upstream", "patch-09-21", True),
+    ("zero tolerance turns contention into error exits", "conversion-storm", "error_exits",
+     "upstream", "zero-tolerance", True),
+    ("the series waits less than upstream on an armed vCPU", "zero-step",
+     "fault_wait_p99_us", "patch-09-21", "upstream", True),
+    ("resuming the guest arms zero-step, local retry does not", "touch-storm",
+     "zero_step_armings", "upstream", "sean-per-path", True),
+    ("serialising S-EPT calls costs fault throughput", "fault-storm",
+     "accept_throughput_per_ms", "upstream", "vm-spinlock", False),
+)
+
+
+def headline_holds(samples: int = 16, *, seed: int = 0, reps: int = 1, sets=None,
+                   timings=None, headlines=HEADLINES, workers=None) -> pd.DataFrame:
+    """For each headline comparison: in how many of ``samples`` calibrations drawn over the
+    guessed ranges the claimed ranking holds (ties apart), with a 95 % interval. One set of
+    runs per scenario serves every headline on it."""
+    from scipy.stats import binomtest
+    by_scenario: dict = {}
+    for h in headlines:
+        by_scenario.setdefault(h[1], []).append(h)
+    rows = []
+    for scenario, hs in by_scenario.items():
+        cfg = load_scenario(scenario, sets)
+        cal = design(_unpinned(cfg, ranges(names=timings), timings), samples, seed)
+        policies = list(dict.fromkeys(p for h in hs for p in h[3:5]))
+        values = simulate(cfg, policies, [h[2] for h in hs], cal, reps=reps, seed=seed,
+                          workers=workers)
+        for claim, _, metric, better, worse, lower in hs:
+            w = values.pivot(index="sample", columns="policy", values=metric)
+            d = (w[better] - w[worse]) * (1 if lower else -1)
+            holds, n = int((d < 0).sum()), int((d != 0).sum())
+            ci = binomtest(holds, n).proportion_ci() if n else None
+            rows.append({"claim": claim, "scenario": scenario, "metric": metric,
+                         "better": better, "worse": worse, "calibrations": len(d),
+                         "ties": len(d) - n, "holds_share": holds / n if n else np.nan,
+                         "ci_low": ci.low if ci else np.nan,
+                         "ci_high": ci.high if ci else np.nan})
+    return pd.DataFrame(rows)
+
+
+def holds_chart(table: pd.DataFrame):
+    """"Holds in X % of plausible calibrations", one bar per headline claim with its
+    interval, coloured by the policy claimed better."""
+    import plotly.graph_objects as go
+
+    from .plots import THEME, policy_color
+    t = table.iloc[::-1]
+    fig = go.Figure(go.Bar(
+        y=t["claim"], x=100 * t["holds_share"], orientation="h",
+        marker_color=[policy_color(p) for p in t["better"]],
+        error_x=dict(type="data", symmetric=False, array=100 * (t["ci_high"] - t["holds_share"]),
+                     arrayminus=100 * (t["holds_share"] - t["ci_low"])),
+        text=[f"{x:.0%} of {n - k}" for x, n, k in zip(t["holds_share"], t["calibrations"],
+                                                         t["ties"])],
+        textposition="inside", hovertemplate="%{y}: %{x:.0f} %<extra></extra>"))
+    fig.update_xaxes(range=[0, 105], title_text="holds in % of plausible calibrations "
+                                                "(95 % Clopper-Pearson interval; ties left out)")
+    fig.update_layout(title=dict(text="Which headline conclusions survive the guessed timings"
+                                      "<br><sup>calibrations drawn over every guessed timing's "
+                                      "range (Latin hypercube)</sup>", x=0.01),
+                      height=160 + 60 * len(t), **THEME)
+    fig.update_layout(margin=dict(l=360, t=100))
+    return fig
+
+
+# -- figure (to move into workbench.plots) -----------------------------------------------
+def timing_label(name: str) -> str:
+    """``sept_add_us`` -> ``sept add (µs)``."""
+    name = str(name)
+    return f"{name[:-3].replace('_', ' ')} (µs)" if name.endswith("_us") else name.replace("_", " ")
+
+
+def swings(r: Robustness, a: str, b: str, top: int = 10) -> pd.DataFrame:
+    """Per timing: the mean of ``a - b`` over the calibrations in the lowest and in the
+    highest third of that timing's range, with its sensitivity; most sensitive first."""
+    w, X = r.wide(), r.calibrations
+    d = (w[a] - w[b]).reindex(X.index)
+    sens = r.sensitivity()
+    sens = sens[(sens["a"] == a) & (sens["b"] == b)].set_index("timing")
+    rows = []
+    for t in X.columns:
+        q = X[t].rank(pct=True)
+        lo, hi = d[q <= 1 / 3].mean(), d[q > 2 / 3].mean()
+        rows.append({"timing": t, "low": float(lo), "high": float(hi),
+                     "s1": float(sens["s1"].get(t, np.nan)) if len(sens) else np.nan,
+                     "spearman": float(sens["spearman"].get(t, np.nan)) if len(sens) else np.nan})
+    out = pd.DataFrame(rows)
+    out["swing"] = (out["high"] - out["low"]).abs()
+    return out.sort_values(["s1", "swing"], ascending=False, na_position="last",
+                           kind="stable").head(top).reset_index(drop=True)
+
+
+def tornado(r: Robustness, pairs=None, top: int = 10):
+    """A tornado figure per pair of policies: for each of the ``top`` most sensitive
+    timings, a bar from the mean difference ``a - b`` when that timing is in the lowest
+    third of its range (○) to the mean when it is in the highest third (▶). A bar crossing
+    the zero line is a timing over whose range the ranking flips; the part where ``a`` ranks
+    better is drawn in ``a``'s colour, the rest in ``b``'s; the flip value found by
+    :meth:`Robustness.flips` is written on its timing's row."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from .plots import THEME, policy_color
+    pairs = list(pairs or [(x.a, x.b) for x in r.rankings().itertuples()])
+    rank = r.rankings().set_index(["a", "b"])
+    flips = r.flips().set_index(["a", "b"])
+    titles = []
+    for a, b in pairs:
+        share = rank.loc[(a, b), "a_better_share"] if (a, b) in rank.index else np.nan
+        titles.append(f"{a} − {b}: {a} ranks better in {share:.0%} of "
+                      f"{len(r.calibrations)} calibrations")
+    fig = make_subplots(rows=len(pairs), cols=1, subplot_titles=titles,
+                        vertical_spacing=0.12 if len(pairs) > 1 else 0.1)
+    shown = set()
+    for i, (a, b) in enumerate(pairs, start=1):
+        sw = swings(r, a, b, top).iloc[::-1]
+        labels = [f"{timing_label(t)}  S1 {s:.2f}" if np.isfinite(s) else timing_label(t)
+                  for t, s in zip(sw["timing"], sw["s1"])]
+        lo_end, hi_end = sw[["low", "high"]].min(axis=1), sw[["low", "high"]].max(axis=1)
+        neg = (lo_end.clip(upper=0), hi_end.clip(upper=0))
+        pos = (lo_end.clip(lower=0), hi_end.clip(lower=0))
+        for who, (start, end) in ((a, neg if r.lower_is_better else pos),
+                                  (b, pos if r.lower_is_better else neg)):
+            fig.add_trace(go.Bar(y=labels, x=end - start, base=start, orientation="h",
+                                 marker_color=policy_color(who), name=f"{who} ranks better",
+                                 legendgroup=who,
+                                 showlegend=who not in shown and bool((end - start).any()),
+                                 hovertemplate=f"{who} ranks better<extra></extra>"),
+                          row=i, col=1)
+            if (end - start).any():
+                shown.add(who)
+        for col, sym, name in (("low", "circle-open", "timing low in its range"),
+                               ("high", "triangle-right", "timing high in its range")):
+            fig.add_trace(go.Scatter(y=labels, x=sw[col], mode="markers", name=name,
+                                     marker=dict(symbol=sym, size=9, color="#333"),
+                                     legendgroup=col, showlegend=i == 1), row=i, col=1)
+        fig.add_vline(x=0, line_dash="dash", line_color="#888", row=i, col=1)
+        if (a, b) in flips.index:
+            f = flips.loc[(a, b)]
+            if f["timing"] in set(sw["timing"]):
+                fig.add_annotation(text=f"flips near {f['flip_near']:.3g}", showarrow=False,
+                                   x=0, y=labels[list(sw["timing"]).index(f["timing"])],
+                                   xanchor="left", yshift=12, row=i, col=1,
+                                   font=dict(size=11, color="#555"))
+        better = "lower" if r.lower_is_better else "higher"
+        fig.update_xaxes(title_text=f"mean {r.metric} of {a} − {b} ({better} is better; "
+                                    "0: the ranking flips)", row=i, col=1)
+    fig.update_layout(barmode="overlay", height=260 + 280 * len(pairs),
+                      title=dict(text=f"Which guessed timings decide the ranking on {r.metric}"
+                                 "<br><sup>a bar crossing the dashed line: over that timing's "
+                                 "range the ranking flips</sup>", x=0.01), **THEME)
+    fig.update_layout(legend_title_text="", margin=dict(t=120))
+    return fig
+
+
+# -- in the results store ------------------------------------------------------------------
+def default_name(r: Robustness) -> str:
+    """``<scenario>-<metric>-<hash of what made it>``: the same question stores once."""
+    import hashlib
+    import re
+    from .store import canonical
+    spec = r.spec or {}
+    h = hashlib.sha256(canonical([spec, r.metric, r.lower_is_better]).encode()).hexdigest()
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", str(spec.get("scenario", "robustness")))
+    return f"{stem}-{r.metric}-{h[:8]}"
+
+
+def save(r: Robustness, name: str | None = None, store=None) -> str:
+    """Store ``r`` (its calibrations, values and what made it) as robustness run
+    ``name``; returns the name. The analysis is recomputed from them on :func:`load`."""
+    import json
+
+    from .store import FORMAT, NAME, Store, provenance
+    name = name or default_name(r)
+    if not NAME.match(name):
+        raise ConfigError(f"robustness name {name!r}: letters, digits, '.', '_' and '-' only")
+    st = store if isinstance(store, Store) else Store(store)
+    manifest = {"format": FORMAT, "kind": "robustness", "name": name, "metric": r.metric,
+                "lower_is_better": r.lower_is_better, **(r.spec or {}),
+                "provenance": provenance()}
+    cal = r.calibrations.rename_axis("sample").reset_index()
+    with st:
+        st.put_file(name, "calibrations.parquet", lambda p: cal.to_parquet(p, index=False),
+                    kind="robustness")
+        st.put_file(name, "values.parquet", lambda p: r.values.to_parquet(p, index=False),
+                    kind="robustness")
+        st.put_file(name, "manifest.json",
+                    lambda p: p.write_text(json.dumps(manifest, indent=1, default=str)),
+                    kind="robustness")
+    return name
+
+
+def load(name: str, store=None) -> Robustness:
+    """A stored robustness run, as :func:`robustness` returned it."""
+    from .store import Store
+    st = store if isinstance(store, Store) else Store(store)
+    m, cal, values = st.get_robustness(name)
+    spec = {k: v for k, v in m.items()
+            if k not in ("format", "kind", "name", "metric", "lower_is_better", "provenance")}
+    return Robustness(m["metric"], cal.set_index("sample"), values,
+                      bool(m.get("lower_is_better", True)), spec)
+
+
+def stored(store=None) -> pd.DataFrame:
+    """One row per stored robustness run."""
+    from .store import Store
+    st = store if isinstance(store, Store) else Store(store)
+    rows = []
+    for name in st.robustness_runs():
+        m = st.get_robustness(name)[0]
+        rows.append({"robustness": name, "scenario": m.get("scenario"),
+                     "metric": m["metric"], "policies": ",".join(m.get("policies") or []),
+                     "samples": m.get("samples"), "seed": m.get("seed"),
+                     "finished": (m.get("provenance") or {}).get("finished")})
+    return pd.DataFrame(rows, columns=["robustness", "scenario", "metric", "policies",
+                                       "samples", "seed", "finished"])
+
+
+__all__ = ["Robustness", "robustness", "ranges", "design", "simulate", "save", "load",
+           "stored", "tornado", "HEADLINES", "headline_holds", "holds_chart"]

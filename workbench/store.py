@@ -7,6 +7,8 @@ Layout (``data/results/`` unless ``--store DIR`` or ``WORKBENCH_RESULTS``)::
     runs/<key>/                   one finished run: summary.parquet, ops.parquet, run.json
     experiments/<name>/           manifest.json (provenance), summary.parquet, ops.parquet,
                                   table.csv, stats.csv and exports (table.tex, ...)
+    robustness/<name>/            manifest.json, calibrations.parquet, values.parquet: one
+                                  ``workbench robustness`` run (its analysis is recomputed)
 
 A run's key is a hash of everything that determines it (:func:`run_key`). A run is written
 into a temporary folder and renamed into place, so ``runs/<key>`` is either absent or whole;
@@ -35,6 +37,7 @@ LOCK = ".lock"
 RUN_FILES = ("summary.parquet", "ops.parquet", "run.json")
 EXPERIMENT_FILES = {"manifest.json", "summary.parquet", "ops.parquet", "table.csv",
                     "stats.csv", "diff.csv", "table.tex", "stats.parquet"}
+ROBUSTNESS_FILES = {"manifest.json", "calibrations.parquet", "values.parquet"}
 KEY = re.compile(r"^[0-9a-f]{64}$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")   # an experiment's name
 TMP = ".tmp-"
@@ -108,9 +111,10 @@ class Store:
             raise ConfigError(f"store {root}: format {fmt} is not this workbench's format "
                               f"{FORMAT}; use another --store")
         for p in root.iterdir():
-            if p.name not in (MARKER, LOCK, "runs", "experiments"):
+            if p.name not in (MARKER, LOCK, "runs", "experiments", "robustness"):
                 self._refuse(f"{p.name} is not a store file")
-        for sub, allowed in (("runs", None), ("experiments", EXPERIMENT_FILES)):
+        for sub, allowed in (("runs", None), ("experiments", EXPERIMENT_FILES),
+                             ("robustness", ROBUSTNESS_FILES)):
             d = root / sub
             if d.exists() and not d.is_dir():
                 self._refuse(f"{sub} is not a folder")
@@ -156,14 +160,14 @@ class Store:
             self._lock = None
 
     def _clean_debris(self) -> None:
-        for sub in ("runs", "experiments"):
+        for sub in ("runs", "experiments", "robustness"):
             d = self.root / sub
             if not d.is_dir():
                 continue
             for p in d.iterdir():
                 if p.name.startswith(TMP):
                     shutil.rmtree(p, ignore_errors=True)
-                elif sub == "experiments":
+                elif sub != "runs":
                     for f in p.iterdir():
                         if f.name.startswith(TMP):
                             f.unlink()
@@ -198,12 +202,14 @@ class Store:
     def experiment_dir(self, name: str) -> Path:
         return self.root / "experiments" / name
 
-    def put_file(self, name: str, filename: str, write) -> Path:
-        """Write one file of experiment ``name`` atomically (``write(tmp_path)``)."""
+    def put_file(self, name: str, filename: str, write, kind: str = "experiments") -> Path:
+        """Write one file of experiment (or ``kind="robustness"`` run) ``name`` atomically
+        (``write(tmp_path)``)."""
         self._need_lock()
-        if filename not in EXPERIMENT_FILES:
+        if filename not in (ROBUSTNESS_FILES if kind == "robustness" else EXPERIMENT_FILES) \
+                or not NAME.match(str(name)):
             raise ValueError(filename)
-        d = self.experiment_dir(name)
+        d = self.root / kind / name
         d.mkdir(parents=True, exist_ok=True)
         atomic_write(d / filename, write)
         return d / filename
@@ -249,6 +255,34 @@ class Store:
         d = self.root / "experiments"
         return sorted(p.name for p in d.iterdir()
                       if (p / "manifest.json").is_file()) if d.is_dir() else []
+
+    def robustness_runs(self) -> list[str]:
+        d = self.root / "robustness"
+        return sorted(p.name for p in d.iterdir()
+                      if (p / "manifest.json").is_file()) if d.is_dir() else []
+
+    def get_robustness(self, name: str):
+        """``(manifest, calibrations, values)`` of a stored robustness run."""
+        import pandas as pd
+        d = self.root / "robustness" / str(name)
+        if not NAME.match(str(name)) or not (d / "manifest.json").is_file():
+            known = ", ".join(self.robustness_runs()) or "none"
+            raise ConfigError(f"store {self.root}: no robustness run {name!r} (stored: {known})")
+        f = d / "manifest.json"
+        try:
+            m = json.loads(f.read_text())
+            if not isinstance(m, dict) or m.get("format") != FORMAT or "metric" not in m:
+                raise ValueError("wrong shape")
+            f = d / "calibrations.parquet"
+            cal = pd.read_parquet(f)
+            f = d / "values.parquet"
+            values = pd.read_parquet(f)
+            if not {"sample", "policy", m["metric"]} <= set(values.columns):
+                raise ValueError("missing columns")
+        except Exception as err:   # any unreadable file is a corrupt result
+            raise ConfigError(f"{f}: not a valid stored robustness run ({type(err).__name__})"
+                              ) from None
+        return m, cal, values
 
     def manifest(self, name: str) -> dict:
         f = self.experiment_dir(name) / "manifest.json"

@@ -186,4 +186,48 @@ class Jitter:
 
 _new_timeout = object.__new__
 
-__all__ = ["FairEnvironment", "Jitter", "MIN_STEP_US"]
+class Empirical:
+    """Durations drawn from measured samples (a calibration row with ``status: measured``),
+    with Jitter's call interface and generator: a uniform draw picks a sample, scaled so
+    that the samples' mean is the calibrated mean ``base_us``."""
+
+    __slots__ = ("_samples", "_mean", "_draws")
+
+    def __init__(self, samples, rng):
+        self._samples = tuple(float(x) for x in samples)
+        self._mean = math.fsum(self._samples) / len(self._samples)
+        self._draws = Draws(rng, "random")
+
+    def __call__(self, base_us: float) -> float:
+        s = self._samples[int(self._draws.next() * len(self._samples))]
+        return max(MIN_STEP_US, s * base_us / self._mean)
+
+
+class WithMeasured:
+    """Jitter, except for calibrated values that carry measured samples
+    (:class:`workbench.measured.Measured`): those draw from their :class:`Empirical`."""
+
+    __slots__ = ("_jitter", "_measured")
+
+    def __init__(self, jitter: Jitter, measured: dict):
+        self._jitter, self._measured = jitter, measured
+
+    def __call__(self, base_us: float) -> float:
+        if base_us.__class__ is not float:
+            e = self._measured.get(getattr(base_us, "quantity", None))
+            if e is not None:
+                return e(base_us)
+        return self._jitter(base_us)
+
+
+def durations(cal, cv: float, rng):
+    """The draw of durations of one party: :class:`Jitter` with ``cv``, plus the measured
+    quantities of the calibration (drawn from the same generator)."""
+    jitter = Jitter(cv, rng)
+    if not cal.measured:
+        return jitter
+    from ..measured import samples_of
+    return WithMeasured(jitter, {q: Empirical(v, rng) for q, v in samples_of(cal.measured).items()})
+
+
+__all__ = ["FairEnvironment", "Jitter", "Empirical", "durations", "MIN_STEP_US"]

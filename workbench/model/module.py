@@ -19,7 +19,7 @@ from ..tdx_errno import (
     OPERAND_ID_OP_STATE, OPERAND_ID_RCX, OPERAND_ID_SEPT, OPERAND_ID_TD_EPOCH,
     OPERAND_ID_TDR, OPERAND_ID_TDVPR, TDX_EPT_ENTRY_NOT_FREE, TDX_EPT_WALK_FAILED, TDX_SUCCESS, busy, status_class,
 )
-from .clock import Jitter
+from .clock import durations
 from .locks import Mode, SharexHpLock, SharexLock, Side
 from .versions import VERSIONS
 from .seamcalls import MemSeamcalls
@@ -85,7 +85,7 @@ class TdxModule(MemSeamcalls, HugeSeamcalls, VpEntry, GuestTdcalls):
         self.epoch = 0
         self.epoch_refcount = [0, 0]
         self.vcpus: dict[str, TdVcpu] = {}
-        self.duration = Jitter(cal.jitter_cv, rng)
+        self.duration = durations(cal, cal.jitter_cv, rng)
         # a: the epoch lock has a shared holder (a VP.ENTER); b: a zap holds mmu_lock for
         # write (set by KVM), the only time a TRACK can be issued
         self.epoch_occupancy = Overlap()

@@ -16,7 +16,7 @@ from ..tdx_errno import TDX_EXIT_EPT_VIOLATION, TDX_SUCCESS
 from .budget import run_budgeted
 from .guest import ExitKind, GuestCpu, GuestKernel
 from .host import STOPPED, USERSPACE, Kvm
-from .clock import FairEnvironment, Jitter
+from .clock import FairEnvironment, durations
 from .module import TdxModule
 from .sept import LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, ROOT_LEVEL, State
 from .workload import NEEDS_AREA, ROLES
@@ -190,7 +190,7 @@ class Td:
             self.env = FairEnvironment(0, choices=choices)
             choices.env = self.env
         self.rec = Recorder(level=record)
-        self.kvm_duration = Jitter(cal.kvm_jitter_cv, self._stream("kvm"))
+        self.kvm_duration = durations(cal, cal.kvm_jitter_cv, self._stream("kvm"))
         self.tick_phase = self._stream("ticks")
         self.module = TdxModule(self.env, cal, config.module, self.rec, self._stream("module"))
         self.policy_rng = self._stream("policy")
