@@ -48,37 +48,3 @@ def test_notebook_runs_with_small_parameters(nb, tmp_path):
     shown = json.dumps(cells)
     assert "application/vnd.plotly.v1+json" in shown
 
-
-def test_the_panel_runs_a_comparison_when_asked():
-    panel = widgets.ComparePanel(scenario="fault-storm", policies=("upstream",), reps=1,
-                                 horizon_us=1500)
-    assert panel.result is None            # nothing runs until Run is pressed
-    panel.policies.value = ("upstream", "resume-guest")
-    panel.host_priority.value = False
-    panel.run_button.click()
-    assert list(panel.result.table["policy"]) == ["upstream", "resume-guest"]
-    assert "module.host_priority=false" in panel.sets()
-    assert "2 policies" in panel.status.value
-
-
-def test_the_panel_offers_your_own_policy_and_reports_bad_input():
-    panel = widgets.ComparePanel(scenario="fault-storm", policies=("upstream",), reps=1,
-                                 horizon_us=1500)
-
-    @workbench.register
-    class PanelTwoTries(workbench.Policy):
-        name = "panel-two-tries"
-        origin = "test"
-        sites = (workbench.policies.Site.FAULT,)
-
-        def on_busy(self, ctx, rng):
-            return workbench.policies.Retry() if ctx.attempt < 2 else workbench.policies.ResumeGuest()
-
-    assert "panel-two-tries" not in panel.policies.options
-    panel.refresh()
-    panel.policies.value = ("upstream", "panel-two-tries")
-    panel.run_button.click()
-    assert "panel-two-tries" in set(panel.result.table["policy"])
-    panel.policies.value = ()
-    panel.run_button.click()
-    assert "at least one policy" in panel.status.value
