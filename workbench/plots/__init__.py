@@ -2,7 +2,7 @@
 out; nothing here runs a simulation. One theme and one colour per policy label, so every
 figure of a report looks alike."""
 from .dashboard import dashboard, main_op
-from .export import save
+from .export import save, save_all
 from .fairness import (STATES, breakdown_table, fairness, jain_interval, jain_stats,
                        time_breakdown)
 from .latency import latency_ccdf, latency_ecdf, percentile_bars
@@ -12,7 +12,7 @@ from .style import (DASHES, LABELS, PALETTE, PRESET_COLORS, THEME, label, policy
 from .sweeps import interval_lines, sweep_bands, sweep_lines
 from .timeline import busy_timeline, run_timeline
 
-__all__ = ["dashboard", "main_op", "save", "STATES", "breakdown_table", "fairness",
+__all__ = ["dashboard", "main_op", "save", "save_all", "STATES", "breakdown_table", "fairness",
            "jain_interval", "jain_stats", "time_breakdown", "latency_ccdf", "latency_ecdf",
            "percentile_bars", "OUTCOME_COLUMNS", "OUTCOMES", "nonzero", "outcomes", "DASHES",
            "LABELS", "PALETTE", "PRESET_COLORS", "THEME", "label", "policy_color", "title",

@@ -53,3 +53,32 @@ def _images(fig, paths, quiet) -> list[Path]:
             return out
         out.append(p)
     return out
+
+
+def save_all(figs: dict, folder, formats=("png",), quiet: bool = False) -> list[Path]:
+    """Write each figure of ``{name: figure}`` as ``folder/name.html`` and, in one browser
+    session for all of them, ``folder/name.<format>`` for each of ``formats``. Returns the
+    paths written (the images only where a browser exists; one line says otherwise)."""
+    import plotly.io as pio
+    folder = out_path(folder, "figures folder")
+    written = []
+    for name, f in figs.items():
+        written += save(f, folder / f"{name}.html")
+    exts = ["." + f.lower().lstrip(".") for f in formats or ()]
+    bad = set(exts) - IMAGE
+    if bad:
+        raise ConfigError(f"save_all: cannot write {sorted(bad)[0]} (png, svg or pdf)")
+    jobs = [(f, folder / f"{name}{e}") for name, f in figs.items() for e in exts]
+    if not jobs:
+        return written
+    try:
+        pio.write_images([f for f, _ in jobs], [p for _, p in jobs],
+                         width=[size(f)[0] for f, _ in jobs],
+                         height=[size(f)[1] for f, _ in jobs])
+    except Exception as err:            # no kaleido, no Chromium, or the browser failed
+        if not quiet:
+            print(f"plots.save_all: images not written: no browser for image export "
+                  f"({type(err).__name__}); install Debian's chromium (see README)",
+                  file=sys.stderr)
+        return written
+    return written + [p for _, p in jobs]
