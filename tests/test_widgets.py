@@ -33,6 +33,8 @@ def test_two_columns_differing_in_host_priority_show_what_compare_gives():
     lines = {t.name.split(" (")[0] for t in panel.figure.data if t.legendgroup in (on, off)}
     assert lines == {on, off}
     assert on in panel.status.value and off in panel.status.value
+    shown = panel.output.outputs[0]["data"]["application/vnd.plotly.v1+json"]
+    assert len(shown["data"]) == len(panel.figure.data)
 
 
 def test_run_is_disabled_while_running_and_a_second_click_queues_nothing(monkeypatch):

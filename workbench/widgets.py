@@ -320,8 +320,7 @@ class ComparePanel(w.VBox):
 
     def _show(self, c: Comparison, fig, elapsed: float) -> None:
         self.result, self.figure, self.elapsed_s = c, fig, elapsed
-        self.output.outputs = ()
-        self.output.append_display_data(fig)
+        self.output.outputs = (figure_output(fig),)
         self.output.remove_class("wb-stale")
         self.save_button.disabled = self.export_button.disabled = False
         labels = c.manifest["columns"]
@@ -375,6 +374,18 @@ class ComparePanel(w.VBox):
             return []
         self.status.value = f"wrote {len(written)} files to {html.escape(str(folder))}"
         return written
+
+
+def figure_output(fig) -> dict:
+    """A plotly figure as an output of an Output widget, set from any thread (plotly
+    displays itself through ``_ipython_display_``, which a formatter cannot capture)."""
+    import json
+
+    import plotly.io as pio
+    spec = json.loads(pio.to_json(fig, validate=False))
+    return {"output_type": "display_data", "metadata": {},
+            "data": {"application/vnd.plotly.v1+json": {**spec, "config": {"responsive": True}},
+                     "text/plain": f"<{spec.get('layout', {}).get('title', {}).get('text', 'figure')}>"}}
 
 
 def _relabel(df: pd.DataFrame, label: str) -> pd.DataFrame:
