@@ -57,7 +57,8 @@ def dashboard(c, op: str | None = None) -> go.Figure:
         fig.update_layout(boxmode="group")
     fig.add_trace(jain_trace(c.summary), row=1, col=1 + 2 * step)
     fig.update_yaxes(range=[0, 1.05], row=1, col=1 + 2 * step)
-    fig.update_xaxes(categoryorder="array", categoryarray=names, row=1, col=1 + 2 * step)
+    fig.update_xaxes(categoryorder="array", categoryarray=names, tickangle=30, row=1,
+                     col=1 + 2 * step)
     col = 1
     if has_v:
         for t in breakdown_traces(vcpus, legend=True):
@@ -75,8 +76,9 @@ def dashboard(c, op: str | None = None) -> go.Figure:
                       legend=dict(orientation="h", y=-0.18, x=0))
     fig.update_annotations(font_size=12)
     reps = int(table["reps"].max()) if "reps" in table.columns else 1
-    none = f" 0 for every policy (not drawn): {', '.join(title(x) for x in zero)}." if zero else ""
+    none = f"<br>0 for every policy (not drawn): {', '.join(title(x) for x in zero)}" if zero else ""
+    fig.update_layout(margin=dict(t=120))
     return themed(fig, "Latency, fairness and costs side by side",
                   f"{len(names)} policy sets, {reps} replication(s) each on the same seeds; "
-                  f"failures are named in the legend, never drawn as fast.{none}")
+                  f"failures are named in the legend, never drawn as fast{none}")
 

@@ -110,8 +110,10 @@ def empty(fig: go.Figure, text: str) -> go.Figure:
 
 
 def themed(fig: go.Figure, title: str, subtitle: str = "", legend: str = "policy") -> go.Figure:
-    text = f"{title}<br><sup>{subtitle}</sup>" if subtitle else title
-    fig.update_layout(title=dict(text=text, x=0.01), **THEME)
+    sub = "<br>".join(f"<sup>{line}</sup>" for line in subtitle.split("<br>")) if subtitle else ""
+    text = f"{title}<br>{sub}" if subtitle else title
+    margin = {**THEME["margin"], **(fig.layout.margin.to_plotly_json() if fig.layout.margin else {})}
+    fig.update_layout(title=dict(text=text, x=0.01), **{**THEME, "margin": margin})
     fig.update_layout(legend_title_text=legend)
     return fig
 
