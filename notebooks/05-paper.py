@@ -24,7 +24,7 @@
 
 # %% tags=["parameters"]
 store = None            # results store; None: data/results or $WORKBENCH_RESULTS
-out = "data/figures"
+out = None              # None: data/figures of this checkout
 reps = 0                # 0: each experiment's own
 horizon_us = 0.0        # 0: each experiment's own
 values_per_factor = 0   # 0: every value of every factor

@@ -17,8 +17,9 @@ SMALL = {
     "00-start-here": {"reps": 1, "horizon_us": 1000.0},
     "01-compare-policies": {"reps": 1, "horizon_us": 1000.0},
     "02-scale-sweep": {"reps": 2, "horizon_us": 1000.0, "values": [3, 7]},
-    "03-zero-step": {"reps": 1, "horizon_us": 1500.0, "window_us": [3, 60]},
-    "04-malicious-guest": {"reps": 1, "horizon_us": 1000.0, "per_page": [1, 4]},
+    "03-zero-step": {"reps": 1, "horizon_us": 1000.0, "window_us": [3, 60]},
+    "04-malicious-guest": {"reps": 1, "horizon_us": 1000.0, "per_page": [1, 4],
+                           "policies": ["upstream", "zero-tolerance"]},
     "05-paper": {"reps": 1, "horizon_us": 500.0, "values_per_factor": 1,
                  "formats": ["png"] if CHROMIUM.exists() else []},
 }

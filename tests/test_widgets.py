@@ -1,7 +1,6 @@
 """The panel used as a person would, without a browser: columns, Run, Cancel, Save."""
 import threading
 
-
 import workbench
 from workbench import widgets
 

@@ -108,9 +108,11 @@ def tables(name: str, c, folder: Path) -> list[Path]:
     return [csv, tex]
 
 
-def check_out(folder) -> Path:
-    """The figures folder: new, or one this tool wrote (it holds a ``paper.json``)."""
-    p = out_path(folder, "out")
+def check_out(folder=None) -> Path:
+    """The figures folder (default ``data/figures`` of this checkout): new, or one this
+    tool wrote (it holds a ``paper.json``)."""
+    from .config import DATA
+    p = out_path(folder or DATA / "figures", "out")
     if p.exists() and (not p.is_dir() or (any(p.iterdir()) and not (p / "paper.json").exists())):
         raise ConfigError(f"out {p}: holds files this tool did not write (no paper.json); "
                           "choose a new or empty folder")

@@ -13,7 +13,7 @@ import ipywidgets as w
 import pandas as pd
 
 from . import plots
-from .config import ConfigError, ModuleVersionName
+from .config import DATA, ConfigError, ModuleVersionName
 from .experiments import Comparison, run
 from .plots.dashboard import MAX_POLICIES
 from .policies import PRESETS, REGISTRY, PolicyError, Site, resolve_policy
@@ -135,8 +135,9 @@ class ComparePanel(w.VBox):
 
     def __init__(self, scenario: str = "malicious-accept",
                  columns=("upstream", "zero-tolerance"), reps: int = 2, seed: int = 1,
-                 horizon_us: float = 1500.0, store=None, figures_dir="data/figures/panel"):
-        self._store, self.figures_dir = store, figures_dir
+                 horizon_us: float = 1500.0, store=None, figures_dir=None):
+        self._store = store
+        self.figures_dir = figures_dir or DATA / "figures" / "panel"
         names = scenario_names()
         self.scenario = w.Dropdown(options=names + ([scenario] if scenario not in names else []),
                                    value=scenario, description="scenario")
@@ -357,7 +358,7 @@ class ComparePanel(w.VBox):
 
     def export(self, folder=None, formats=("png",)) -> list:
         """Write the dashboard and its companion figures (HTML, and PNG where a browser
-        exists) to ``folder`` (default ``data/figures/panel``)."""
+        exists) to ``folder`` (default ``data/figures/panel`` of this checkout)."""
         from pathlib import Path
         if self.result is None:
             self.status.value = "<b>error:</b> nothing to export yet: press Run"
