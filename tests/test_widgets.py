@@ -97,3 +97,21 @@ def test_save_and_export(tmp_path):
     assert list(stored["policy"]) == list(panel.result.table["policy"])
     files = panel.export(tmp_path / "figs", formats=())
     assert {p.name for p in files} >= {"dashboard.html", "tail.html"}
+
+
+def test_your_own_policy_is_offered_at_its_call_site():
+    @workbench.register
+    class PanelTwoTries(workbench.Policy):
+        name = "panel-two-tries"
+        origin = "test"
+        sites = (workbench.policies.Site.FAULT,)
+
+        def on_busy(self, ctx, rng):
+            return workbench.policies.Retry() if ctx.attempt < 2 else \
+                workbench.policies.ResumeGuest()
+
+    panel = widgets.ComparePanel(columns=("upstream",), **SMALL)
+    col = panel.add_column({"preset": "upstream", "fault": "panel-two-tries"})
+    assert "panel-two-tries" in col.sites["fault"].options
+    assert "panel-two-tries" not in col.sites["zap"].options
+    assert col.label() == "upstream+fault=panel-two-tries · HP on"
