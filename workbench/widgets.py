@@ -306,11 +306,11 @@ class ComparePanel(w.VBox):
                 self.progress_text.value = f"{done} of {len(jobs)} runs, ~{left:.0f} s left"
             summary, ops, vcpus = (pd.concat([p[k] for p in parts], ignore_index=True)
                                    for k in range(3))
+            columns = [{"label": lab, "policy": spec, "sets": sets}
+                       for (lab, spec, sets), rep in jobs if rep == 0]
             c = Comparison(summary, ops, vcpus=vcpus, manifest={
-                "scenario": scenario, "seed": seed, "reps": len(jobs) // len(
-                    {j[0][0] for j in jobs}),
-                "columns": [{"label": lab, "policy": spec, "sets": sets}
-                            for (lab, spec, sets), rep in jobs if rep == 0]})
+                "scenario": scenario, "seed": seed, "reps": len(jobs) // len(columns),
+                "columns": columns})
             fig = plots.dashboard(c)
             self._show(c, fig, time.perf_counter() - t0)
         except Exception as err:     # ConfigError, PolicyError, or a policy of yours that raises
