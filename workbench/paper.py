@@ -128,7 +128,9 @@ def record(folder: Path, written: list[Path], lock: dict, params: dict) -> Path:
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     m = {"workbench": __version__, "params": params, "lock": lock, "versions": versions,
-         "provenance": provenance(), "files": sorted(p.name for p in written)}
+         "provenance": provenance(),
+         "files": sorted({p.name for p in written} | ({"plotly.min.js"} & {
+             p.name for p in folder.iterdir()}))}
     path = folder / "paper.json"
     path.write_text(json.dumps(m, indent=1, default=str))
     return path
