@@ -1,22 +1,38 @@
-# make demo   - run the default scenario on its embedded defaults and print its summary
-# make test   - run the whole test suite
-# make bench  - run the benchmarks (not part of make test)
-# make lab    - open the notebooks in JupyterLab
+# make demo    - run the default scenario on its embedded defaults and print its summary
+# make test    - run the whole test suite
+# make bench   - run the benchmarks (not part of make test)
+# make lab     - open the notebooks in JupyterLab (installs the notebook and export extras)
+# make present - the notebooks without code (Voila) on localhost, with a token
+# make paper   - rebuild every figure and table of the paper into data/figures/ (headless)
+# make lock    - write requirements.lock: exact versions of every dependency (pip-compile)
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 EXTRAS  ?= dev
 STAMP   := $(VENV)/.installed-$(EXTRAS)
+LOCK    ?= requirements.lock
+FIGURES ?= data/figures
+PRESENT ?= notebooks/00-start-here.ipynb
+PORT    ?= 8866
+NB      := $(VENV)/.installed-notebook,export
+TOKEN   ?= $(shell $(PY) -c "import secrets; print(secrets.token_hex(16))")
 
-.PHONY: demo test bench lab clean
+.PHONY: demo test bench lab present paper lock clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[$*]'
 	# papermill runs notebooks on a kernel named python3 that lives in this venv
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)" >/dev/null
+	touch $@
+
+# exactly the versions of the lock file, then this package on top without resolving again
+$(VENV)/.installed-lock: $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install -q -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)" >/dev/null
 	touch $@
 
@@ -29,9 +45,27 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
-lab:
-	$(MAKE) EXTRAS=dev,notebook $(VENV)/.installed-dev,notebook
+lab: $(NB)
 	$(BIN)/jupyter lab notebooks/
+
+present: $(NB)
+	@echo "presenting $(PRESENT) at http://127.0.0.1:$(PORT)/?token=$(TOKEN)"
+	$(BIN)/voila $(PRESENT) --no-browser --Voila.ip=127.0.0.1 --port=$(PORT) \
+	    --token=$(TOKEN) --strip_sources=True --theme=light
+
+# with a lock file: the locked versions; without: the notebook and export extras
+paper: $(if $(wildcard $(LOCK)),$(VENV)/.installed-lock,$(NB))
+	@mkdir -p build
+	$(BIN)/python -m papermill -k python3 --cwd $(CURDIR) notebooks/05-paper.ipynb \
+	    build/05-paper.ipynb -p out $(FIGURES) -p lock $(LOCK) >/dev/null
+	@$(BIN)/python -c "import json, sys; m = json.load(open('$(FIGURES)/paper.json')); \
+	    [print('wrote $(FIGURES)/' + f) for f in m['files'] + ['paper.json']]; \
+	    print('lock:', m['lock']['lock'], m['lock'].get('sha256') or m['lock'].get('note'))"
+
+lock: $(VENV)/.installed-dev
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --allow-unsafe \
+	    --extra notebook --extra export --extra dist -o $(LOCK) pyproject.toml
+	@echo "wrote $(LOCK)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

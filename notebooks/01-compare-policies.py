@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -17,8 +18,9 @@
 # # How should KVM react to `TDX_OPERAND_BUSY`?
 #
 # Each policy of the 2024 LKML debate, run on the same replications of one workload
-# (common random numbers), side by side. Change the parameters below, or use the panel at
-# the end. Every number comes from `workbench`; this notebook holds no logic.
+# (common random numbers), side by side: latency, fairness, and what each costs or breaks.
+# Change the parameters below, or use the panel in `00-start-here`. Every number comes
+# from `workbench`; this notebook holds no logic.
 
 # %% tags=["parameters"]
 scenario = "malicious-accept"
@@ -30,53 +32,54 @@ host_priority = True
 
 # %%
 import workbench
-from workbench import plots, widgets
+from workbench import plots
 
 sets = [f"horizon_us={horizon_us}", f"module.host_priority={str(host_priority).lower()}"]
 print(workbench.load_scenario(scenario).question)
 c = workbench.compare(scenario, policies, reps=reps, seed=seed, sets=sets)
+op = plots.main_op(c.ops)
 
 # %% [markdown]
-# ## Outcomes and costs per run
-# Means over replications; `vm_bugged` and `guest_panics` count the replications that ended so.
+# ## Latency, fairness and costs side by side
+# Top: the tail of the main operation (successes only; failures are counted in the legend),
+# useful work per vCPU, Jain's index with its interval. Bottom: where the vCPUs' time goes,
+# and every outcome that is non-zero for some policy.
 
 # %%
-c.table
-
-# %%
-plots.outcomes(c.table)
+plots.dashboard(c)
 
 # %% [markdown]
-# ## Latency
-# Percentiles per operation, all replications pooled (the hostile vCPUs' own TDCALLs left out),
-# then the whole distribution of the 4 KB zap and of the guest-visible fault wait (a fault
-# given up and re-taken counts once, from its first try to the one that resolved it).
+# ## The tail, with failures apart, and the percentiles with their intervals
 
 # %%
-c.latency
+plots.latency_ccdf(c.ops, op)
 
 # %%
-plots.latency_ecdf(c.ops, "zap_4k")
+plots.percentile_bars(c.ops, op)
 
 # %%
 plots.latency_ecdf(c.ops, "fault_wait")
 
 # %% [markdown]
-# ## One run up close: when did the module say BUSY, and who got work done?
+# ## Who gets work done, and where their time goes
+
+# %%
+plots.fairness(c.vcpus)
+
+# %%
+plots.time_breakdown(c.vcpus)
+
+# %% [markdown]
+# ## One run up close: what each vCPU and host thread did (BUSY marked)
+# `workbench trace SCENARIO --policy P --out run.json` writes the same run for Perfetto.
 
 # %%
 one = workbench.run(scenario, seed=seed, policy=policies[0], sets=sets)
-plots.busy_timeline(one.calls)
-
-# %%
-plots.fairness(one.vcpus)
+plots.run_timeline(one, 0.0, min(horizon_us, 2000.0))
 
 # %% [markdown]
-# ## Try it yourself
-# Pick policies (your own, once registered with `@workbench.register`, appear after
-# `panel.refresh()`), flip the module's switches, press **Run**.
+# ## The numbers, with 95 % intervals over replications
 
 # %%
-panel = widgets.ComparePanel(scenario=scenario, policies=policies[:2], reps=1, seed=seed,
-                             horizon_us=min(horizon_us, 5000.0))
-panel
+workbench.stats.with_intervals(c.stats(["zap_4k_p99_us", "jain_work", "kicks", "error_exits",
+                                        "accept_throughput_per_ms"]))

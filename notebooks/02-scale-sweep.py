@@ -1,10 +1,13 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -16,7 +19,8 @@
 #
 # Every 4 KB zap kicks every vCPU and waits for each to leave guest mode, under `mmu_lock`
 # for write (domain facts 7 and 8). This notebook sweeps the number of vCPUs of the `scale`
-# scenario and compares policies at each point, on the same replications.
+# scenario and compares policies at each point, on the same replications; bands are the
+# 95 % t-interval over replications.
 
 # %% tags=["parameters"]
 scenario = "scale"
@@ -35,13 +39,14 @@ from workbench import plots
 print(workbench.load_scenario(scenario).question)
 s = workbench.sweep(scenario, param, values, policies, reps=reps, seed=seed,
                     sets=[f"horizon_us={horizon_us}"], engine=engine)
+stats = s.stats().rename(columns={"value": param})
 s.table
 
 # %%
-plots.sweep_lines(s.table, "zap_4k_p99_us", param)
+plots.interval_lines(stats, "zap_4k_p99_us", param)
 
 # %%
-plots.sweep_lines(s.table, "accept_throughput_per_ms", param)
+plots.interval_lines(stats, "accept_throughput_per_ms", param)
 
 # %%
-plots.sweep_lines(s.table, "private_fault_p99_us", param)
+plots.interval_lines(stats, "private_fault_p99_us", param)

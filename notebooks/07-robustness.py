@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -29,7 +31,8 @@ horizon_us = 8000.0
 tornado_policies = ["upstream", "zero-tolerance", "patch-09-21"]
 
 # %%
-from workbench.robustness import headline_holds, holds_chart, robustness, tornado
+from workbench.plots import holds_chart, tornado
+from workbench.robustness import headline_holds, robustness
 
 sets = {"horizon_us": horizon_us}
 holds = headline_holds(samples, seed=seed, reps=reps, sets=sets)

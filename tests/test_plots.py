@@ -53,3 +53,96 @@ def test_fairness_shows_each_vcpus_useful_work():
     fig = plots.fairness(r.vcpus)
     assert len(fig.data) == 1 and list(fig.data[0].y) == list(r.vcpus["useful_work"])
     assert "Jain" in fig.data[0].name
+
+
+@pytest.fixture(scope="module")
+def report():
+    return workbench.compare("malicious-accept", ["upstream", "zero-tolerance", "patch-09-21"],
+                             reps=2, seed=1, sets={"horizon_us": 1500})
+
+
+def test_the_tail_counts_failures_apart_and_never_draws_them(report):
+    ops = report.ops
+    fig = plots.latency_ccdf(ops, "zap_4k")
+    zaps = ops[ops["op"] == "zap_4k"]
+    for t in fig.data[:-1]:
+        policy = t.name.split(" (")[0]
+        own = zaps[zaps["policy"] == policy]
+        ok = int((own["outcome"] == "ok").sum())
+        assert len(t.x) == ok and (ok == len(own) or f"{len(own) - ok} of {len(own)} failed" in t.name)
+    failed = fig.data[-1]
+    assert max(failed.y) > 0, "zero tolerance and patch 09/21 fail zaps here"
+
+
+def colours(fig):
+    """(policy, colour) of every mark: a per-policy list of colours along a category
+    axis, or one colour per trace named after its policy."""
+    for t in fig.data:
+        marker = getattr(t, "marker", None)
+        many = marker is not None and isinstance(marker.color, (list, tuple))
+        if many:
+            cats = t.y if getattr(t, "orientation", None) == "h" else t.x
+            yield from zip(cats, marker.color)
+        elif t.name:
+            line = getattr(t, "line", None)
+            yield t.name.split(" (")[0], (line.color if line is not None and line.color
+                                          else marker.color)
+
+
+def test_one_policy_has_one_colour_in_every_figure_of_a_report(report):
+    figs = [plots.dashboard(report), plots.latency_ccdf(report.ops, "zap_4k"),
+            plots.percentile_bars(report.ops, "zap_4k"), plots.fairness(report.vcpus),
+            plots.jain_interval(report.summary), plots.outcomes(report.table)]
+    seen = {}
+    for fig in figs:
+        for policy, colour in colours(fig):
+            if policy in plots.PRESET_COLORS:
+                seen.setdefault(policy, set()).add(colour)
+    assert set(seen) == {"upstream", "zero-tolerance", "patch-09-21"}
+    assert all(s == {plots.policy_color(n)} for n, s in seen.items()), seen
+
+
+def test_the_dashboard_drops_outcomes_zero_for_every_policy(report):
+    fig = plots.dashboard(report)
+    titles = [a.text for a in fig.layout.annotations]
+    table = report.table
+    for col in plots.OUTCOMES:
+        drawn = plots.title(col) in titles
+        assert drawn == bool(table[col].abs().max() > 0), col
+    assert "0 for every policy" in fig.layout.title.text
+    assert plots.title("guest_panics") not in titles
+
+
+def test_interval_bands_keep_a_second_factor_apart():
+    import pandas as pd
+    st = pd.DataFrame({"x": [1, 2] * 4, "f": ["on"] * 4 + ["off"] * 4,
+                       "policy": (["a"] * 2 + ["b"] * 2) * 2, "metric": "kicks", "n": 2,
+                       "mean": range(8), "ci_low": range(8), "ci_high": range(1, 9)})
+    with pytest.raises(ValueError, match="another factor"):
+        plots.interval_lines(st, "kicks", "x")
+    fig = plots.interval_lines(st, "kicks", "x", facet="f")
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert len(lines) == 4 and {t.xaxis for t in lines} == {"x", "x2"}
+
+
+def test_labels_are_human():
+    assert plots.label("zap_4k_p99_us") == "4 KB zap p99 (µs)"
+    assert plots.title("vcpus.1.count") == "vCPUs of the second role"
+    assert plots.unit("host_busy_rate") == "%"
+
+
+def test_save_writes_html_always_and_refuses_an_unknown_format(tmp_path):
+    fig = plots.jain_interval(pd.DataFrame({"policy": ["a", "a"], "jain_work": [0.9, 1.0]}))
+    assert plots.save(fig, tmp_path / "j.html") == [tmp_path / "j.html"]
+    assert "Jain" in (tmp_path / "j.html").read_text()
+    with pytest.raises(workbench.ConfigError, match="docx"):
+        plots.save(fig, tmp_path / "j.docx")
+
+
+def test_the_timeline_marks_every_busy_reply():
+    r = workbench.run("malicious-accept", seed=2, policy="zero-tolerance",
+                      sets={"horizon_us": 600})
+    fig = plots.run_timeline(r)
+    busy = next(t for t in fig.data if t.name.startswith("BUSY"))
+    assert len(busy.x) == r.calls["status_name"].str.startswith("TDX_OPERAND_BUSY").sum() > 0
+    assert set(busy.y) <= set(fig.layout.yaxis.categoryarray)

@@ -92,7 +92,7 @@ def test_a_robustness_run_is_stored_listed_and_reloaded(tmp_path, capsys):
 
 def test_the_tornado_colours_each_side_of_a_flip_by_the_policy_that_wins_there():
     from workbench.plots import policy_color
-    from workbench.robustness import tornado
+    from workbench.plots import tornado
     flip = _named(lambda t: t["t1_us"], lambda t: 5.0 + 0 * t["t1_us"])
     fig = tornado(flip)
     bars = {t.marker.color: t for t in fig.data if t.type == "bar"}

@@ -114,12 +114,12 @@ def test_warmup_cut_recomputes_latency_columns_and_rate_settles():
     assert settle_time(ops, 100) == 300
 
 
-def test_interval_lines_draws_error_bars():
+def test_interval_lines_draws_interval_bands():
     from workbench.plots import interval_lines
     st = pd.DataFrame({"value": [3, 7, 3, 7], "policy": ["a", "a", "b", "b"],
                        "metric": "kicks", "n": 3, "mean": [1.0, 2, 3, 4],
                        "sd": 1.0, "ci_low": [0.5, 1, 2, 3], "ci_high": [1.5, 3, 4, 5]})
-    fig = interval_lines(st, "kicks", "value")
-    assert len(fig.data) == 2 and list(fig.data[0].error_y.array) == [0.5, 1.0]
+    fig = interval_lines(st, "kicks", "value")    # per policy: its band, then its line
+    assert len(fig.data) == 4 and list(fig.data[0].y) == [1.5, 3, 1, 0.5]
     with pytest.raises(ValueError, match="nosuch"):
         interval_lines(st, "nosuch", "value")

@@ -13,6 +13,7 @@
     workbench validate [--calibration C] [--small]
     workbench explore SCENARIO --policy P [--schedules N] [--strategy random|pct|bounded]
     workbench replay FILE
+    workbench trace SCENARIO|RUN_DIR [--policy P] [--seed N] [--set k=v] --out run.json
 
 Bad input gives one line on stderr and exit status 2; nothing already on disk is touched.
 Ctrl-C prints ``interrupted`` and exits 130 with nothing stored half-way. A run that
@@ -48,9 +49,11 @@ def build_parser() -> Parser:
     sub.add_parser("scenarios", help="list the scenarios and the question each answers")
     sub.add_parser("policies", help="list the presets and the registered policies")
     sub.add_parser("calibration", help="show the timing parameters and how sure we are")
-    for name in ("run", "compare"):
-        c = sub.add_parser(name, help=f"{name} a scenario")
-        c.add_argument("scenario", help="a scenario name or a YAML path")
+    for name in ("run", "compare", "trace"):
+        c = sub.add_parser(name, help=f"{name} a scenario" if name != "trace" else
+                           "one run as Chrome trace-event JSON (Perfetto opens it)")
+        c.add_argument("scenario", help="a scenario name or a YAML path" + (
+            ", or a folder written by workbench run --out" if name == "trace" else ""))
         c.add_argument("--seed", type=int, default=0)
         c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a scenario field, e.g. module.host_priority=false")
@@ -67,9 +70,12 @@ def build_parser() -> Parser:
     r.add_argument("--record", choices=("calls", "ops", "summary"), default="calls",
                    help="what is kept per call and op: calls (every table), ops (no calls "
                         "table) or summary (only the summary row; memory flat in the horizon)")
-    sub.choices["run"].add_argument(
-        "--policy", help="preset, policy name, mod:Class, per site (upstream+fault=resume-guest) "
-                         "or a YAML file holding a policy mapping")
+    sub.choices["trace"].add_argument("--replication", type=int, default=0)
+    for name in ("run", "trace"):
+        sub.choices[name].add_argument(
+            "--policy", help="preset, policy name, mod:Class, per site "
+                             "(upstream+fault=resume-guest) or a YAML file holding a policy "
+                             "mapping")
     sw = sub.add_parser("sweep", help="run an experiment file into the results store, or "
                                       "compare policies at each value of one parameter")
     sw.add_argument("scenario", help="an experiment (name in data/experiments or YAML path), "
@@ -418,6 +424,24 @@ def _budget_note(summary) -> None:
         print(f"workbench: {len(rows)} run(s) stopped at the budget; the tables cover only "
               "the simulated time reached (raise --max-events / --max-seconds)",
               file=sys.stderr)
+
+
+def cmd_trace(args) -> None:
+    from pathlib import Path
+
+    from .experiments import RunResult, run
+    from .trace import check_trace_out, write_trace
+    if not args.out:
+        raise UsageError("trace: give --out FILE.json")
+    check_trace_out(args.out)
+    if Path(args.scenario).is_dir():
+        r = RunResult.load(args.scenario)
+    else:
+        _imports(args)
+        r = run(args.scenario, seed=args.seed, policy=_policy_arg(args.policy), sets=args.set,
+                replication=args.replication)
+    print(f"wrote {write_trace(r, args.out)} ({len(r.calls)} calls, {len(r.ops)} operations; "
+          "open it in ui.perfetto.dev or chrome://tracing)")
 
 
 def cmd_run(args) -> None:

@@ -196,6 +196,14 @@ def _one(args, record: str = "ops") -> tuple[pd.DataFrame, pd.DataFrame]:
     return r.summary, r.ops
 
 
+def _one_with_vcpus(args, record: str = "ops") -> tuple[pd.DataFrame, pd.DataFrame,
+                                                         pd.DataFrame]:
+    """``_one`` and the per-vCPU table (a few rows per run; kept at every record level)."""
+    cfg, policy, seed, rep, _ = args
+    r = run(cfg, seed=seed, policy=policy, replication=rep, record=record)
+    return r.summary, r.ops, r.vcpus
+
+
 def _tag(df: pd.DataFrame, extra: dict) -> pd.DataFrame:
     for k, v in extra.items():
         df[k] = v
@@ -212,6 +220,7 @@ class Comparison:
     param: str | None = None
     factors: tuple = ()
     manifest: dict = field(default_factory=dict)
+    vcpus: pd.DataFrame | None = None    # one row per vCPU and run (compare/sweep; not the store)
 
     @property
     def by(self) -> list[str]:
@@ -256,13 +265,15 @@ class Comparison:
                               "comparison made with record='summary' did not keep")
         summary, ops = warmup_cut(self.summary, self.ops, warmup_us)
         return Comparison(summary, ops, self.param, self.factors,
-                          {**self.manifest, "warmup_us": warmup_us})
+                          {**self.manifest, "warmup_us": warmup_us}, self.vcpus)
 
     def save(self, out_dir) -> Path:
         """``summary.parquet``, ``ops.parquet``, ``table.csv`` and ``latency.csv``."""
         def write(tmp: Path) -> None:
             self.summary.to_parquet(tmp / "summary.parquet", index=False)
             self.ops.to_parquet(tmp / "ops.parquet", index=False)
+            if self.vcpus is not None:
+                self.vcpus.to_parquet(tmp / "vcpus.parquet", index=False)
             self.table.to_csv(tmp / "table.csv", index=False)
             self.latency.to_csv(tmp / "latency.csv", index=False)
             (tmp / "manifest.json").write_text(json.dumps(
@@ -278,9 +289,11 @@ class Comparison:
             ops = pd.read_parquet(path / "ops.parquet")
             manifest = json.loads((path / "manifest.json").read_text())
             param, factors = manifest.get("param"), tuple(manifest.get("factors") or ())
+            vcpus = (pd.read_parquet(path / "vcpus.parquet")
+                     if (path / "vcpus.parquet").exists() else None)
         except Exception as err:
             raise ConfigError(f"{path}: not a readable comparison ({type(err).__name__})") from None
-        return cls(summary, ops, param, factors, manifest)
+        return cls(summary, ops, param, factors, manifest, vcpus)
 
 
 def _gather(jobs, engine, workers, client, param=None, manifest=None,
@@ -294,14 +307,16 @@ def _gather(jobs, engine, workers, client, param=None, manifest=None,
     # a text bar on a terminal only (notebooks keep their outputs as they were)
     with tqdm(total=len(jobs), unit="run", desc="runs", file=sys.stderr,
               disable=not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())) as bar:
-        one = _one if record == "ops" else partial(_one, record=record)
+        one = (_one_with_vcpus if record == "ops"
+               else partial(_one_with_vcpus, record=record))
         for i, r in imap_jobs(one, jobs, engine, workers, client):
             results[i] = r
             bar.update(1)
-    summary = pd.concat([_tag(s, j[4]) for (s, _), j in zip(results, jobs)], ignore_index=True)
-    ops = pd.concat([_tag(o, j[4]) for (_, o), j in zip(results, jobs)], ignore_index=True)
+    summary, ops, vcpus = (pd.concat([_tag(r[k], j[4]) for r, j in zip(results, jobs)],
+                                     ignore_index=True) for k in range(3))
     prov = provenance(engine, workers, started)
-    return Comparison(summary, ops, param, manifest={**(manifest or {}), "provenance": prov})
+    return Comparison(summary, ops, param, manifest={**(manifest or {}), "provenance": prov},
+                      vcpus=vcpus)
 
 
 def _compare_record(record) -> None:

@@ -1,0 +1,69 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The paper's figures and tables, rebuilt
+#
+# Runs every experiment of the paper through the results store (only runs not yet stored
+# are computed), then writes each figure as HTML and PNG and each table as CSV and LaTeX
+# into `out`, with `paper.json` listing them and the lock file the environment was built
+# from. `make paper` runs this notebook headless (papermill) and prints what it wrote.
+
+# %% tags=["parameters"]
+store = None            # results store; None: data/results or $WORKBENCH_RESULTS
+out = None              # None: data/figures of this checkout
+reps = 0                # 0: each experiment's own
+horizon_us = 0.0        # 0: each experiment's own
+values_per_factor = 0   # 0: every value of every factor
+formats = ["png"]
+lock = "requirements.lock"
+
+# %%
+from pathlib import Path
+
+import workbench
+from workbench import paper, plots
+
+folder = paper.check_out(out)
+folder.mkdir(parents=True, exist_ok=True)
+exps = paper.experiments(reps=reps or None, horizon_us=horizon_us,
+                         values_per_factor=values_per_factor)
+stored = {e["name"]: workbench.run_experiment(e, store=store, progress=False) for e in exps}
+{k: (c.manifest["runs_computed"], c.manifest["runs_from_store"]) for k, c in stored.items()}
+
+# %% [markdown]
+# The store keeps no per-vCPU table: the per-vCPU figures of the main comparison are
+# computed again (same seeds, so the same runs).
+
+# %%
+main = exps[0]
+per_vcpu = workbench.compare(main["scenario"], main["policies"], reps=main["reps"],
+                             seed=main["seed"], sets=main["sets"])
+figs = {}
+for name, c in stored.items():
+    figs.update(paper.figures(name, c, per_vcpu if name == "paper-main" else None))
+written = plots.save_all(figs, folder, formats)
+written += [p for name, c in stored.items() for p in paper.tables(name, c, folder)]
+
+# %%
+record = paper.record(folder, written, paper.lock_record(lock),
+                      {"reps": reps, "horizon_us": horizon_us,
+                       "values_per_factor": values_per_factor, "formats": formats})
+for p in [*written, record]:
+    print(f"wrote {p}")
+
+# %%
+figs["main-dashboard"]

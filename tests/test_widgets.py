@@ -1,0 +1,117 @@
+"""The panel used as a person would, without a browser: columns, Run, Cancel, Save."""
+import threading
+
+import workbench
+from workbench import widgets
+
+SMALL = dict(scenario="fault-storm", reps=2, seed=3, horizon_us=1000.0)
+
+
+def hp_on_off():
+    panel = widgets.ComparePanel(columns=("upstream",), **SMALL)
+    panel.add_column("upstream").host_priority.value = False
+    return panel
+
+
+def test_two_columns_differing_in_host_priority_show_what_compare_gives():
+    panel = hp_on_off()
+    assert panel.result is None                       # nothing runs before Run
+    on, off = (c.label() for c in panel.columns)
+    assert (on, off) == ("upstream · HP on", "upstream · HP off")
+    panel.run_button.click()
+    panel.wait()
+    table = panel.result.table.set_index("policy")
+    for label, hp in ((on, "true"), (off, "false")):
+        ref = workbench.compare("fault-storm", ["upstream"], reps=2, seed=3, sets=[
+            "horizon_us=1000.0", f"module.host_priority={hp}"]).table.iloc[0]
+        assert table.loc[label, "kicks"] == ref["kicks"]
+        assert table.loc[label, "accept_throughput_per_ms"] == ref["accept_throughput_per_ms"]
+    jain = next(t for t in panel.figure.data if t.name == "Jain's index")
+    assert list(jain.x) == [on, off]
+    lines = {t.name.split(" (")[0] for t in panel.figure.data if t.legendgroup in (on, off)}
+    assert lines == {on, off}
+    assert on in panel.status.value and off in panel.status.value
+    shown = panel.output.outputs[0]["data"]["application/vnd.plotly.v1+json"]
+    assert len(shown["data"]) == len(panel.figure.data)
+
+
+def test_run_is_disabled_while_running_and_a_second_click_queues_nothing(monkeypatch):
+    calls, gate = [], threading.Event()
+    real = widgets.run
+
+    def slow_run(*a, **k):
+        gate.wait(10)
+        calls.append(k["policy"])
+        return real(*a, **k)
+    monkeypatch.setattr(widgets, "run", slow_run)
+    panel = hp_on_off()
+    panel.run_button.click()
+    assert panel.run_button.disabled and panel.running
+    assert "running" in panel.status.value
+    panel.run_button.click()                          # ignored: one run is on its way
+    gate.set()
+    panel.wait()
+    assert len(calls) == 2 * 2                        # 2 columns x 2 replications, once
+    assert not panel.run_button.disabled and panel.progress.value == 4
+
+
+def test_cancel_keeps_the_previous_result_and_says_so(monkeypatch):
+    panel = hp_on_off()
+    panel.reps.value = 1
+    panel.run()
+    panel.wait()
+    before = panel.result
+    gate = threading.Event()
+    real = widgets.run
+    monkeypatch.setattr(widgets, "run", lambda *a, **k: (gate.wait(10), real(*a, **k))[1])
+    panel.run()
+    assert "wb-stale" in panel.output._dom_classes    # old figures greyed while running
+    panel.cancel()
+    gate.set()
+    panel.wait()
+    assert "cancelled after 1 of 2 runs" in panel.status.value
+    assert panel.result is before and not panel.run_button.disabled
+
+
+def test_labels_say_exactly_what_ran_and_bad_input_is_one_line():
+    panel = widgets.ComparePanel(columns=("upstream", {"preset": "upstream",
+                                                       "accept": "linux-guest"}), **SMALL)
+    assert panel.columns[1].label() == "upstream+accept=linux-guest · HP on"
+    panel.columns[1].sites["accept"].value = widgets.KEEP
+    panel.run_button.click()
+    assert not panel.running
+    assert "two columns run the same thing" in panel.status.value
+    assert "\n" not in panel.status.value
+
+
+def test_save_and_export(tmp_path):
+    panel = widgets.ComparePanel(columns=("upstream", "zero-tolerance"), store=tmp_path / "st",
+                                 **{**SMALL, "reps": 1})
+    panel.run()
+    panel.wait()
+    where = panel.save("panel-test")
+    assert where.is_dir()
+    listed = workbench.results(store=tmp_path / "st")
+    assert "panel-test" in set(listed["experiment"])
+    stored = workbench.results("panel-test", store=tmp_path / "st", table="table")
+    assert list(stored["policy"]) == list(panel.result.table["policy"])
+    files = panel.export(tmp_path / "figs", formats=())
+    assert {p.name for p in files} >= {"dashboard.html", "tail.html"}
+
+
+def test_your_own_policy_is_offered_at_its_call_site():
+    @workbench.register
+    class PanelTwoTries(workbench.Policy):
+        name = "panel-two-tries"
+        origin = "test"
+        sites = (workbench.policies.Site.FAULT,)
+
+        def on_busy(self, ctx, rng):
+            return workbench.policies.Retry() if ctx.attempt < 2 else \
+                workbench.policies.ResumeGuest()
+
+    panel = widgets.ComparePanel(columns=("upstream",), **SMALL)
+    col = panel.add_column({"preset": "upstream", "fault": "panel-two-tries"})
+    assert "panel-two-tries" in col.sites["fault"].options
+    assert "panel-two-tries" not in col.sites["zap"].options
+    assert col.label() == "upstream+fault=panel-two-tries · HP on"

@@ -1,0 +1,22 @@
+"""Layer 7: figures. A DataFrame (or a ``Comparison``/``RunResult``) in, a plotly figure
+out; nothing here runs a simulation. One theme and one colour per policy label, so every
+figure of a report looks alike."""
+from .counterexample import counterexample
+from .dashboard import dashboard, main_op
+from .export import save, save_all
+from .fairness import (STATES, breakdown_table, fairness, jain_interval, jain_stats,
+                       time_breakdown)
+from .latency import latency_ccdf, latency_ecdf, percentile_bars
+from .outcomes import OUTCOME_COLUMNS, OUTCOMES, nonzero, outcomes
+from .style import (DASHES, LABELS, PALETTE, PRESET_COLORS, THEME, label, policy_color,
+                    title, unit)
+from .robustness import holds_chart, timing_label, tornado
+from .sweeps import interval_lines, sweep_bands, sweep_lines
+from .timeline import busy_timeline, run_timeline
+
+__all__ = ["dashboard", "main_op", "save", "save_all", "STATES", "breakdown_table", "fairness",
+           "jain_interval", "jain_stats", "time_breakdown", "latency_ccdf", "latency_ecdf",
+           "percentile_bars", "OUTCOME_COLUMNS", "OUTCOMES", "nonzero", "outcomes", "DASHES",
+           "LABELS", "PALETTE", "PRESET_COLORS", "THEME", "label", "policy_color", "title",
+           "unit", "interval_lines", "sweep_bands", "sweep_lines", "busy_timeline",
+           "run_timeline", "counterexample", "holds_chart", "timing_label", "tornado"]

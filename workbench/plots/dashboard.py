@@ -1,0 +1,84 @@
+"""One figure for 2-6 policy sets: latency, fairness and outcomes in aligned columns."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from .fairness import breakdown_traces, jain_trace, work_traces
+from .latency import ccdf_traces, op_name
+from .outcomes import bar, nonzero
+from .style import is_share, policies, themed, title
+
+MAX_POLICIES = 6
+
+
+def main_op(ops) -> str:
+    """The op a comparison is about: the 4 KB zap when there are zaps, else the
+    guest-visible fault wait, else the first op."""
+    present = set(ops["op"]) if len(ops) else set()
+    return next((o for o in ("zap_4k", "fault_wait") if o in present),
+                next(iter(sorted(present)), "zap_4k"))
+
+
+def dashboard(c, op: str | None = None) -> go.Figure:
+    """A :class:`~workbench.experiments.Comparison` of 2-6 policy sets in one figure. Top
+    row: the tail of ``op`` (successes only, failures in the legend) | useful work per
+    vCPU by policy (from ``c.vcpus`` when the comparison has it) | Jain's index with its
+    interval. Bottom row: where the vCPUs' time goes, then one panel per outcome that is
+    non-zero for some policy. Policy axes share one order; a legend click hides a
+    policy's line everywhere it is grouped."""
+    from plotly.subplots import make_subplots
+    names = policies(c.summary)
+    if not 1 <= len(names) <= MAX_POLICIES:
+        raise ValueError(f"dashboard: give 1 to {MAX_POLICIES} policy sets, not {len(names)}")
+    op = op or main_op(c.ops)
+    table = c.table
+    cols, zero = nonzero(table)
+    vcpus = getattr(c, "vcpus", None)
+    has_v = vcpus is not None and len(vcpus)
+    n_bottom = len(cols) + bool(has_v)
+    step = max(1, -(-n_bottom // 3))      # top panels span `step` bottom columns each
+    width = 3 * step
+    specs = [[{"colspan": step} if i % step == 0 else None for i in range(width)],
+             [{} if i < n_bottom else None for i in range(width)]]
+    tops = [f"{op_name(op)} tail: share of successes slower than x",
+            "useful work per vCPU" if has_v else "useful work: per-vCPU data not in this comparison",
+            "Jain's index of useful work (95 % interval)"]
+    bottoms = (["where vCPU time goes"] if has_v else []) + [title(x) for x in cols]
+    fig = make_subplots(rows=2, cols=width, specs=specs, subplot_titles=tops + bottoms,
+                        row_heights=[0.58, 0.42], vertical_spacing=0.2,
+                        horizontal_spacing=0.06 if width <= 4 else 0.035)
+    for t in ccdf_traces(c.ops, op, group=True):
+        fig.add_trace(t, row=1, col=1)
+    fig.update_xaxes(type="log", title_text="µs (log)", row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=1)
+    if has_v:
+        for t in work_traces(vcpus, legend=False, group=True):
+            fig.add_trace(t, row=1, col=1 + step)
+        fig.update_layout(boxmode="group")
+    fig.add_trace(jain_trace(c.summary), row=1, col=1 + 2 * step)
+    fig.update_yaxes(range=[0, 1.05], row=1, col=1 + 2 * step)
+    fig.update_xaxes(categoryorder="array", categoryarray=names, tickangle=30, row=1,
+                     col=1 + 2 * step)
+    col = 1
+    if has_v:
+        for t in breakdown_traces(vcpus, legend=True):
+            fig.add_trace(t, row=2, col=1)
+        fig.update_yaxes(tickformat=".0%", range=[0, 1], row=2, col=1)
+        col = 2
+    for x in cols:
+        fig.add_trace(bar(table, x, horizontal=False), row=2, col=col)
+        if is_share(x):
+            fig.update_yaxes(tickformat=".2~%", row=2, col=col)
+        col += 1
+    fig.update_xaxes(categoryorder="array", categoryarray=names, row=2)
+    fig.update_xaxes(tickangle=30, row=2)
+    fig.update_layout(barmode="stack", height=820, width=max(1100, 190 * width),
+                      legend=dict(orientation="h", y=-0.18, x=0))
+    fig.update_annotations(font_size=12)
+    reps = int(table["reps"].max()) if "reps" in table.columns else 1
+    none = f"<br>0 for every policy (not drawn): {', '.join(title(x) for x in zero)}" if zero else ""
+    fig.update_layout(margin=dict(t=120))
+    return themed(fig, "Latency, fairness and costs side by side",
+                  f"{len(names)} policy sets, {reps} replication(s) each on the same seeds; "
+                  f"failures are named in the legend, never drawn as fast{none}")
+
