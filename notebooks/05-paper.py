@@ -32,8 +32,6 @@ formats = ["png"]
 lock = "requirements.lock"
 
 # %%
-from pathlib import Path
-
 import workbench
 from workbench import paper, plots
 
