@@ -11,7 +11,9 @@ OP_COLUMNS = ("op", "actor", "gpa", "t_start_us", "t_end_us", "attempts", "busy"
 # guest_error: a guest call failed without killing the guest (-EIO on a conversion).
 OUTCOMES = ("ok", "resumed", "exit_to_userspace", "vm_bugged", "guest_panic", "guest_error",
             "hp_timeout", "unfinished")
-VCPU_STATES = ("guest", "kvm", "retry", "userspace", "mmu_wait", "zap_wait", "idle", "stopped")
+VCPU_STATES = ("guest", "kvm", "retry", "userspace", "mmu_wait", "zap_wait", "idle", "stopped",
+               # waits for the host's shared resources (model/shared.py), an idle vCPU's HLT
+               "hot_line", "host_alloc", "mem_bw", "guest_lock", "halted")
 
 
 @dataclass
