@@ -119,6 +119,13 @@ class SharedOptions(Frozen):
     # n_idle = round(n_busy * idle_share / (1 - idle_share)); 0 = none
     idle_share: float = Field(0.0, ge=0.0, le=0.95)
     idle_tick_us: float = Field(4000.0, gt=0.0)   # an idle vCPU's wakeups (HZ=250)
+    # one more switch, a scalar so that an experiment can turn each off in turn
+    off: Literal["none", "hot_lines", "page_alloc", "mem_bandwidth", "idle_exits",
+                 "guest_locks", "all"] = "none"
+
+    def on(self, mechanism: str) -> bool:
+        """Whether ``mechanism`` is modelled: its switch, unless ``off`` names it."""
+        return getattr(self, mechanism) and self.off not in (mechanism, "all")
 
 
 class HostOptions(Frozen):

@@ -76,11 +76,11 @@ class SharedResources:
 
     def attach(self, module, kvm) -> None:
         """Give the module and KVM the mechanisms that are switched on."""
-        if self.opts.hot_lines:
+        if self.opts.on("hot_lines"):
             for lock in (module.tdr, module.tree_lock, module.epoch_lock, kvm.mmu_lock):
                 self.lines[id(lock)] = Server(lock.name, self.cal.cacheline_transfer_us, True)
             module.hot = self
-        if self.opts.mem_bandwidth:
+        if self.opts.on("mem_bandwidth"):
             module.bandwidth = self
 
     # ------------------------------------------------------------ time accounting
@@ -135,10 +135,10 @@ class SharedResources:
         if page in self.backed:
             return
         self.backed.add(page)
-        if self.opts.page_alloc:
+        if self.opts.on("page_alloc"):
             _, wait = self.alloc.access(self.env.now, None)
             yield from self._wait(owner, "host_alloc", wait)
-        if self.opts.mem_bandwidth:
+        if self.opts.on("mem_bandwidth"):
             yield from self.zero(owner, PAGE_BYTES)
 
     def released(self, gpa: int) -> None:

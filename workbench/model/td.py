@@ -192,15 +192,15 @@ class Td:
         self.policy_rng = stream(seed, "policy", replication)
         self.shared = SharedResources(self.env, cal, config.shared)
         # guest_memfd's allocation and clear on a private fault (None: not modelled)
-        self.backing = (self.shared if config.shared.page_alloc or config.shared.mem_bandwidth
-                        else None)
+        on = config.shared.on
+        self.backing = self.shared if on("page_alloc") or on("mem_bandwidth") else None
         self.kvm = Kvm(self)
         self.shared.attach(self.module, self.kvm)
         self.vmm = Vmm(self)
         self.stopped: str | None = None
         self.stopped_at: float | None = None
         self.faults_in_flight = TimeAverage()
-        self.kernel = GuestKernel(self.env, self.shared if config.shared.guest_locks else None)
+        self.kernel = GuestKernel(self.env, self.shared if on("guest_locks") else None)
         self.vcpus: list[Vcpu] = []
         self.prebuilt_pages = 0
         self._build()
@@ -267,7 +267,7 @@ class Td:
         """The idle vCPUs that ``shared.idle_share`` adds beside the busy ones."""
         opts = self.config.shared
         busy = self.config.n_vcpus
-        n = round(busy * opts.idle_share / (1.0 - opts.idle_share)) if opts.idle_exits else 0
+        n = round(busy * opts.idle_share / (1.0 - opts.idle_share)) if opts.on("idle_exits") else 0
         return (VcpuGroup(role="idle", count=n, think_us=self.cal.idle_tick_work_us),) if n else ()
 
     def _prebuild(self, start: int, size: int) -> None:
