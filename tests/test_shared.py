@@ -119,3 +119,12 @@ def test_the_time_lost_shows_in_the_breakdown_and_the_report():
 def test_a_bad_share_is_one_line():
     with pytest.raises(ConfigError, match="idle_share"):
         workbench.run("lazy-accept-boot", sets={"shared.idle_share": 2})
+
+
+def test_the_scaling_experiments_turn_each_mechanism_off_in_turn():
+    from workbench.designs import load_experiment, points
+    for name, counts in (("lazy-accept-scaling", "vcpus.0.count"), ("scale-shared", "vcpus.1.count")):
+        exp = load_experiment(name)
+        assert exp.factors[counts] == [1, 2, 4, 8, 16, 32, 64]
+        assert set(exp.factors["shared.off"]) == {"none", "all", *MECHANISMS}
+        assert len(points(exp)) == np.prod([len(v) for v in exp.factors.values()])
