@@ -35,8 +35,12 @@ def test_pages_accepted_plus_pending_equal_pages_asked_for(sim):
     r = sim("lazy-accept-boot")
     s = r.summary.iloc[0]
     # the guest asked for a page each time its ACCEPT exited and KVM AUGed it
-    assert s["pages_accepted"] + s["pages_pending"] == s["aug_ok"]
-    assert s["pages_accepted"] == s["pages_mapped"] - s["prebuilt_pages"]
+    accepted_in_module = s["pages_mapped"] - s["prebuilt_pages"]
+    assert accepted_in_module + s["pages_pending"] == s["aug_ok"]
+    # an ACCEPT that changed the entry but had not returned to the guest at the horizon is
+    # an unfinished op, not yet a page the guest counts
+    open_accepts = r.ops[(r.ops["op"] == "accept_4K") & (r.ops["outcome"] == "unfinished")]
+    assert s["pages_accepted"] <= accepted_in_module <= s["pages_accepted"] + len(open_accepts)
     ok_accepts = r.ops[(r.ops["op"] == "accept_4K") & (r.ops["outcome"] == "ok")]
     assert len(ok_accepts) == s["pages_accepted"]
 

@@ -162,9 +162,14 @@ def test_without_host_priority_zap_latency_changes_smoothly_with_the_spammers_ga
 
 
 def test_with_host_priority_the_host_wins_within_one_guest_hold(sim):
-    on = sim("malicious-accept", policy="host-priority-retry", vcpus__1__attack_us=6000)
+    # timed against a guest hold and the host's SEAM entry and exit alone: the hot lock
+    # lines (model/shared.py) would add their transfers to every try
+    on = sim("malicious-accept", policy="host-priority-retry", vcpus__1__attack_us=6000,
+             shared__hot_lines="false")
     zap_calls = on.calls[on.calls["caller"].str.startswith("zap:")].reset_index(drop=True)
-    busy = zap_calls[is_busy(zap_calls)]
+    # the epoch lock is a plain sharex lock, without HOST_PRIORITY: a TRACK that met a
+    # VP.ENTER's epoch hold may meet the next one
+    busy = zap_calls[is_busy(zap_calls) & (zap_calls["operand"] != "TD_EPOCH")]
     assert len(busy) >= 5
     for idx, row in busy.iterrows():
         nxt = zap_calls.iloc[idx + 1]

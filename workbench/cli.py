@@ -384,7 +384,25 @@ def run_report(r) -> str:
         f"{s['jain_work']:.3f}   host CPU lost to retries {s['host_retry_cpu_us']:.0f} us",
         f"hostile vCPUs (left out above): {s['hostile_accepts']} pages accepted, "
         f"TDCALL BUSY rate {s['hostile_busy_rate']:.3%}",
+        shared_report(s, r.vcpus),
     ])
+
+
+def shared_report(s, vcpus) -> str:
+    """The time lost to the host's shared resources (model/shared.py) and where the
+    vCPUs spent their time."""
+    from .model.shared import HOT_LINES
+    from .records import VCPU_STATES
+    if "hot_line_us" not in s:
+        return "shared resources: not in this result"
+    lines = ", ".join(f"{n} {s[f'hot_line_{n}_us']:.0f}" for n in HOT_LINES)
+    total = sum(vcpus[f"{st}_us"].sum() for st in VCPU_STATES) or 1.0
+    share = "  ".join(f"{st} {vcpus[f'{st}_us'].sum() / total:.1%}" for st in VCPU_STATES
+                      if vcpus[f"{st}_us"].sum() > 0)
+    return (f"shared resources (us lost, all vCPUs): hot lock lines {s['hot_line_us']:.0f} "
+            f"({lines}); host page allocation {s['host_alloc_wait_us']:.0f}; memory "
+            f"bandwidth {s['mem_bw_wait_us']:.0f}; guest locks {s['guest_lock_us']:.0f}\n"
+            f"vCPU time: {share}")
 
 
 def _policy_arg(text):

@@ -78,6 +78,13 @@ class Calibration(Frozen):
     # quantities drawn from measured samples instead of jitter: {row: (samples file, sha256)}
     # (workbench/measured.py; set by load_calibration, never by hand)
     measured: dict[str, tuple[str, str]] = {}
+    # shared resources of the host (workbench/model/shared.py); defaults equal default.yaml
+    cacheline_transfer_us: float = Field(0.15, gt=0.0)   # one hot lock word changes CPU
+    host_alloc_shared_us: float = Field(0.1, ge=0.0)     # allocator's serialised part/page
+    mem_bandwidth_gbps: float = Field(40.0, gt=0.0)      # the host's pool for page clears
+    idle_tick_work_us: float = Field(2.0, ge=0.0)        # an idle vCPU's tick in the guest
+    guest_zone_lock_us: float = Field(0.2, ge=0.0)       # zone->lock: pick a block
+    guest_bitmap_lock_us: float = Field(0.1, ge=0.0)     # unaccepted_memory_lock section
 
     @model_validator(mode="after")
     def _floor(self):
@@ -112,6 +119,28 @@ class ModuleOptions(Frozen):
     dynamic_pamt: bool = False
 
 
+class SharedOptions(Frozen):
+    """Shared resources of the host that bound scaling (``workbench/model/shared.py``,
+    docs/model.md "Shared resources"). Each switch is on where the real machine has the
+    mechanism; all off gives the model as it was before them."""
+    hot_lines: bool = True       # TDR, S-EPT tree, epoch and mmu_lock words: one line each
+    page_alloc: bool = True      # guest_memfd/page allocator's serialised part per fault
+    mem_bandwidth: bool = True   # one pool for the host's clears and ACCEPT's zeroing
+    idle_exits: bool = True      # idle vCPUs wake on ticks: VP.ENTER, tick, HLT exit
+    guest_locks: bool = True     # Linux lazy accept: zone->lock, unaccepted_memory_lock
+    # share of the TD's vCPUs that are idle (added beside the scenario's busy ones):
+    # n_idle = round(n_busy * idle_share / (1 - idle_share)); 0 = none
+    idle_share: float = Field(0.0, ge=0.0, le=0.95)
+    idle_tick_us: float = Field(4000.0, gt=0.0)   # an idle vCPU's wakeups (HZ=250)
+    # one more switch, a scalar so that an experiment can turn each off in turn
+    off: Literal["none", "hot_lines", "page_alloc", "mem_bandwidth", "idle_exits",
+                 "guest_locks", "all"] = "none"
+
+    def on(self, mechanism: str) -> bool:
+        """Whether ``mechanism`` is modelled: its switch, unless ``off`` names it."""
+        return getattr(self, mechanism) and self.off not in (mechanism, "all")
+
+
 class HostOptions(Frozen):
     """KVM and the VMM (userspace)."""
     # The guest's timer tick on a busy vCPU (CONFIG_HZ=1000 -> 1000 us): each is an
@@ -138,7 +167,7 @@ class HostOptions(Frozen):
 
 Role = Literal["lazy_accept", "fault_storm", "converter", "accept_spammer", "attr_spammer",
                "refaulter", "stepper", "huge_converter", "huge_reader", "upm_accept",
-               "upm_touch", "upm_shared", "upm_mmio"]
+               "upm_touch", "upm_shared", "upm_mmio", "idle"]
 
 
 class VcpuGroup(Frozen):
@@ -182,6 +211,7 @@ class ScenarioConfig(Frozen):
     vcpus: tuple[VcpuGroup, ...] = Field(min_length=1)
     module: ModuleOptions = ModuleOptions()
     host: HostOptions = HostOptions()
+    shared: SharedOptions = SharedOptions()
     calibration: str = "default"
     timings: dict[str, float] = {}   # overrides of single calibration entries
     policy: str | dict = "upstream"

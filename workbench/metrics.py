@@ -153,6 +153,7 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
         epoch_occupancy_in_zaps=occ.both_us / occ.b_us if occ.b_us else 0.0,
     )
     row.update(td.kvm.huge.summary(horizon))    # 2 MB leaves and Dynamic PAMT (split.py)
+    row.update(td.shared.summary())    # time lost to each shared resource (model/shared.py)
     return row
 
 

@@ -12,7 +12,9 @@ OP_COLUMNS = ("op", "actor", "gpa", "t_start_us", "t_end_us", "attempts", "busy"
 OUTCOMES = ("ok", "resumed", "exit_to_userspace", "vm_bugged", "guest_panic", "guest_error",
             "hp_timeout", "unfinished")
 VCPU_STATES = ("guest", "kvm", "retry", "userspace", "mmu_wait", "zap_wait", "pamt_wait", "idle",
-               "stopped")
+               "stopped",
+               # waits for the host's shared resources (model/shared.py), an idle vCPU's HLT
+               "hot_line", "host_alloc", "mem_bw", "guest_lock", "halted")
 
 
 HOSTILE_ROLES = ("accept_spammer", "attr_spammer", "refaulter", "stepper")

@@ -88,11 +88,25 @@ class Panic:
     reason: str
 
 
+@dataclass(slots=True)
+class GuestLock:
+    """One hold of a guest kernel spinlock shared by all vCPUs ("zone" or "bitmap":
+    zone->lock, unaccepted_memory_lock); not interruptible (IRQs off)."""
+    which: str
+
+
+@dataclass(slots=True)
+class Halt:
+    """HLT in the idle loop: TDG.VP.VMCALL<HLT>, a TD exit; the vCPU blocks in KVM."""
+    rip: int = RIP_TDVMCALL
+
+
 class ExitKind(Enum):
     EPT_VIOLATION = "ept_violation"          # host-visible, counted by zero-step
     ACCEPT_EPT_VIOLATION = "accept_ept"      # synthesised by ACCEPT, not counted
     INTERRUPT = "interrupt"                  # an IPI (kick)
     MAP_GPA = "map_gpa"
+    HALT = "halt"
     HP_TIMEOUT = "hp_timeout"
     DONE = "done"                            # the program ended: the vCPU halts
     PANIC = "panic"
@@ -113,6 +127,7 @@ class Exit:
 class GuestKernel:
     """State the guest's vCPUs share: unaccepted memory, conversion areas, its policy."""
     env: simpy.Environment
+    locks: object = None      # shared.SharedResources when the guest's locks are modelled
     unit_size: int = LEVEL_SIZE[LEVEL_2M]
     remaining_units: list = field(default_factory=list)   # unaccepted or being accepted
     accepting: dict = field(default_factory=dict)         # unit -> event fired when done
@@ -144,7 +159,8 @@ class GuestCpu:
         self.accepted = 0
         self.rip = 0x1000
         self._execute = {cls: getattr(self, "_" + cls.__name__) for cls in
-                         (Compute, Accept, AttrWr, Touch, Copy, MapGpa, SpinWait, Panic)}
+                         (Compute, Accept, AttrWr, Touch, Copy, MapGpa, SpinWait, Panic,
+                          GuestLock, Halt)}
 
     def next_instruction(self):
         try:
@@ -255,6 +271,13 @@ class GuestCpu:
 
     def _MapGpa(self, ins):
         return Exit(ExitKind.MAP_GPA, ins.rip, ins.gpa, ins)
+        yield
+
+    def _GuestLock(self, ins):
+        yield from self.kernel.locks.guest_lock(self.name, ins.which)
+
+    def _Halt(self, ins):
+        return Exit(ExitKind.HALT, ins.rip, -1, ins)
         yield
 
     def _Panic(self, ins):

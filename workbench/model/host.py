@@ -113,6 +113,8 @@ class Kvm:
             yield self.env.timeout(delay_us)
 
     def lock(self, v, lock: QueuedRwLock, mode: str):
+        if self.module.hot is not None and lock is self.mmu_lock:   # qrwlock's word
+            yield from self.module.hot.touch_line(v.name if v is not None else "kvm", lock)
         ev = lock.acquire(mode)
         if ev is not None:
             prev = v.state if v is not None else None
@@ -194,6 +196,8 @@ class Kvm:
                     self.td.stop("vm_dead", v.name, "guest access before accept")
                     outcome, result = "vm_bugged", STOPPED
                     break
+                if self.td.backing is not None:     # guest_memfd allocates and clears
+                    yield from self.td.backing.back_page(v.name, gpa, self.huge.backing_size(level))
                 st = yield from (self.huge.map(v, gpa, seq, level) if self.huge.active
                                  else self.map_private(v, gpa, seq))
                 if holding:                 # the one retry after a kick is done
@@ -362,6 +366,8 @@ class Kvm:
             self.rec.count("zapped_pages")
             if self.huge.dpamt:
                 yield from self.huge.after_remove(zapper, gpa)
+            if self.td.backing is not None:
+                self.td.backing.released(gpa)
         self.rec.op("zap_4k", zapper, gpa, t0, self.env.now, tries, busy, outcome)
         return outcome == "ok"
 

@@ -72,6 +72,11 @@ class TdVcpu:
 class TdxModule(MemSeamcalls, HugeSeamcalls, VpEntry, GuestTdcalls):
     """One TD's view of the TDX module."""
 
+    # the host's shared resources (shared.py), set by the TD when switched on: hot lock
+    # words before each try-lock, the bandwidth pool for page zeroing
+    hot = None
+    bandwidth = None
+
     def __init__(self, env: simpy.Environment, cal: Calibration, opts: ModuleOptions,
                  recorder: Recorder, rng):
         self.env, self.cal, self.opts, self.rec = env, cal, opts, recorder
@@ -121,7 +126,8 @@ class TdxModule(MemSeamcalls, HugeSeamcalls, VpEntry, GuestTdcalls):
         env, t0, cal = self.env, self.env.now, self.cal
         yield env.timeout(self.duration(cal.seamcall_entry_us))
         locks, check, cost_us, effect = plan()
-        st, taken = self._take(caller, locks, HOST, tdr_operand)
+        st, taken = ((yield from self.hot.take(self, caller, locks, HOST, tdr_operand))
+                     if self.hot else self._take(caller, locks, HOST, tdr_operand))
         if not st and self._internal and self._internal.next() < self.opts.busy_without_vcpus:
             st = busy(OPERAND_ID_OP_STATE)     # what-if: an internal holder, no vCPU needed
         if not st:

@@ -124,6 +124,8 @@ class MemSeamcalls:
     def tdh_phymem_page_wbinvd(self, caller: str, gpa: int):
         """Write back and invalidate a removed page's cache lines. No TD lock."""
         t0, cal = self.env.now, self.cal
+        if self.bandwidth:      # the page's dirty lines go back to memory
+            yield from self.bandwidth.zero(caller, 4096)
         yield self.env.timeout(self.duration(cal.seamcall_entry_us) + self.duration(cal.wbinvd_4k_us)
                                + self.duration(cal.seamcall_exit_us))
         self.rec.call(t0, self.env.now, "TDH.PHYMEM.PAGE.WBINVD", caller, gpa, TDX_SUCCESS)

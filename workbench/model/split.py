@@ -81,6 +81,11 @@ class HugeKvm:
         return True
 
     # ------------------------------------------------------------------ fault path
+    def backing_size(self, level: int) -> int:
+        """What guest_memfd allocates and clears for a fault at ``level`` (model/shared.py):
+        a 2 MB folio where this KVM maps 2 MB, else a 4 KB page."""
+        return MB2 if self.maps_2m and level == LEVEL_2M else PAGE_4K
+
     def map(self, v, gpa: int, seq: int, level: int):
         """The private fault: Dynamic PAMT reference, then the mapping (RET_PF_* as
         ``Kvm.map_private``: a status, FROZEN or STALE)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import simpy
 
-from ..config import Calibration, ScenarioConfig
+from ..config import Calibration, ScenarioConfig, VcpuGroup
 from ..policies import PolicySet
 from ..records import HOSTILE_ROLES, VCPU_STATES, Recorder, TimeAverage
 from ..rng import stream
@@ -18,6 +18,7 @@ from .guest import ExitKind, GuestCpu, GuestKernel
 from .host import STOPPED, USERSPACE, Kvm
 from .clock import FairEnvironment, durations
 from .module import TdxModule
+from .shared import SharedResources
 from .sept import LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, ROOT_LEVEL, State
 from .workload import NEEDS_AREA, ROLES
 from . import upm
@@ -120,6 +121,11 @@ class Vcpu:
             self.exit_reason = ("hp_timeout", ex.gpa)
             yield from vmm.handle(self)
             return True
+        if kind is ExitKind.HALT:     # blocked in KVM until the next wakeup (a tick)
+            self.set_state("halted")
+            yield td.env.timeout(td.kvm_duration(td.config.shared.idle_tick_us))
+            self.guest.instr = None
+            return True
         if kind is ExitKind.DONE:
             return False
         if kind is ExitKind.PANIC:
@@ -194,12 +200,17 @@ class Td:
         self.tick_phase = self._stream("ticks")
         self.module = TdxModule(self.env, cal, config.module, self.rec, self._stream("module"))
         self.policy_rng = self._stream("policy")
+        self.shared = SharedResources(self.env, cal, config.shared)
+        # guest_memfd's allocation and clear on a private fault (None: not modelled)
+        on = config.shared.on
+        self.backing = self.shared if on("page_alloc") or on("mem_bandwidth") else None
         self.kvm = Kvm(self)
+        self.shared.attach(self.module, self.kvm)
         self.vmm = Vmm(self)
         self.stopped: str | None = None
         self.stopped_at: float | None = None
         self.faults_in_flight = TimeAverage()
-        self.kernel = GuestKernel(self.env)
+        self.kernel = GuestKernel(self.env, self.shared if on("guest_locks") else None)
         self.vcpus: list[Vcpu] = []
         self.prebuilt_pages = 0
         self._build()
@@ -234,7 +245,7 @@ class Td:
         area = -(-biggest // MB2) * MB2          # 8 x range_kb, rounded up to 2 MB
         cursor = 0
         names = []
-        for g in cfg.vcpus:
+        for g in cfg.vcpus + self._idle_group():
             for i in range(g.count):
                 self.kernel.group_index[f"vcpu{len(names)}"] = i
                 names.append((f"vcpu{len(names)}", g))
@@ -269,6 +280,14 @@ class Td:
                                self.rec, cfg.n_vcpus, self.cal.touch_us, self.kernel)
             upm.attach(v.guest)                      # the MMIO instruction (upm.py)
             self.vcpus.append(v)
+        self.shared.vcpus = {v.name: v for v in self.vcpus}
+
+    def _idle_group(self) -> tuple:
+        """The idle vCPUs that ``shared.idle_share`` adds beside the busy ones."""
+        opts = self.config.shared
+        busy = self.config.n_vcpus
+        n = round(busy * opts.idle_share / (1.0 - opts.idle_share)) if opts.on("idle_exits") else 0
+        return (VcpuGroup(role="idle", count=n, think_us=self.cal.idle_tick_work_us),) if n else ()
 
     def _prebuild(self, start: int, size: int) -> None:
         """Memory added and accepted before the run (build time, TDH.MEM.PAGE.ADD)."""

@@ -92,6 +92,9 @@ class GuestTdcalls:
             yield env.timeout(self.duration(cal.accept_probe_us))
             return st, None
         exit_status = None
+        if e.state is State.PENDING and self.bandwidth:   # zeroing with the TD's key
+            yield from self.bandwidth.zero(v.name, (512 - e.accept_counter if level == LEVEL_2M
+                                                    else 1) * 4096)
         if e.state is State.PENDING and level == LEVEL_2M:
             st = yield from self._accept_2m(v, e)
             exit_status = st or None

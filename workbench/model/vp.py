@@ -28,8 +28,9 @@ class VpEntry:
         EPT-violation exit with the first listed GPA that would still fault (EPFS)."""
         env, t0, cal = self.env, self.env.now, self.cal
         yield env.timeout(self.duration(cal.seamcall_entry_us))
-        st, taken = self._take(v.name, [(self.tdr, SHARED), (v.tdvpr, SHARED),
-                                        (self.epoch_lock, SHARED)], HOST)
+        locks = [(self.tdr, SHARED), (v.tdvpr, SHARED), (self.epoch_lock, SHARED)]
+        st, taken = ((yield from self.hot.take(self, v.name, locks, HOST)) if self.hot
+                     else self._take(v.name, locks, HOST))
         if st:
             return (yield from self._enter_failed(v, t0, st, -1))
         epoch_shared = self.epoch_lock.shared_owners

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import random
 
-from .guest import (Accept, AttrWr, Compute, Copy, GuestKernel, MapGpa, Panic, SpinWait, Touch,
-                    tdx_accept_memory)
+from .guest import (Accept, AttrWr, Compute, Copy, GuestKernel, GuestLock, Halt, MapGpa, Panic,
+                    SpinWait, Touch, tdx_accept_memory)
 from .sept import LEVEL_4K, PAGE_4K
 
 RIP_USER = 0x40_0000   # ordinary code: every touch has its own RIP unless a role pins one
@@ -16,7 +16,12 @@ RIP_USER = 0x40_0000   # ordinary code: every touch has its own RIP unless a rol
 
 def lazy_accept(g: GuestKernel, group, rng, me: str):
     """Linux with unaccepted memory: the page allocator accepts 2 MB units on first use;
-    a vCPU that wants a unit another vCPU is accepting spins (accept_memory's list)."""
+    a vCPU that wants a unit another vCPU is accepting spins (accept_memory's list).
+    With the guest's locks modelled (``shared.guest_locks``), as Linux does it instead:
+    :func:`lazy_accept_linux`."""
+    if g.locks is not None:
+        yield from lazy_accept_linux(g, group, rng, me)
+        return
     env = g.env
     while g.remaining_units:
         i = int(rng.integers(len(g.remaining_units)))
@@ -33,6 +38,35 @@ def lazy_accept(g: GuestKernel, group, rng, me: str):
             yield Panic("TDX: Failed to accept memory")
             return
         yield Compute(float(rng.exponential(group.think_us)) if group.think_us else 0.0)
+
+
+def lazy_accept_linux(g: GuestKernel, group, rng, me: str):
+    """Linux's allocator-driven accept (mm/page_alloc.c try_to_accept_memory_one,
+    drivers/firmware/efi/unaccepted_memory.c accept_memory, v6.8+): under zone->lock take
+    the *first* block off zone->unaccepted_pages (list_del: no two vCPUs get the same
+    block); then unaccepted_memory_lock to check accepting_list and add the range, dropped
+    while arch_accept_memory runs, taken again to clear the bitmap and list_del."""
+    while g.remaining_units:
+        yield GuestLock("zone")
+        if not g.remaining_units:
+            break
+        unit = g.remaining_units.pop(0)
+        yield GuestLock("bitmap")
+        start = unit * g.unit_size
+        ok = yield from tdx_accept_memory(start, start + g.unit_size)
+        yield GuestLock("bitmap")
+        if not ok:
+            yield Panic("TDX: Failed to accept memory")
+            return
+        yield Compute(float(rng.exponential(group.think_us)) if group.think_us else 0.0)
+
+
+def idle(g: GuestKernel, group, rng, me: str):
+    """An idle vCPU (added by ``shared.idle_share``): HLT; each wakeup runs the tick
+    (``think_us`` of guest work, the calibration's idle_tick_work_us) and halts again."""
+    while True:
+        yield Halt()
+        yield Compute(group.think_us)
 
 
 def fault_storm(g: GuestKernel, group, rng, me: str, index: int, count: int, base: int,
@@ -139,7 +173,7 @@ def refaulter(g: GuestKernel, group, rng, me: str):
 
 ROLES = {"lazy_accept": lazy_accept, "fault_storm": fault_storm, "converter": converter,
          "accept_spammer": accept_spammer, "attr_spammer": attr_spammer,
-         "refaulter": refaulter, "stepper": stepper}
+         "refaulter": refaulter, "stepper": stepper, "idle": idle}
 NEEDS_AREA = ("converter", "refaulter")
 
 

@@ -1,0 +1,130 @@
+"""The host's shared resources (workbench/model/shared.py): all off is the model as it was
+before them; a hot line is a queue that saturates where k*s reaches T; each switch matters
+at 32 vCPUs and hardly at 1."""
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import simpy
+
+import workbench
+from workbench.errors import ConfigError
+from workbench.model.shared import ALL_OFF, MECHANISMS, Server
+
+DATA = Path(__file__).parent / "data"
+
+
+def _golden_module():
+    spec = importlib.util.spec_from_file_location("golden", DATA / "make_mechanisms_off_golden.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_mechanism_off_gives_the_tables_recorded_before_them():
+    gold = json.loads((DATA / "mechanisms_off_golden.json").read_text())
+    now = _golden_module().record([f"{k}={v}" for k, v in ALL_OFF.items()])
+    assert len(now) == len(gold)
+    for g, n in zip(gold, now):
+        case = (g["scenario"], g["policy"])
+        for key, value in g["summary"].items():
+            got = n["summary"][key]
+            if value is None:
+                assert got is None, (case, key, got)
+            else:
+                assert got == value, (case, key, value, got)
+        assert n["vcpu_times"] == g["vcpu_times"], case
+
+
+def _closed_loop(k: int, s: float, period: float, horizon: float = 20_000.0, seed: int = 0):
+    """k CPUs, each: one access to the line, then on average ``period`` of its own work
+    (exponential). Returns (accesses per us, mean wait per access in us)."""
+    env, line = simpy.Environment(), Server("line", s)
+    rng = np.random.default_rng(seed)
+
+    def cpu(i):
+        yield env.timeout(rng.random() * period)
+        while True:
+            delay, _ = line.access(env.now, i)
+            yield env.timeout(delay)
+            yield env.timeout(rng.exponential(period))
+
+    for i in range(k):
+        env.process(cpu(i))
+    env.run(until=horizon)
+    return line.uses / horizon, line.wait_us / max(1, line.uses)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8, 16, 32, 64, 128])
+def test_a_hot_line_saturates_where_k_times_s_reaches_t(k):
+    s, period = 0.15, 10.0
+    rate, wait = _closed_loop(k, s, period)
+    # asymptotic bounds of a closed queue: X <= k / (T + s) and X <= 1 / s
+    bound = min(k / (period + s), 1.0 / s)
+    assert rate <= bound * 1.05
+    rho = k * s / period
+    if rho <= 0.3:      # far from saturation: throughput near k/(T+s), wait near M/D/1's
+        assert rate >= k / (period + s) * 0.93
+        md1 = rho * s / (2 * (1 - rho))
+        assert wait <= 1.5 * md1 + 1e-9
+    if rho >= 2.0:      # saturated: the line is busy all the time, waits grow with k
+        assert rate * s >= 0.97
+        assert wait >= (k * s - period) * 0.8
+
+
+def test_a_line_used_by_one_cpu_stays_in_its_cache():
+    line = Server("line", 0.15, affinity=True)
+    assert line.access(0.0, "a") == (0.15, 0.0)     # first use: a transfer
+    assert line.access(1.0, "a") == (0.0, 0.0)      # still in a's cache
+    assert line.access(1.0, "b")[0] == pytest.approx(0.15)
+    assert line.access(1.0, "a")[0] == pytest.approx(0.30)   # queued behind b's transfer
+
+
+SMALL = {"memory_mb": 64, "horizon_us": 2000, "shared.idle_share": 0.5}
+
+
+def _throughput(n, off=()):
+    sets = {**SMALL, "vcpus.0.count": n, **{f"shared.{m}": False for m in off}}
+    return workbench.run("lazy-accept-boot", seed=2, sets=sets).summary.iloc[0][
+        "accept_throughput_per_ms"]
+
+
+@pytest.fixture(scope="module")
+def all_on():
+    return {n: _throughput(n) for n in (1, 32)}
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_each_switch_bends_32_vcpus_and_leaves_1_vcpu(all_on, mechanism):
+    assert _throughput(32, [mechanism]) != all_on[32]
+    assert _throughput(1, [mechanism]) == pytest.approx(all_on[1], rel=0.03)
+
+
+def test_the_time_lost_shows_in_the_breakdown_and_the_report():
+    r = workbench.run("lazy-accept-boot", seed=2, sets={**SMALL, "vcpus.0.count": 8})
+    s, v = r.summary.iloc[0], r.vcpus
+    assert s["hot_line_us"] > 0 and math.isclose(
+        s["hot_line_us"], sum(s[f"hot_line_{n}_us"] for n in ("TDR", "SEPT_TREE", "TD_EPOCH",
+                                                                "mmu_lock")))
+    assert v["hot_line_us"].sum() == pytest.approx(s["hot_line_us"], rel=1e-6)
+    assert (v.loc[v["role"] == "idle", "halted_us"] > 0).all()
+    assert (v["role"] == "idle").sum() == 8                 # share 0.5 beside 8 busy
+    from workbench.cli import run_report
+    assert "hot lock lines" in run_report(r) and "halted" in run_report(r)
+
+
+def test_a_bad_share_is_one_line():
+    with pytest.raises(ConfigError, match="idle_share"):
+        workbench.run("lazy-accept-boot", sets={"shared.idle_share": 2})
+
+
+def test_the_scaling_experiments_turn_each_mechanism_off_in_turn():
+    from workbench.designs import load_experiment, points
+    for name, counts in (("lazy-accept-scaling", "vcpus.0.count"), ("scale-shared", "vcpus.1.count")):
+        exp = load_experiment(name)
+        assert exp.factors[counts] == [1, 2, 4, 8, 16, 32, 64]
+        assert set(exp.factors["shared.off"]) == {"none", "all", *MECHANISMS}
+        assert len(points(exp)) == np.prod([len(v) for v in exp.factors.values()])

@@ -1,0 +1,177 @@
+"""Layer 3 (model): what the vCPUs of a TD share on their host, beyond the locks the
+module and KVM name (docs/model.md "Shared resources"). Each mechanism is a contended
+cost: a vCPU alone never waits for it; with many vCPUs each one queues.
+
+- Hot lock words: every try of the TDR, S-EPT tree and epoch sharex locks, and every
+  acquisition of ``mmu_lock``, is an atomic read-modify-write of one cache line. Each line
+  is a FIFO server whose service is one cache-line transfer; a line last used by the same
+  CPU is a hit and costs nothing.
+- Host page allocation: the serialised part of backing a new private page (guest_memfd's
+  filemap insert, the zone allocator) is a FIFO server per host.
+- Memory bandwidth: one pool per host that the host's clear of each new page and the
+  module's zeroing of each accepted page draw from (bytes / bandwidth of service).
+- Guest locks: Linux's lazy accept takes ``zone->lock`` to pick a block and
+  ``unaccepted_memory_lock`` around its bitmap (see ``workload.lazy_accept``).
+- Idle vCPUs (``workload.idle``): wake on a tick, VP.ENTER, run the tick, HLT.
+
+Servers are computed, not simulated as SimPy resources: for a FIFO single server with
+known service times, a request's delay is ``max(now, free_at) - now + service``.
+"""
+from __future__ import annotations
+
+from ..config import Calibration, SharedOptions
+
+PAGE_BYTES = 4096
+HOT_LINES = ("TDR", "SEPT_TREE", "TD_EPOCH", "mmu_lock")
+
+
+class Server:
+    """One FIFO single server: a hot cache line, a lock's serialised section, a pool.
+
+    ``access(now, cpu)`` books the next service and returns (delay, wait): the time until
+    this request is served, and the part of it spent queueing behind others. With
+    ``affinity`` a request from the CPU that was served last, on an idle server, is a
+    hit (the line is still in its cache) and costs nothing."""
+
+    __slots__ = ("name", "service_us", "affinity", "free_at", "last", "uses", "delay_us",
+                 "wait_us")
+
+    def __init__(self, name: str, service_us: float, affinity: bool = False):
+        self.name, self.service_us, self.affinity = name, service_us, affinity
+        self.free_at, self.last = 0.0, None
+        self.uses, self.delay_us, self.wait_us = 0, 0.0, 0.0
+
+    def access(self, now: float, cpu, service_us: float | None = None) -> tuple[float, float]:
+        self.uses += 1
+        if self.affinity and cpu == self.last and self.free_at <= now:
+            return 0.0, 0.0
+        s = self.service_us if service_us is None else service_us
+        start = max(now, self.free_at)
+        self.free_at, self.last = start + s, cpu
+        delay, wait = self.free_at - now, start - now
+        self.delay_us += delay
+        self.wait_us += wait
+        return delay, wait
+
+
+def cpu_of(owner: str) -> str:
+    """The host CPU an actor runs on: a zap runs on the VMM thread of its vCPU."""
+    return owner.removeprefix("zap:")
+
+
+class SharedResources:
+    """The shared resources of one host (one TD per host in this model)."""
+
+    def __init__(self, env, cal: Calibration, opts: SharedOptions):
+        self.env, self.cal, self.opts = env, cal, opts
+        self.vcpus: dict = {}              # name -> td.Vcpu, for the time breakdown
+        self.lines: dict[int, Server] = {}  # id(lock) -> its cache line
+        self.alloc = Server("host_alloc", cal.host_alloc_shared_us)
+        self.bandwidth = Server("mem_bw", 0.0)
+        us_per_byte = 1e-3 / cal.mem_bandwidth_gbps    # 1 GB/s = 1e3 bytes/us
+        self.us_per_byte = us_per_byte
+        self.zone_lock = Server("zone_lock", cal.guest_zone_lock_us)
+        self.bitmap_lock = Server("unaccepted_memory_lock", cal.guest_bitmap_lock_us)
+        self.backed: set = set()           # 4 KB GPAs with a host page (guest_memfd)
+
+    def attach(self, module, kvm) -> None:
+        """Give the module and KVM the mechanisms that are switched on."""
+        if self.opts.on("hot_lines"):
+            for lock in (module.tdr, module.tree_lock, module.epoch_lock, kvm.mmu_lock):
+                self.lines[id(lock)] = Server(lock.name, self.cal.cacheline_transfer_us, True)
+            module.hot = self
+        if self.opts.on("mem_bandwidth"):
+            module.bandwidth = self
+
+    # ------------------------------------------------------------ time accounting
+    def _wait(self, owner: str, state: str, delay: float):
+        """Spend ``delay`` in ``state`` (the vCPU's breakdown), then go back."""
+        if delay <= 0.0:
+            return
+        v = self.vcpus.get(cpu_of(owner))
+        if v is None:
+            yield self.env.timeout(delay)
+            return
+        prev = v.state
+        v.set_state(state)
+        yield self.env.timeout(delay)
+        v.set_state(prev)
+
+    # ------------------------------------------------------------ hot lock words
+    def take(self, module, owner: str, locks, side, operand=None):
+        """``TdxModule._take``, then the transfers of the hot lock words it tried, booked
+        one after the other (each when the previous one would arrive) and paid in one
+        wait while the locks taken stay held.
+
+        The tries are judged at the request, the transfers paid after them. This stands
+        in for the release's own transfer, which is not modelled: in the machine a try
+        that reaches the line while it is held sees the lock taken, because the holder's
+        release queues behind it on the line. Judging each try only after its transfer,
+        with an instant release, would make a hold shorter than one transfer (the epoch
+        lock's ``epoch_hold_us``) invisible to every other CPU: TRACK never met a VP.ENTER
+        (0 of 2,220 tries against 3.4 % occupancy, tests/test_clock.py). A failed try
+        also pays for the lines of the locks after it, which the module would not try."""
+        st, taken = module._take(owner, locks, side, operand)
+        cpu, t = cpu_of(owner), self.env.now
+        for lock, _ in locks:
+            line = self.lines.get(id(lock))
+            if line is not None:
+                t += line.access(t, cpu)[0]
+        yield from self._wait(owner, "hot_line", t - self.env.now)
+        return st, taken
+
+    def touch_line(self, owner: str, lock):
+        """One atomic on ``lock``'s word (mmu_lock's read or write acquisition)."""
+        line = self.lines.get(id(lock))
+        if line is not None:
+            delay, _ = line.access(self.env.now, cpu_of(owner))
+            yield from self._wait(owner, "hot_line", delay)
+
+    # ------------------------------------------------------------ pages
+    def zero(self, owner: str, nbytes: int):
+        """Writing ``nbytes`` of page data: wait for the host's bandwidth pool (the
+        writing itself is in the caller's own duration)."""
+        _, wait = self.bandwidth.access(self.env.now, None, nbytes * self.us_per_byte)
+        yield from self._wait(owner, "mem_bw", wait)
+
+    def back_page(self, owner: str, gpa: int, size: int = PAGE_BYTES):
+        """A private fault on a GPA without a host page: allocate (serialised part, once
+        per folio) and clear it (bandwidth: ``size`` bytes, 2 MB for a huge folio). Only
+        the waits are added; once per page until it is removed (:meth:`released`)."""
+        page = (gpa & ~(size - 1)) >> 12
+        if page in self.backed:
+            return
+        self.backed.update(range(page, page + size // PAGE_BYTES))
+        if self.opts.on("page_alloc"):
+            _, wait = self.alloc.access(self.env.now, None)
+            yield from self._wait(owner, "host_alloc", wait)
+        if self.opts.on("mem_bandwidth"):
+            yield from self.zero(owner, size)
+
+    def released(self, gpa: int) -> None:
+        """The page was removed from the TD; QEMU discards its backing on conversion."""
+        self.backed.discard(gpa >> 12)
+
+    # ------------------------------------------------------------ guest locks
+    def guest_lock(self, owner: str, which: str):
+        """One hold of a guest spinlock (queued: qspinlock is FIFO once contended)."""
+        server = self.zone_lock if which == "zone" else self.bitmap_lock
+        delay, _ = server.access(self.env.now, None)
+        yield from self._wait(owner, "guest_lock", delay)
+
+    # ------------------------------------------------------------ report
+    def summary(self) -> dict:
+        """Per line and per mechanism: the time lost (us, summed over the actors)."""
+        lines = {s.name: s.delay_us for s in self.lines.values()}
+        row = {f"hot_line_{n}_us": lines.get(n, 0.0) for n in HOT_LINES}
+        row["hot_line_us"] = sum(s.delay_us for s in self.lines.values())
+        row["host_alloc_wait_us"] = self.alloc.wait_us
+        row["mem_bw_wait_us"] = self.bandwidth.wait_us
+        row["guest_lock_us"] = self.zone_lock.delay_us + self.bitmap_lock.delay_us
+        return row
+
+
+MECHANISMS = ("hot_lines", "page_alloc", "mem_bandwidth", "idle_exits", "guest_locks")
+ALL_OFF = {f"shared.{m}": False for m in MECHANISMS}
+
+__all__ = ["Server", "SharedResources", "MECHANISMS", "ALL_OFF", "HOT_LINES"]
