@@ -1,8 +1,6 @@
 """The host's shared resources (workbench/model/shared.py): all off is the model as it was
 before them; a hot line is a queue that saturates where k*s reaches T; each switch matters
 at 32 vCPUs and hardly at 1."""
-import importlib.util
-import json
 import math
 from pathlib import Path
 
@@ -12,33 +10,12 @@ import simpy
 
 import workbench
 from workbench.errors import ConfigError
-from workbench.model.shared import ALL_OFF, MECHANISMS, Server
+from workbench.model.shared import MECHANISMS, Server
 
 DATA = Path(__file__).parent / "data"
 
 
-def _golden_module():
-    spec = importlib.util.spec_from_file_location("golden", DATA / "make_mechanisms_off_golden.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_every_mechanism_off_gives_the_tables_recorded_before_them():
-    gold = json.loads((DATA / "mechanisms_off_golden.json").read_text())
-    now = _golden_module().record([f"{k}={v}" for k, v in ALL_OFF.items()])
-    assert len(now) == len(gold)
-    for g, n in zip(gold, now):
-        case = (g["scenario"], g["policy"])
-        for key, value in g["summary"].items():
-            got = n["summary"][key]
-            if value is None:
-                assert got is None, (case, key, got)
-            else:
-                assert got == value, (case, key, value, got)
-        assert n["vcpu_times"] == g["vcpu_times"], case
-
-
+# All off is the model before them: tests/test_golden.py (shared.off=all, every scenario).
 def _closed_loop(k: int, s: float, period: float, horizon: float = 20_000.0, seed: int = 0):
     """k CPUs, each: one access to the line, then on average ``period`` of its own work
     (exponential). Returns (accesses per us, mean wait per access in us)."""
