@@ -135,8 +135,17 @@ class SharedResources:
         """One atomic on ``lock``'s word (mmu_lock's read or write acquisition)."""
         line = self.lines.get(id(lock))
         if line is not None:
-            delay, _ = line.access(self.env.now, cpu_of(owner))
-            yield from self._wait(owner, "hot_line", delay)
+            cpu = cpu_of(owner)
+            delay, _ = line.access(self.env.now, cpu)
+            if delay > 0.0:                 # _wait, in place
+                v = self.vcpus.get(cpu)
+                if v is None:
+                    yield self.env.timeout(delay)
+                else:
+                    prev = v.state
+                    v.set_state("hot_line")
+                    yield self.env.timeout(delay)
+                    v.set_state(prev)
 
     # ------------------------------------------------------------ pages
     def zero(self, owner: str, nbytes: int):
