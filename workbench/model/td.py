@@ -46,9 +46,10 @@ class Vcpu:
         self._left = None
         self.state, self._t = "kvm", 0.0
         self.times = dict.fromkeys(VCPU_STATES, 0.0)
+        self._env = td.env
 
     def set_state(self, state: str) -> None:
-        now = self.td.env.now
+        now = self._env.now
         self.times[self.state] += now - self._t
         self.state, self._t = state, now
 
