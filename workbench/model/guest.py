@@ -273,18 +273,21 @@ class GuestCpu:
 
     def _Copy(self, ins):
         sept, shared = self.module.sept, self.kernel.shared
+        # per-page constants out of the loop (zero-step's hottest one)
+        entry, get, pending = sept.entry, sept._entries.get, State.PENDING
+        tdv, env, touch_us, gpas = self.tdv, self.env, self.touch_us, ins.gpas
         while True:
-            gpa = ins.gpas[ins.pos]
-            e = sept.entry(gpa, LEVEL_4K)
-            if e.state is not State.PENDING and gpa in shared and sept.would_fault(gpa):
+            gpa = gpas[ins.pos]
+            e = get((LEVEL_4K, gpa >> 12)) or entry(gpa, LEVEL_4K)
+            if e.state is not pending and gpa in shared and sept.would_fault(gpa):
                 return Exit(ExitKind.EPT_VIOLATION, ins.rip, gpa, ins)
-            ins.pos = (ins.pos + 1) % len(ins.gpas)
-            if self.tdv.irq_pending:
+            ins.pos = (ins.pos + 1) % len(gpas)
+            if tdv.irq_pending:
                 return Exit(ExitKind.INTERRUPT, ins.rip, gpa, ins)
             try:    # copy a present page, or wait as long on one of its own conversions
-                self.tdv.interruptible = True
-                yield self.env.timeout(self.touch_us)
-                self.tdv.interruptible = False
+                tdv.interruptible = True
+                yield env.timeout(touch_us)
+                tdv.interruptible = False
             except simpy.Interrupt:
                 return Exit(ExitKind.INTERRUPT, ins.rip, gpa, ins)
 
