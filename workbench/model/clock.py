@@ -47,6 +47,10 @@ class FairEnvironment(simpy.Environment):
         super().__init__(initial_time)
         self.now = self._now
         self._tie = random.Random(seed).getrandbits
+        # SimPy's Timeout with this env, triggered and ok, as class attributes: a timeout
+        # then sets only its callbacks and delay (the model's hottest object)
+        self._timeout_cls = type("Timeout", (Timeout,),
+                                 {"env": self, "_ok": True, "_value": None})
         if choices is not None:
             self._chosen = choices.tie
             self.schedule = self._schedule_chosen
@@ -90,8 +94,10 @@ class FairEnvironment(simpy.Environment):
         descriptor, a bound method, ``__init__`` and ``schedule``)."""
         if delay < 0:
             raise ValueError(f"Negative delay {delay}")
-        t = _new_timeout(Timeout)
-        t.env, t.callbacks, t._value, t._delay, t._ok = self, [], value, delay, True
+        t = _new_timeout(self._timeout_cls)
+        t.callbacks, t._delay = [], delay
+        if value is not None:
+            t._value = value
         heappush(self._queue, (self._now + delay, NORMAL,
                                (self._tie(23) << 40) | next(self._eid), t))
         return t
