@@ -251,7 +251,7 @@ def main(argv=None) -> int:
         rows += record_rows("malicious-accept", 2000.0)
         rows += user_wait_rows() + dask_rows() + scaling_rows()
     rows.append(row("collapsed polling (long-hold storm) vs polling", "not built", ">= 20",
-                    False, "issue 11 item not done: see README"))
+                    False, "not exact with today's draws: see README, Benchmarks"))
     m = machine()
     width = max(len(r["target"]) for r in rows)
     for r in rows:
