@@ -166,14 +166,16 @@ class Jitter:
     def __call__(self, base_us: float) -> float:
         if not base_us:
             return 0.0
-        i, factors = self._i, self._factors
-        if i >= len(factors):         # first call, block used up, or no jitter (cv 0)
+        i = self._i
+        try:
+            f = self._factors[i]
+        except IndexError:            # first call, block used up, or no jitter (cv 0)
             if not self._sigma:
                 return max(base_us, MIN_STEP_US)
             self._refill()
-            i, factors = 0, self._factors
+            i, f = 0, self._factors[0]
         self._i = i + 1
-        d = base_us * factors[i]
+        d = base_us * f
         return d if d > MIN_STEP_US else MIN_STEP_US
 
     def _refill(self) -> None:
