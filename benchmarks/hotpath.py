@@ -1,7 +1,7 @@
 """Hot-path speed of one workbench tree, as ratios to a bare SimPy loop measured
 interleaved in the same process (CPU time, best of ``rounds``).
 
-    python benchmarks/hotpath.py [ROOT] [--events N]   # prints JSON
+    python benchmarks/hotpath.py [ROOT] [--events N] [--sets K=V,...]   # prints JSON
 
 ROOT is the tree to import ``workbench`` from (default: this one), so that main's code
 can be measured by the same script in a separate process."""
@@ -31,9 +31,9 @@ def bare_simpy(n: int) -> float:
     return (time.process_time() - t) / n
 
 
-def one_run(scenario: str, horizon_us: float, seed: int = 1):
+def one_run(scenario: str, horizon_us: float, seed: int = 1, sets: tuple = ()):
     """(events, calls, CPU seconds) of the simulation alone (no tables)."""
-    return one_run_sets(scenario, [f"horizon_us={horizon_us}"], seed)
+    return one_run_sets(scenario, [f"horizon_us={horizon_us}", *sets], seed)
 
 
 def one_run_sets(scenario: str, sets: list, seed: int = 1):
@@ -51,15 +51,15 @@ def one_run_sets(scenario: str, sets: list, seed: int = 1):
     return next(td.env._eid), calls, dt
 
 
-def measure(events: int = 60_000, rounds: int = 3) -> dict:
+def measure(events: int = 60_000, rounds: int = 3, sets: tuple = ()) -> dict:
     out = {}
     for sc in SCENARIOS:
-        probe, _, _ = one_run(sc, 1000.0)
+        probe, _, _ = one_run(sc, 1000.0, sets=sets)
         horizon = 1000.0 * events / max(1, probe)
         best = None
         for _ in range(rounds):        # interleaved: bare, model, bare
             b1 = bare_simpy(events)
-            ev, calls, dt = one_run(sc, horizon)
+            ev, calls, dt = one_run(sc, horizon, sets=sets)
             b2 = bare_simpy(events)
             bare = (b1 + b2) / 2
             r = {"events": ev, "calls": calls, "cpu_s": dt,
@@ -78,6 +78,11 @@ if __name__ == "__main__":
         i = args.index("--events")
         n = int(args[i + 1])
         del args[i:i + 2]
+    sets = ()
+    if "--sets" in args:            # e.g. shared.off=all (a tree that knows the key)
+        i = args.index("--sets")
+        sets = tuple(args[i + 1].split(","))
+        del args[i:i + 2]
     root = Path(args[0]) if args else Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(root))
-    print(json.dumps(measure(n)))
+    print(json.dumps(measure(n, sets=sets)))

@@ -31,3 +31,16 @@ def test_the_comparison_sees_a_change():
     changed["ops"]["columns"]["t_end_us"] = "0" * 64
     scenario, policy, busy = _case(some)
     assert differences(compute(scenario, policy, {}), changed) == ["ops.t_end_us"]
+
+
+GOLDEN_ON = json.loads(__import__("golden_on").FIXTURE.read_text())
+
+
+@pytest.mark.parametrize("run_key", sorted(GOLDEN_ON))
+def test_shipped_model_results_are_unchanged_by_speed_work(run_key):
+    """With the shared-resource mechanisms on (as shipped), every column of every table is as
+    recorded on main at 747ac52 before the second round of hot-path work (tests/golden_on.py)."""
+    from golden import WHAT_IF
+    scenario, policy, busy = _case(run_key)
+    now = compute(scenario, policy, WHAT_IF if busy else {}, since_off={})
+    assert not differences(now, GOLDEN_ON[run_key]), differences(now, GOLDEN_ON[run_key])[:8]

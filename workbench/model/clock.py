@@ -47,6 +47,10 @@ class FairEnvironment(simpy.Environment):
         super().__init__(initial_time)
         self.now = self._now
         self._tie = random.Random(seed).getrandbits
+        # SimPy's Timeout with this env, triggered and ok, as class attributes: a timeout
+        # then sets only its callbacks and delay (the model's hottest object)
+        self._timeout_cls = type("Timeout", (Timeout,),
+                                 {"env": self, "_ok": True, "_value": None})
         if choices is not None:
             self._chosen = choices.tie
             self.schedule = self._schedule_chosen
@@ -90,8 +94,10 @@ class FairEnvironment(simpy.Environment):
         descriptor, a bound method, ``__init__`` and ``schedule``)."""
         if delay < 0:
             raise ValueError(f"Negative delay {delay}")
-        t = _new_timeout(Timeout)
-        t.env, t.callbacks, t._value, t._delay, t._ok = self, [], value, delay, True
+        t = _new_timeout(self._timeout_cls)
+        t.callbacks, t._delay = [], delay
+        if value is not None:
+            t._value = value
         heappush(self._queue, (self._now + delay, NORMAL,
                                (self._tie(23) << 40) | next(self._eid), t))
         return t
@@ -160,14 +166,16 @@ class Jitter:
     def __call__(self, base_us: float) -> float:
         if not base_us:
             return 0.0
-        i, factors = self._i, self._factors
-        if i >= len(factors):         # first call, block used up, or no jitter (cv 0)
+        i = self._i
+        try:
+            f = self._factors[i]
+        except IndexError:            # first call, block used up, or no jitter (cv 0)
             if not self._sigma:
                 return max(base_us, MIN_STEP_US)
             self._refill()
-            i, factors = 0, self._factors
+            i, f = 0, self._factors[0]
         self._i = i + 1
-        d = base_us * factors[i]
+        d = base_us * f
         return d if d > MIN_STEP_US else MIN_STEP_US
 
     def _refill(self) -> None:

@@ -28,6 +28,7 @@ RIP_TDCALL_ACCEPT = 0xFFFF_FFFF_8100_1000   # the TDCALL in try_accept_one: one 
 RIP_TDCALL_ATTR = 0xFFFF_FFFF_8100_2000
 RIP_TDVMCALL = 0xFFFF_FFFF_8100_3000
 RIP_VE_HANDLER = 0xFFFF_FFFF_8100_4000
+_RETRY = object()       # GuestCpu._accept_exit: the accept policy retries the TDCALL
 
 
 # ------------------------------------------------------------------------ instructions
@@ -158,8 +159,9 @@ class GuestCpu:
         self.op_busy = 0
         self.accepted = 0
         self.rip = 0x1000
+        self._retry_delay_us = 0.0
         self._execute = {cls: getattr(self, "_" + cls.__name__) for cls in
-                         (Compute, Accept, AttrWr, Touch, Copy, MapGpa, SpinWait, Panic,
+                         (Compute, AttrWr, Touch, Copy, MapGpa, SpinWait, Panic,
                           GuestLock, Halt)}
 
     def next_instruction(self):
@@ -183,10 +185,52 @@ class GuestCpu:
             if self.tdv.irq_pending:
                 return Exit(ExitKind.INTERRUPT, self.rip)
             ins = self.instr
-            exit_ = yield from self._execute[type(ins)](ins)
+            if type(ins) is Accept:     # the hottest instruction, in place: one level less
+                exit_ = None
+                while True:
+                    if self.op_start is None:
+                        self.op_start, self.op_attempts, self.op_busy = self.env.now, 0, 0
+                    self.op_attempts += 1
+                    st, exit_st = yield from self.module.tdg_mem_page_accept(
+                        self.tdv, ins.rip, ins.gpa, ins.level)
+                    exit_ = self._accept_exit(ins, st, exit_st)
+                    if exit_ is not _RETRY:
+                        break
+                    if self._retry_delay_us:
+                        yield self.env.timeout(self._retry_delay_us)
+                    if self.tdv.irq_pending:   # an IPI exits the TD between two TDCALLs
+                        exit_ = Exit(ExitKind.INTERRUPT, ins.rip, ins.gpa, ins)
+                        break
+            else:
+                exit_ = yield from self._execute[type(ins)](ins)
             if exit_ is not None:
                 return exit_
             self.instr = None
+
+    def _accept_exit(self, ins, st, exit_st):
+        """After one TDG.MEM.PAGE.ACCEPT of an Accept: the Exit it causes, None when the
+        instruction is done, or _RETRY (then ``_retry_delay_us``) when the policy retries."""
+        if exit_st == TDX_INTERRUPTED_RESUMABLE:
+            return Exit(ExitKind.INTERRUPT, ins.rip, ins.gpa, ins)
+        hp_timeout = exit_st == TDX_HOST_PRIORITY_BUSY_TIMEOUT
+        if exit_st is not None and not hp_timeout:
+            return Exit(ExitKind.ACCEPT_EPT_VIOLATION, ins.rip, ins.gpa, ins, ins.level)
+        if tdx_operand_busy(st):
+            self.op_busy += 1
+            action = self.accept_policy.on_busy(BusyContext(
+                Site.ACCEPT, "TDG.MEM.PAGE.ACCEPT", st, self.op_attempts, False,
+                self.env.now - self.op_start, self.n_vcpus), self.rng)
+            if isinstance(action, Retry):
+                if hp_timeout:      # the exit comes first; the retry after re-entry
+                    return Exit(ExitKind.HP_TIMEOUT, ins.rip, ins.gpa, ins)
+                self._retry_delay_us = action.delay_us
+                return _RETRY
+            assert isinstance(action, GuestFail), action
+        self._finish_accept(ins, st)
+        if hp_timeout:              # trap-like: the TDCALL completed, then the exit
+            self.instr = None
+            return Exit(ExitKind.HP_TIMEOUT, ins.rip, ins.gpa, ins)
+        return None
 
     # one method per instruction: None when it finished, else the Exit it caused
     def _Compute(self, ins):
@@ -229,18 +273,21 @@ class GuestCpu:
 
     def _Copy(self, ins):
         sept, shared = self.module.sept, self.kernel.shared
+        # per-page constants out of the loop (zero-step's hottest one)
+        entry, get, pending = sept.entry, sept._entries.get, State.PENDING
+        tdv, env, touch_us, gpas = self.tdv, self.env, self.touch_us, ins.gpas
         while True:
-            gpa = ins.gpas[ins.pos]
-            e = sept.entry(gpa, LEVEL_4K)
-            if e.state is not State.PENDING and gpa in shared and sept.would_fault(gpa):
+            gpa = gpas[ins.pos]
+            e = get((LEVEL_4K, gpa >> 12)) or entry(gpa, LEVEL_4K)
+            if e.state is not pending and gpa in shared and sept.would_fault(gpa):
                 return Exit(ExitKind.EPT_VIOLATION, ins.rip, gpa, ins)
-            ins.pos = (ins.pos + 1) % len(ins.gpas)
-            if self.tdv.irq_pending:
+            ins.pos = (ins.pos + 1) % len(gpas)
+            if tdv.irq_pending:
                 return Exit(ExitKind.INTERRUPT, ins.rip, gpa, ins)
             try:    # copy a present page, or wait as long on one of its own conversions
-                self.tdv.interruptible = True
-                yield self.env.timeout(self.touch_us)
-                self.tdv.interruptible = False
+                tdv.interruptible = True
+                yield env.timeout(touch_us)
+                tdv.interruptible = False
             except simpy.Interrupt:
                 return Exit(ExitKind.INTERRUPT, ins.rip, gpa, ins)
 
@@ -291,38 +338,6 @@ class GuestCpu:
             self.instr = None       # trap-like: completed, then the exit
             return Exit(ExitKind.HP_TIMEOUT, ins.rip, ins.gpa, ins)
         return None
-
-    def _Accept(self, ins):
-        while True:
-            if self.op_start is None:
-                self.op_start, self.op_attempts, self.op_busy = self.env.now, 0, 0
-            self.op_attempts += 1
-            st, exit_st = yield from self.module.tdg_mem_page_accept(self.tdv, ins.rip, ins.gpa,
-                                                                     ins.level)
-            if exit_st == TDX_INTERRUPTED_RESUMABLE:
-                return Exit(ExitKind.INTERRUPT, ins.rip, ins.gpa, ins)
-            hp_timeout = exit_st == TDX_HOST_PRIORITY_BUSY_TIMEOUT
-            if exit_st is not None and not hp_timeout:
-                return Exit(ExitKind.ACCEPT_EPT_VIOLATION, ins.rip, ins.gpa, ins, ins.level)
-            if tdx_operand_busy(st):
-                self.op_busy += 1
-                action = self.accept_policy.on_busy(BusyContext(
-                    Site.ACCEPT, "TDG.MEM.PAGE.ACCEPT", st, self.op_attempts, False,
-                    self.env.now - self.op_start, self.n_vcpus), self.rng)
-                if isinstance(action, Retry):
-                    if hp_timeout:      # the exit comes first; the retry after re-entry
-                        return Exit(ExitKind.HP_TIMEOUT, ins.rip, ins.gpa, ins)
-                    if action.delay_us:
-                        yield self.env.timeout(action.delay_us)
-                    if self.tdv.irq_pending:   # an IPI exits the TD between two TDCALLs
-                        return Exit(ExitKind.INTERRUPT, ins.rip, ins.gpa, ins)
-                    continue
-                assert isinstance(action, GuestFail), action
-            self._finish_accept(ins, st)
-            if hp_timeout:              # trap-like: the TDCALL completed, then the exit
-                self.instr = None
-                return Exit(ExitKind.HP_TIMEOUT, ins.rip, ins.gpa, ins)
-            return None
 
     def _finish_accept(self, ins, st):
         if st == TDX_SUCCESS:

@@ -25,6 +25,7 @@ from .fastenum import members
 State, Site = members(State), members(Site)   # plain attribute reads (fastenum.py)
 
 READ, WRITE = "read", "write"
+_LEAF_NAMES: dict = {}      # the method's function -> its leaf name (leaf_name, cached)
 # internal results of the fault path that are RET_PF_RETRY without a SEAMCALL
 FROZEN = -1          # the mirror SPTE was frozen by another host task
 STALE = -2           # an mmu_invalidate (memory attribute change) raced the fault
@@ -241,8 +242,16 @@ class Kvm:
         """The TDP MMU installing a 4 KB private mapping: SEPT.ADD for each missing
         level, then AUG, under mmu_lock (read, or write under ``mmu-lock-write``). A fault
         that an attribute change raced is stale (is_page_fault_stale): RET_PF_RETRY."""
-        mode = WRITE if self.sept_lock == "mmu_lock_write" else READ
-        yield from self.lock(v, self.mmu_lock, mode)
+        mode = WRITE if self.policy.sept_lock == "mmu_lock_write" else READ
+        mmu_lock = self.mmu_lock
+        if self.module.hot is not None:             # self.lock(v, mmu_lock, mode), in place
+            yield from self.module.hot.touch_line(v.name, mmu_lock)
+        ev = mmu_lock.acquire(mode)
+        if ev is not None:
+            prev = v.state
+            v.set_state("mmu_wait")
+            yield ev
+            v.set_state(prev)
         try:
             if seq != self.invalidate_seq or any(a <= gpa < b for a, b in self.invalidating):
                 return STALE
@@ -262,11 +271,27 @@ class Kvm:
         if key in self.frozen:
             return FROZEN
         self.frozen.add(key)          # try_cmpxchg64(sptep, old, FROZEN_SPTE)
+        spin = self.policy.sept_lock == "vm_spinlock"    # _sept_seamcall, in place
         try:
-            st = yield from self._sept_seamcall(v, Site.FAULT, seamcall, v.name, gpa, level)
+            if spin:
+                yield from self.lock(v, self.vm_spinlock, WRITE)
+            t0 = self.env.now
+            try:
+                st = yield from seamcall(v.name, gpa, level)
+            finally:
+                if spin:
+                    self.vm_spinlock.release(WRITE)
         finally:
             self.frozen.discard(key)
-        v.last_leaf = leaf_name(seamcall)
+        self.host_calls += 1
+        if tdx_operand_busy(st):
+            self.busy_calls += 1
+            if v.state != "retry":
+                self.lost_us += self.env.now - t0
+        name = _LEAF_NAMES.get(seamcall.__func__)
+        if name is None:
+            name = _LEAF_NAMES[seamcall.__func__] = leaf_name(seamcall)
+        v.last_leaf = name
         return st
 
     def _sept_seamcall(self, v, site, seamcall, *args):

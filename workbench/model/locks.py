@@ -51,7 +51,7 @@ class SharexLock:
             self.exclusive_owner = owner
         else:
             self.shared_owners[owner] = self.shared_owners.get(owner, 0) + 1
-        return self.granted(side)
+        return TDX_SUCCESS        # granted(): nothing to do without host priority
 
     def refuse(self, side: Side) -> int:
         return busy(self.operand)
@@ -88,7 +88,19 @@ class SharexHpLock(SharexLock):
     def try_acquire(self, owner, mode: Mode = Mode.EXCLUSIVE, side: Side = Side.HOST) -> int:
         if side is _GUEST and self.host_priority:
             return busy(self.operand, host_priority=True)
-        return super().try_acquire(owner, mode, side)
+        # SharexLock.try_acquire and granted, in place (a try on every call's TDR)
+        if self.exclusive_owner is not None:
+            return self.refuse(side)
+        if mode is _EXCLUSIVE:
+            if self.shared_owners:
+                return self.refuse(side)
+            self.exclusive_owner = owner
+        else:
+            shared = self.shared_owners
+            shared[owner] = shared.get(owner, 0) + 1
+        if side is _HOST:
+            self.host_priority = False
+        return TDX_SUCCESS
 
     def refuse(self, side: Side) -> int:
         if side is _HOST and self.hp_enabled:
@@ -118,4 +130,6 @@ class SeptEntryLock(SharexHpLock):
         if side is _GUEST and self.host_priority:
             return busy(self.operand, host_priority=True)  # won the bit, dropped it at once
         self.exclusive_owner = owner
-        return self.granted(side)
+        if side is _HOST:                                   # granted(), in place
+            self.host_priority = False
+        return TDX_SUCCESS

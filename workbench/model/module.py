@@ -103,16 +103,16 @@ class TdxModule(MemSeamcalls, HugeSeamcalls, VpEntry, GuestTdcalls):
 
     def _take(self, owner, locks, side: Side, operand: int | None = None):
         """Try each (lock, mode) in order. Returns (status, taken)."""
-        taken = []
+        n = 0
         for lock, mode in locks:
             st = lock.try_acquire(owner, mode, side)
             if st:
-                self._release(owner, taken)
+                self._release(owner, locks[:n])
                 if operand is not None and lock is self.tdr:
                     st = status_class(st) | operand   # explicit TDR: the register's id
                 return st, []
-            taken.append((lock, mode))
-        return TDX_SUCCESS, taken
+            n += 1
+        return TDX_SUCCESS, list(locks)
 
     @staticmethod
     def _release(owner, taken) -> None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 
 from ..tdx_errno import (
-    OPERAND_ID_RCX, OPERAND_ID_RDX, TDX_EPT_ENTRY_STATE_INCORRECT,
+    OPERAND_ID_OP_STATE, OPERAND_ID_RCX, OPERAND_ID_RDX, TDX_EPT_ENTRY_STATE_INCORRECT,
     TDX_GPA_RANGE_ALREADY_BLOCKED,
     TDX_GPA_RANGE_NOT_BLOCKED, TDX_PREVIOUS_TLB_EPOCH_BUSY,
-    TDX_SUCCESS, TDX_TLB_TRACKING_NOT_DONE,
+    TDX_SUCCESS, TDX_TLB_TRACKING_NOT_DONE, busy,
 )
 from .locks import Mode, Side
 from .sept import LEAF_STATES, LEVEL_4K, State
@@ -32,27 +32,43 @@ class MemSeamcalls:
 
     def tdh_mem_sept_add(self, caller: str, gpa: int, level: int):
         """Turn the FREE entry at ``level`` into a non-leaf (adds the table below it)."""
-        def plan():
-            e, err = self._walk_to(gpa, level)
-
-            def effect():
-                e.state = State.NON_LEAF
-            return (self._entry_locks(e, SHARED), lambda: self._must_be_free(e, err),
-                    self.cal.sept_add_us, effect)
-        return self._seamcall("TDH.MEM.SEPT.ADD", caller, gpa, plan, OPERAND_ID_RDX)
+        return self._add_or_aug("TDH.MEM.SEPT.ADD", caller, gpa, level, False)
 
     def tdh_mem_page_aug(self, caller: str, gpa: int, level: int = LEVEL_4K):
         """Map a new private page PENDING (the guest must ACCEPT it)."""
-        def plan():
-            e, err = self._walk_to(gpa, level)
+        return self._add_or_aug("TDH.MEM.PAGE.AUG", caller, gpa, level, True)
 
-            def effect():
+    def _add_or_aug(self, leaf: str, caller: str, gpa: int, level: int, aug: bool):
+        """``TdxModule._seamcall`` for SEPT.ADD and PAGE.AUG, the fault path's calls, with
+        their plan, check and effect in place of closures (same steps, same draws)."""
+        env, cal, duration = self.env, self.cal, self.duration
+        t0 = env._now
+        yield env.timeout(duration(cal.seamcall_entry_us))
+        e, err = self._walk_to(gpa, level)
+        locks = self._entry_locks(e, SHARED)
+        if aug:
+            locks += self.pamt_locks_for(gpa, level)
+        st, taken = ((yield from self.hot.take(self, caller, locks, HOST, OPERAND_ID_RDX))
+                     if self.hot else self._take(caller, locks, HOST, OPERAND_ID_RDX))
+        if not st and self._internal and self._internal.next() < self.opts.busy_without_vcpus:
+            st = busy(OPERAND_ID_OP_STATE)     # what-if: an internal holder, no vCPU needed
+        if not st:
+            st = self._must_be_free(e, err)
+            if not st and aug:
+                st = self.pamt_missing(gpa, level)
+        if st:
+            self._release(caller, taken)
+        else:
+            yield env.timeout(duration(cal.page_aug_us if aug else cal.sept_add_us))
+            if aug:
                 e.state, e.accept_counter = State.PENDING, 0
                 self.rec.count("aug_ok")
-            return (self._entry_locks(e, SHARED) + self.pamt_locks_for(gpa, level),
-                    lambda: self._must_be_free(e, err) or self.pamt_missing(gpa, level),
-                    self.cal.page_aug_us, effect)
-        return self._seamcall("TDH.MEM.PAGE.AUG", caller, gpa, plan, OPERAND_ID_RDX)
+            else:
+                e.state = State.NON_LEAF
+            self._release(caller, taken)
+        yield env.timeout(duration(cal.seamcall_exit_us))
+        self.rec.call(t0, env.now, leaf, caller, gpa, st)
+        return st
 
     def tdh_mem_page_add(self, caller: str, gpa: int):
         """Build-time add of an accepted page. TDR exclusive: BUSY while any vCPU runs."""

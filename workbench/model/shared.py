@@ -112,20 +112,40 @@ class SharedResources:
         (0 of 2,220 tries against 3.4 % occupancy, tests/test_clock.py). A failed try
         also pays for the lines of the locks after it, which the module would not try."""
         st, taken = module._take(owner, locks, side, operand)
-        cpu, t = cpu_of(owner), self.env.now
+        cpu, env = cpu_of(owner), self.env
+        t = now = env.now
+        lines = self.lines
         for lock, _ in locks:
-            line = self.lines.get(id(lock))
+            line = lines.get(id(lock))
             if line is not None:
                 t += line.access(t, cpu)[0]
-        yield from self._wait(owner, "hot_line", t - self.env.now)
+        delay = t - now
+        if delay > 0.0:                     # _wait, written in place (the hottest wait)
+            v = self.vcpus.get(cpu)
+            if v is None:
+                yield env.timeout(delay)
+            else:
+                prev = v.state
+                v.set_state("hot_line")
+                yield env.timeout(delay)
+                v.set_state(prev)
         return st, taken
 
     def touch_line(self, owner: str, lock):
         """One atomic on ``lock``'s word (mmu_lock's read or write acquisition)."""
         line = self.lines.get(id(lock))
         if line is not None:
-            delay, _ = line.access(self.env.now, cpu_of(owner))
-            yield from self._wait(owner, "hot_line", delay)
+            cpu = cpu_of(owner)
+            delay, _ = line.access(self.env.now, cpu)
+            if delay > 0.0:                 # _wait, in place
+                v = self.vcpus.get(cpu)
+                if v is None:
+                    yield self.env.timeout(delay)
+                else:
+                    prev = v.state
+                    v.set_state("hot_line")
+                    yield self.env.timeout(delay)
+                    v.set_state(prev)
 
     # ------------------------------------------------------------ pages
     def zero(self, owner: str, nbytes: int):

@@ -46,9 +46,10 @@ class Vcpu:
         self._left = None
         self.state, self._t = "kvm", 0.0
         self.times = dict.fromkeys(VCPU_STATES, 0.0)
+        self._env = td.env
 
     def set_state(self, state: str) -> None:
-        now = self.td.env.now
+        now = self._env.now
         self.times[self.state] += now - self._t
         self.state, self._t = state, now
 
@@ -97,7 +98,16 @@ class Vcpu:
             counted = ex.gpa if ex.kind is ExitKind.EPT_VIOLATION else None
             yield from td.module.td_exit(self.tdv, ex.rip, counted)
             self._exited()
-            if not (yield from self._handle(ex)):
+            kind = ex.kind
+            if kind is ExitKind.EPT_VIOLATION or kind is ExitKind.ACCEPT_EPT_VIOLATION:
+                # _handle's first case in place: the fault path is the deepest one
+                r = yield from kvm.handle_ept_violation(self, ex.gpa, pending=ex.pending,
+                                                        level=ex.level)
+                if r == USERSPACE:
+                    yield from vmm.handle(self)
+                if r == STOPPED:
+                    break
+            elif not (yield from self._handle(ex)):
                 break
         if td.stopped:
             self.guest.close_open_op(td.env.now, "unfinished")

@@ -43,7 +43,7 @@ class VpEntry:
         if not epoch_shared:
             self.epoch_occupancy.set_a(env.now, False)
         held = taken[:2]
-        if v.zero_step_armed:   # exclusive (1.5.01-1.5.06) or shared (1.5.08+): versions.py
+        if v.epf_gpas:          # zero_step_armed: exclusive (1.5.01-1.5.06) or shared (1.5.08+)
             tree = self.version.zero_step_tree
             st = self.tree_lock.try_acquire(v.name, tree, HOST)
             if st:
@@ -82,7 +82,8 @@ class VpEntry:
     def td_exit(self, v: TdVcpu, rip: int, private_ept_violation_gpa: int | None = None):
         """The TD exits to the host at ``rip``. A host-visible private EPT violation feeds
         the zero-step counter (ACCEPT-synthesised exits do not: MOD 1.5.01)."""
-        self.note_rip(v, rip)
+        if rip != v.entry_rip and (v.epf_count or v.epf_gpas):     # note_rip, in place
+            v.epf_count, v.epf_gpas = 0, []
         if private_ept_violation_gpa is not None:
             self._count_epf(v, private_ept_violation_gpa)
         yield self.env.timeout(self.duration(self.cal.td_exit_us))

@@ -1,0 +1,25 @@
+"""Fingerprints of seeded runs of every scenario as shipped on main at 747ac52 (the host's
+shared-resource mechanisms on, as by default), recorded before the second round of hot-path
+work of issue 11: that work must leave every column of every table unchanged, bit for bit,
+with the mechanisms on too (tests/golden.py checks them switched off against 5883c98).
+
+``python tests/golden_on.py`` rewrites ``tests/data/golden_on.json``; do it only on purpose,
+on a tree whose results are the reference.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+FIXTURE = Path(__file__).parent / "data" / "golden_on.json"
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import workbench
+    from golden import cases, compute, key
+    out = {key(s, p, x): compute(s, p, x, since_off={})
+           for s, p, x in cases(workbench.scenario_names())}
+    FIXTURE.write_text(json.dumps(out, indent=0, sort_keys=True) + "\n")
+    print(f"wrote {FIXTURE}: {len(out)} runs")
