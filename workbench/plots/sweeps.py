@@ -16,9 +16,10 @@ def sweep_lines(table: pd.DataFrame, metric: str = "accept_throughput_per_ms",
         raise ValueError(f"sweep_lines needs a sweep table with a {metric!r} column "
                          "(workbench.sweep(...).table)")
     fig = go.Figure()
-    for i, (policy, g) in enumerate(table.groupby("policy", sort=False)):
+    names = policies(table)
+    for policy, g in table.groupby("policy", sort=False):
         fig.add_trace(go.Scatter(x=g["value"], y=g[metric], mode="lines+markers",
-                                 name=str(policy), line=line(policy, i)))
+                                 name=str(policy), line=line(policy, names)))
     fig.update_xaxes(title_text=label(param) if param else "swept value")
     fig.update_yaxes(title_text=label(metric), rangemode="tozero")
     reps = int(table["reps"].max()) if "reps" in table.columns else 1
@@ -26,7 +27,7 @@ def sweep_lines(table: pd.DataFrame, metric: str = "accept_throughput_per_ms",
                   f"mean over {reps} replication(s) per point")
 
 
-def _band(fig, g, x, policy, i, row=None, col=None, legend=True):
+def _band(fig, g, x, policy, names, row=None, col=None, legend=True):
     g = g.sort_values(x)
     kw = dict(row=row, col=col) if row else {}
     c = policy_color(policy)
@@ -37,7 +38,7 @@ def _band(fig, g, x, policy, i, row=None, col=None, legend=True):
                                  line=dict(width=0), hoverinfo="skip", showlegend=False,
                                  legendgroup=policy), **kw)
     fig.add_trace(go.Scatter(x=g[x], y=g["mean"], mode="lines+markers", name=policy,
-                             line=line(policy, i), legendgroup=policy, showlegend=legend,
+                             line=line(policy, names), legendgroup=policy, showlegend=legend,
                              customdata=np.stack([g["ci_low"], g["ci_high"], g["n"]], axis=-1),
                              hovertemplate="%{y:.4g} [%{customdata[0]:.4g}, "
                                            "%{customdata[1]:.4g}] n=%{customdata[2]}"), **kw)
@@ -64,10 +65,11 @@ def interval_lines(stats: pd.DataFrame, metric: str, x: str, facet: str | None =
                         subplot_titles=[f"{title(facet)} = {v}" for v in fvals] if facet else None)
     for j, fv in enumerate(fvals):
         sub = s[s[facet] == fv] if facet else s
-        for i, policy in enumerate(policies(s)):
+        names = policies(s)
+        for policy in names:
             g = sub[sub["policy"].astype(str) == policy]
             if len(g):
-                _band(fig, g, x, policy, i, 1, j + 1, legend=j == 0)
+                _band(fig, g, x, policy, names, 1, j + 1, legend=j == 0)
     fig.update_xaxes(title_text=label(x), type="log" if log_x else None)
     fig.update_yaxes(title_text=label(metric), row=1, col=1,
                      tickformat=".0%" if is_share(metric) else None)
