@@ -19,6 +19,14 @@ def main_op(ops) -> str:
                 next(iter(sorted(present)), "zap_4k"))
 
 
+def _wrap(text: str, width: int = 22) -> str:
+    """A panel title over two lines when it would run into its neighbour's."""
+    if len(text) <= width:
+        return text
+    cut = text.rfind(" ", 0, width + 1)
+    return text if cut < 0 else f"{text[:cut]}<br>{text[cut + 1:]}"
+
+
 def dashboard(c, op: str | None = None) -> go.Figure:
     """A :class:`~workbench.experiments.Comparison` of 2-6 policy sets in one figure. Top
     row: the tail of ``op`` (successes only, failures in the legend) | useful work per
@@ -43,7 +51,8 @@ def dashboard(c, op: str | None = None) -> go.Figure:
     tops = [f"{op_name(op)} tail: share of successes slower than x",
             "useful work per vCPU" if has_v else "useful work: per-vCPU data not in this comparison",
             "Jain's index of useful work (95 % interval)"]
-    bottoms = (["where vCPU time goes"] if has_v else []) + [title(x) for x in cols]
+    bottoms = [_wrap(t) for t in (["where vCPU time goes"] if has_v else [])
+               + [title(x) for x in cols]]
     fig = make_subplots(rows=2, cols=width, specs=specs, subplot_titles=tops + bottoms,
                         row_heights=[0.58, 0.42], vertical_spacing=0.2,
                         horizontal_spacing=0.06 if width <= 4 else 0.035)

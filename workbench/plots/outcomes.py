@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 
 from .style import bar_marker, empty, is_share, themed, title
 
-OUTCOMES = ("host_busy_rate", "guest_busy_rate", "kicks", "error_exits", "ioctl_errors",
+OUTCOMES = ("host_busy_rate", "guest_busy_rate", "retries_zap", "kicks", "error_exits", "ioctl_errors",
             "vm_bugged", "guest_panics", "td_failed", "hp_timeouts", "zero_step_armings",
             "demote_busy")
 OUTCOME_COLUMNS = {c: title(c) for c in OUTCOMES}
