@@ -39,6 +39,8 @@ SWEEPS = {"zero-step-window": [("zero_step_armings", "timings.sept_add_us", None
           "lazy-accept-scaling": [
               (m, "vcpus.0.count", "shared.off", "memory_mb")
               for m in ("accept_throughput_per_ms", "accept_4K_p99_us")]}
+# experiments whose x factor doubles (1 to 64 vCPUs): a log x axis
+LOG_X = {"lazy-accept-scaling"}
 TABLE_METRICS = ["zap_4k_p99_us", "fault_wait_p99_us", "conversion_p99_us",
                  "accept_throughput_per_ms", "jain_work", "kicks", "error_exits", "vm_bugged",
                  "td_failed", "zero_step_armings"]
@@ -117,8 +119,8 @@ def figures(name: str, c, per_vcpu=None) -> dict:
         for suffix, s in parts.items():
             fig = plots.interval_lines(s, metric, factor_column(x),
                                        facet=factor_column(f) if f else None,
-                                       log_x=x.startswith("timings."))
-            figs[name + suffix] = _widen(fig, s, f)
+                                       log_x=x.startswith("timings.") or short in LOG_X)
+            figs[name + suffix] = fig
     return figs
 
 
@@ -127,14 +129,6 @@ def _split(stats, factor: str) -> dict:
     col = factor_column(factor)
     tag = factor.replace("_", "-").replace(".", "-")
     return {f"-{tag}-{v}": stats[stats[col] == v] for v in dict.fromkeys(stats[col])}
-
-
-def _widen(fig, stats, facet):
-    """Room for every facet panel at paper size (280 px each)."""
-    n = stats[factor_column(facet)].nunique() if facet else 1
-    if n > 3:
-        fig.update_layout(width=280 * n + 150, height=480)
-    return fig
 
 
 def tables(name: str, c, folder: Path) -> list[Path]:

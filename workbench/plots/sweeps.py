@@ -27,6 +27,12 @@ def sweep_lines(table: pd.DataFrame, metric: str = "accept_throughput_per_ms",
                   f"mean over {reps} replication(s) per point")
 
 
+def _facet_titles(facet: str, values) -> list[str]:
+    """``factor = value`` per panel; the value alone beyond three panels (the subtitle
+    names the factor), so titles do not run into each other."""
+    return [f"{title(facet)} = {v}" if len(values) <= 3 else str(v) for v in values]
+
+
 def _band(fig, g, x, policy, names, row=None, col=None, legend=True):
     g = g.sort_values(x)
     kw = dict(row=row, col=col) if row else {}
@@ -35,7 +41,7 @@ def _band(fig, g, x, policy, names, row=None, col=None, legend=True):
         xs = np.concatenate([g[x].to_numpy(), g[x].to_numpy()[::-1]])
         ys = np.concatenate([g["ci_high"].to_numpy(), g["ci_low"].to_numpy()[::-1]])
         fig.add_trace(go.Scatter(x=xs, y=ys, fill="toself", fillcolor=rgba(c, 0.15),
-                                 line=dict(width=0), hoverinfo="skip", showlegend=False,
+                                 mode="lines", line=dict(width=0), hoverinfo="skip", showlegend=False,
                                  legendgroup=policy), **kw)
     fig.add_trace(go.Scatter(x=g[x], y=g["mean"], mode="lines+markers", name=policy,
                              line=line(policy, names), legendgroup=policy, showlegend=legend,
@@ -62,7 +68,7 @@ def interval_lines(stats: pd.DataFrame, metric: str, x: str, facet: str | None =
     from plotly.subplots import make_subplots
     fvals = list(dict.fromkeys(s[facet])) if facet else [None]
     fig = make_subplots(rows=1, cols=len(fvals), shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=[f"{title(facet)} = {v}" for v in fvals] if facet else None)
+                        subplot_titles=_facet_titles(facet, fvals) if facet else None)
     for j, fv in enumerate(fvals):
         sub = s[s[facet] == fv] if facet else s
         names = policies(s)
@@ -73,7 +79,8 @@ def interval_lines(stats: pd.DataFrame, metric: str, x: str, facet: str | None =
     fig.update_xaxes(title_text=label(x), type="log" if log_x else None)
     fig.update_yaxes(title_text=label(metric), row=1, col=1,
                      tickformat=".0%" if is_share(metric) else None)
-    fig.update_layout(width=max(800, 420 * len(fvals)), height=480)
+    fig.update_layout(width=max(800, (420 if len(fvals) <= 3 else 280) * len(fvals) + 150),
+                      height=480)
     n = int(s["n"].max())
     return themed(fig, f"How does {title(metric)} change with {title(x)}?",
                   f"mean and 95 % t-interval (band) over {n} replication(s) per point" +
