@@ -19,12 +19,16 @@ def main_op(ops) -> str:
                 next(iter(sorted(present)), "zap_4k"))
 
 
-def _wrap(text: str, width: int = 22) -> str:
-    """A panel title over two lines when it would run into its neighbour's."""
+def _wrap(text: str, width: int = 22, all_lines: bool = False) -> str:
+    """A title broken at the last space before ``width`` (once, or on every line), so it
+    does not run into its neighbour or out of the figure."""
     if len(text) <= width:
         return text
     cut = text.rfind(" ", 0, width + 1)
-    return text if cut < 0 else f"{text[:cut]}<br>{text[cut + 1:]}"
+    if cut < 0:
+        return text
+    rest = text[cut + 1:]
+    return f"{text[:cut]}<br>{_wrap(rest, width, True) if all_lines else rest}"
 
 
 def dashboard(c, op: str | None = None) -> go.Figure:
@@ -85,8 +89,10 @@ def dashboard(c, op: str | None = None) -> go.Figure:
                       legend=dict(orientation="h", y=-0.18, x=0))
     fig.update_annotations(font_size=12)
     reps = int(table["reps"].max()) if "reps" in table.columns else 1
-    none = f"<br>0 for every policy (not drawn): {', '.join(title(x) for x in zero)}" if zero else ""
-    fig.update_layout(margin=dict(t=120))
+    none = ("<br>" + _wrap("0 for every policy (not drawn): "
+                           + ", ".join(title(x) for x in zero), 130, all_lines=True)
+            if zero else "")
+    fig.update_layout(margin=dict(t=102 + 18 * none.count("<br>")))
     return themed(fig, "Latency, fairness and costs side by side",
                   f"{len(names)} policy sets, {reps} replication(s) each on the same seeds; "
                   f"failures are named in the legend, never drawn as fast{none}")
