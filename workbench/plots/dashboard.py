@@ -92,8 +92,10 @@ def dashboard(c, op: str | None = None) -> go.Figure:
     none = ("<br>" + _wrap("0 for every policy (not drawn): "
                            + ", ".join(title(x) for x in zero), 130, all_lines=True)
             if zero else "")
-    fig.update_layout(margin=dict(t=102 + 18 * none.count("<br>")))
-    return themed(fig, "Latency, fairness and costs side by side",
+    fig.update_layout(margin=dict(t=100 + 16 * none.count("<br>")))
+    fig = themed(fig, "Latency, fairness and costs side by side",
                   f"{len(names)} policy sets, {reps} replication(s) each on the same seeds; "
                   f"failures are named in the legend, never drawn as fast{none}")
-
+    # the subtitle grows downwards from the top, never into the panel titles
+    return fig.update_layout(title_yref="container", title_y=1.0, title_yanchor="top",
+                             title_pad_t=24)
