@@ -51,10 +51,21 @@
 #
 # ## The panel
 # Each **column** is one policy set: a preset, or a policy per call site (fault, zap,
-# VP.ENTER, ACCEPT), with its own module switches. Add a column, untick HOST_PRIORITY,
-# press **Run**: every column runs on the same replications (common random numbers) and
-# the dashboard puts latency, fairness and costs side by side. Nothing runs while you move a
-# control.
+# VP.ENTER, ACCEPT), with its own module switches. **add column** copies the last column;
+# untick HOST_PRIORITY in the copy, press **Run**: every column runs on the same
+# replications (common random numbers) and the dashboard puts latency, fairness and costs
+# side by side. Nothing runs while you move a control.
+#
+# **Why these defaults.** `malicious-accept` with all four ACCEPT spammers on one page
+# (`spammers per page` 4), 1.5 ms, 2 replications: 1 to 1.5 s of CPU per Run with two or
+# three columns. The columns are `upstream` and `host-priority-retry`, so the copy you
+# make is `host-priority-retry`, a policy whose zaps retry blindly: with HOST_PRIORITY off
+# its zaps retry more often (10.5 against 5.5 a run at seed 1; 6 against 5.5 and 6
+# against 4 at seeds 2 and 3) and the host sees more BUSY. A small effect, as
+# docs/findings.md §1 says: HP does not decide who wins a spammed entry. Under `upstream` HOST_PRIORITY changes next to nothing, and with one spammer
+# per page nothing at all: a BUSY zap kicks every vCPU out of the guest and retries once,
+# so no guest TDCALL runs while the host retries (docs/findings.md §1). When two columns
+# give identical numbers run for run, the status line says so and why that can happen.
 
 # %% tags=["parameters"]
 scenario = "malicious-accept"
@@ -65,6 +76,6 @@ horizon_us = 1500.0
 # %%
 from workbench import widgets
 
-panel = widgets.ComparePanel(scenario=scenario, columns=("upstream", "zero-tolerance"),
+panel = widgets.ComparePanel(scenario=scenario, columns=("upstream", "host-priority-retry"),
                              reps=reps, seed=seed, horizon_us=horizon_us)
 panel

@@ -21,6 +21,13 @@
 # are computed), then writes each figure as HTML and PNG and each table as CSV and LaTeX
 # into `out`, with `paper.json` listing them and the lock file the environment was built
 # from. `make paper` runs this notebook headless (papermill) and prints what it wrote.
+#
+# The experiments (`workbench.paper.experiments()`): the main comparison on
+# `malicious-accept`; an outcome and a latency chart for each 2 MB / UPM scenario
+# (`hugepage-split`, `zap-under-read-lock`, `upm-parallel`, `paper.SCENARIOS`); the sweeps
+# of `data/experiments/` (`zero-step-window`, `hp-what-if`, `scale`, and
+# `lazy-accept-scaling`, one figure per memory size with a panel per switched-off shared
+# resource: 196 runs, about an hour on one core the first time, then from the store).
 
 # %% tags=["parameters"]
 store = None            # results store; None: data/results or $WORKBENCH_RESULTS

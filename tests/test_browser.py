@@ -144,7 +144,9 @@ def test_start_here_in_jupyterlab_two_columns_and_the_dashboard(tmp_path, browse
                                ".innerText.includes('HP off')", timeout=30_000)
         press_run_and_wait(page, "start-here-panel.png")
         status = page.inner_text(".wb-status")
-        assert "upstream · HP on" in status and "upstream · HP off" in status
+        assert ("host-priority-retry · HP on" in status
+                and "host-priority-retry · HP off" in status)
+        assert "identical numbers" not in status      # the two columns differ
         check(page, errors)
     finally:
         stop(proc, log)

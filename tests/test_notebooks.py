@@ -80,7 +80,10 @@ def check_paper(folder: Path, formats):
     record = json.loads((folder / "paper.json").read_text())
     figures = {Path(f).stem for f in record["files"] if f.endswith(".html")}
     assert {"main-dashboard", "main-tail", "main-useful-work", "hp-what-if-zap-4k-p99-us",
-            "zero-step-window-zero-step-armings", "scale-zap-4k-p99-us"} <= figures
+            "zero-step-window-zero-step-armings", "scale-zap-4k-p99-us",
+            "hugepage-split-outcomes", "hugepage-split-latency", "zap-under-read-lock-outcomes",
+            "zap-under-read-lock-latency", "upm-parallel-outcomes", "upm-parallel-latency",
+            "lazy-accept-scaling-accept-throughput-per-ms-memory-mb-256"} <= figures
     for stem in figures:
         for ext in ["html", *formats]:
             assert (folder / f"{stem}.{ext}").stat().st_size > 1000, f"{stem}.{ext}"

@@ -104,7 +104,7 @@ def test_one_policy_has_one_colour_in_every_figure_of_a_report(report):
 
 def test_the_dashboard_drops_outcomes_zero_for_every_policy(report):
     fig = plots.dashboard(report)
-    titles = [a.text for a in fig.layout.annotations]
+    titles = [a.text.replace("<br>", " ") for a in fig.layout.annotations]
     table = report.table
     for col in plots.OUTCOMES:
         drawn = plots.title(col) in titles
@@ -146,3 +146,28 @@ def test_the_timeline_marks_every_busy_reply():
     busy = next(t for t in fig.data if t.name.startswith("BUSY"))
     assert len(busy.x) == r.calls["status_name"].str.startswith("TDX_OPERAND_BUSY").sum() > 0
     assert set(busy.y) <= set(fig.layout.yaxis.categoryarray)
+
+
+def test_a_variant_keeps_its_presets_colour_with_its_own_dash_and_pattern(comparison):
+    on, off = "upstream · HP on", "upstream · HP off"
+    names = {"upstream": on, "zero-tolerance": off}
+    relabel = {k: getattr(comparison, k).assign(policy=lambda d: d["policy"].map(names))
+               for k in ("summary", "ops", "vcpus")}
+    c = workbench.experiments.Comparison(relabel["summary"], relabel["ops"],
+                                         vcpus=relabel["vcpus"])
+    blue = plots.PRESET_COLORS["upstream"]
+    assert plots.policy_color(on) == plots.policy_color(off) == blue
+    assert plots.policy_color("upstream+accept=linux-guest · HP off") == blue
+    dash = {t.name.split(" (")[0]: t.line.dash for t in plots.latency_ccdf(c.ops, "zap_4k").data
+            if t.type == "scatter"}
+    assert dash[on] != dash[off]
+    fig = plots.dashboard(c)
+    for t in fig.data:
+        if t.type == "bar" and isinstance(t.marker.color, tuple):
+            assert set(t.marker.color) == {blue}
+            shapes = dict(zip(t.x, t.marker.pattern.shape))
+            assert shapes[on] != shapes[off] and shapes[on] == ""
+    jain = next(t for t in fig.data if t.name == "Jain's index")
+    assert len(set(jain.marker.symbol)) == 2
+    other = plots.dashboard(comparison)      # presets as shipped: solid, own colours
+    assert {t.line.dash for t in other.data if t.type == "scatter" and t.legendgroup} >= {"solid"}

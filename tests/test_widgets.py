@@ -115,3 +115,33 @@ def test_your_own_policy_is_offered_at_its_call_site():
     assert "panel-two-tries" in col.sites["fault"].options
     assert "panel-two-tries" not in col.sites["zap"].options
     assert col.label() == "upstream+fault=panel-two-tries · HP on"
+
+
+def test_the_default_panel_shows_what_host_priority_changes():
+    """The newcomer's path: default panel, "add column" (a copy of the last), untick
+    HOST_PRIORITY, Run: host-priority-retry with HP off retries its zaps more."""
+    panel = widgets.ComparePanel()
+    panel.add_button.click()
+    assert [c.preset.value for c in panel.columns] == ["upstream", "host-priority-retry",
+                                                       "host-priority-retry"]
+    panel.columns[-1].host_priority.value = False
+    panel.run_button.click()
+    panel.wait()
+    t = panel.result.table.set_index("policy")
+    on, off = "host-priority-retry · HP on", "host-priority-retry · HP off"
+    assert t.loc[off, "retries_zap"] > t.loc[on, "retries_zap"]
+    ref = workbench.compare("malicious-accept", ["host-priority-retry"], reps=2, seed=1, sets={
+        "horizon_us": 1500.0, "vcpus.1.per_page": 4, "module.host_priority": False}).table
+    assert t.loc[off, "retries_zap"] == ref["retries_zap"].iloc[0]
+    assert "identical" not in panel.status.value
+
+
+def test_identical_columns_are_named_with_why_in_one_line():
+    panel = widgets.ComparePanel(columns=("upstream", {"preset": "upstream",
+                                                       "host_priority": False}),
+                                 knobs={"vcpus.1.per_page": 1}, reps=1)
+    panel.run()
+    panel.wait()
+    assert ("identical numbers, run for run: upstream · HP on = upstream · HP off"
+            in panel.status.value)
+    assert "HOST_PRIORITY has nothing to act on" in panel.status.value

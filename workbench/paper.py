@@ -17,16 +17,33 @@ from .safeio import ConfigError, out_path
 MAIN = {"name": "paper-main", "scenario": "malicious-accept",
         "policies": ["upstream", "zero-tolerance", "patch-09-21", "host-priority-retry"],
         "reps": 3, "seed": 0, "sets": {"horizon_us": 20000}}
-# stored experiment -> (metric, x factor, facet factor or None) of each figure
+# the 2 MB and UPM scenarios (docs/findings.md §9): scenario -> (policies, the op whose
+# latency is drawn); an outcome chart and a latency chart each
+SCENARIOS = {
+    "hugepage-split": (["upstream", "non-blocking-resize", "split-read-lock", "patch-09-21"],
+                       "conversion"),
+    "zap-under-read-lock": (["upstream", "split-read-lock", "non-blocking-resize",
+                             "zero-tolerance", "patch-09-21"], "conversion"),
+    "upm-parallel": (["upstream", "zero-tolerance", "patch-09-21", "sean-per-path"],
+                     "fault_wait"),
+}
+# stored experiment -> (metric, x factor, facet factor or None[, one figure per value of
+# this factor]) of each figure
 SWEEPS = {"zero-step-window": [("zero_step_armings", "timings.sept_add_us", None),
                                ("fault_wait_p99_us", "timings.sept_add_us", None)],
           "hp-what-if": [("zap_4k_p99_us", "vcpus.1.per_page", "module.host_priority"),
                          ("accept_throughput_per_ms", "vcpus.1.per_page",
                           "module.host_priority")],
           "scale": [("zap_4k_p99_us", "vcpus.1.count", None),
-                    ("host_retry_cpu_us", "vcpus.1.count", None)]}
-TABLE_METRICS = ["zap_4k_p99_us", "fault_wait_p99_us", "accept_throughput_per_ms", "jain_work",
-                 "kicks", "error_exits", "vm_bugged", "zero_step_armings"]
+                    ("host_retry_cpu_us", "vcpus.1.count", None)],
+          "lazy-accept-scaling": [
+              (m, "vcpus.0.count", "shared.off", "memory_mb")
+              for m in ("accept_throughput_per_ms", "accept_4K_p99_us")]}
+# experiments whose x factor doubles (1 to 64 vCPUs): a log x axis
+LOG_X = {"lazy-accept-scaling"}
+TABLE_METRICS = ["zap_4k_p99_us", "fault_wait_p99_us", "conversion_p99_us",
+                 "accept_throughput_per_ms", "jain_work", "kicks", "error_exits", "vm_bugged",
+                 "td_failed", "zero_step_armings"]
 _PIN = re.compile(r"^([A-Za-z0-9_.\-\[\],]+)==([^\s;#]+)")
 
 
@@ -36,6 +53,8 @@ def experiments(reps=None, horizon_us: float = 0.0, values_per_factor: int = 0) 
     ``horizon_us`` and the first ``values_per_factor`` values of each factor make a quick
     version (0: as designed)."""
     out = [dict(MAIN)]
+    out += [{"name": f"paper-{s}", "scenario": s, "policies": pols, "reps": 3, "seed": 0}
+            for s, (pols, _) in SCENARIOS.items()]
     for name in SWEEPS:
         e = load_experiment(name).model_dump(mode="json", exclude={"source"})
         out.append({**{k: v for k, v in e.items() if v is not None}, "name": f"paper-{name}"})
@@ -90,11 +109,26 @@ def figures(name: str, c, per_vcpu=None) -> dict:
             figs["main-useful-work"] = plots.fairness(per_vcpu.vcpus)
             figs["main-time-breakdown"] = plots.time_breakdown(per_vcpu.vcpus)
         return figs
-    stats = c.stats()
-    return {f"{short}-{metric.replace('_', '-')}": plots.interval_lines(
-        stats, metric, factor_column(x), facet=factor_column(f) if f else None,
-        log_x=x.startswith("timings."))
-        for metric, x, f in SWEEPS[short]}
+    if short in SCENARIOS:
+        return {f"{short}-outcomes": plots.outcomes(c.table),
+                f"{short}-latency": plots.percentile_bars(c.ops, SCENARIOS[short][1])}
+    stats, figs = c.stats(), {}
+    for metric, x, f, *split in SWEEPS[short]:
+        name = f"{short}-{metric.replace('_', '-')}"
+        parts = _split(stats, split[0]) if split else {"": stats}
+        for suffix, s in parts.items():
+            fig = plots.interval_lines(s, metric, factor_column(x),
+                                       facet=factor_column(f) if f else None,
+                                       log_x=x.startswith("timings.") or short in LOG_X)
+            figs[name + suffix] = fig
+    return figs
+
+
+def _split(stats, factor: str) -> dict:
+    """One stats table per value of ``factor`` (``-memory-mb-256``)."""
+    col = factor_column(factor)
+    tag = factor.replace("_", "-").replace(".", "-")
+    return {f"-{tag}-{v}": stats[stats[col] == v] for v in dict.fromkeys(stats[col])}
 
 
 def tables(name: str, c, folder: Path) -> list[Path]:

@@ -22,6 +22,16 @@ from .scenarios import load_scenario, scenario_names
 SITES = {"fault": "fault", "zap": "zap", "vp_enter": "VP.ENTER", "accept": "ACCEPT"}
 KEEP = "(preset's)"
 SPAMMERS = ("accept_spammer", "attr_spammer")
+# The default comparison: all four ACCEPT spammers on one page, upstream beside
+# host-priority-retry. "add column" copies the last column, so unticking HOST_PRIORITY in
+# it shows what HP changes for a policy that retries blindly (more zap retries and host
+# BUSY without it); under upstream it changes nothing (see identical_note).
+DEFAULT_COLUMNS = ("upstream", "host-priority-retry")
+DEFAULT_KNOBS = {"vcpus.1.per_page": 4}
+WHY_IDENTICAL = ("the switches that separate them never came into play in this scenario "
+                 "(under upstream, for one, a BUSY zap kicks every vCPU out and retries once, "
+                 "so no guest TDCALL runs while the host retries and HOST_PRIORITY has "
+                 "nothing to act on)")
 STYLE = """<style>
 .wb-stale {opacity: 0.35; filter: grayscale(1);}
 .wb-column {border: 1px solid #ddd; padding: 4px; margin: 2px;}
@@ -131,11 +141,13 @@ class Column(w.VBox):
 
 class ComparePanel(w.VBox):
     """``ComparePanel(scenario="malicious-accept", columns=("upstream", "zero-tolerance"))``;
-    ``columns`` items are presets or ``dict(preset=..., fault=..., host_priority=False)``."""
+    ``columns`` items are presets or ``dict(preset=..., fault=..., host_priority=False)``;
+    ``knobs``: starting values of the scenario knobs by key (default: 4 spammers per page
+    where the scenario has spammers; keys the scenario lacks are ignored)."""
 
-    def __init__(self, scenario: str = "malicious-accept",
-                 columns=("upstream", "zero-tolerance"), reps: int = 2, seed: int = 1,
-                 horizon_us: float = 1500.0, store=None, figures_dir=None):
+    def __init__(self, scenario: str = "malicious-accept", columns=DEFAULT_COLUMNS,
+                 reps: int = 2, seed: int = 1, horizon_us: float = 1500.0, knobs=None,
+                 store=None, figures_dir=None):
         self._store = store
         self.figures_dir = figures_dir or DATA / "figures" / "panel"
         names = scenario_names()
@@ -162,11 +174,11 @@ class ComparePanel(w.VBox):
         self._thread = None
         self._cancel = threading.Event()
         self._cfg = load_scenario(scenario)
-        self._build_knobs()
+        self._build_knobs(DEFAULT_KNOBS if knobs is None else knobs)
         for spec in columns:
             self.add_column(spec)
         self.scenario.observe(self._scenario_changed, "value")
-        self.add_button.on_click(lambda _: self.add_column())
+        self.add_button.on_click(lambda _: self.copy_column())
         self.run_button.on_click(lambda _: self.run())
         self.cancel_button.on_click(lambda _: self.cancel())
         self.save_button.on_click(lambda _: self.save())
@@ -197,11 +209,25 @@ class ComparePanel(w.VBox):
         self.columns_box.children = (*self.columns, col)
         return col
 
+    def copy_column(self) -> Column:
+        """A new column set like the last one (what the "add column" button does), so one
+        switch changed in it is a comparison of that switch alone."""
+        if not self.columns:
+            return self.add_column()
+        last = self.columns[-1]
+        col = self.add_column(last.preset.value)
+        for s, d in last.sites.items():
+            col.sites[s].value = d.value
+        for k in ("host_priority", "hp_timeout", "accept_free", "zero_step", "version"):
+            getattr(col, k).value = getattr(last, k).value
+        return col
+
     def remove_column(self, col: Column) -> None:
         self.columns_box.children = tuple(c for c in self.columns if c is not col)
 
-    def _build_knobs(self) -> None:
+    def _build_knobs(self, values=None) -> None:
         kids = []
+        sty = {"description_width": "140px"}
         for i, g in enumerate(self._cfg.vcpus):
             box = w.BoundedIntText(value=g.count, min=1, max=64, description=f"{g.role} vCPUs",
                                    style={"description_width": "140px"})
@@ -209,10 +235,17 @@ class ComparePanel(w.VBox):
             kids.append(box)
             if g.role in SPAMMERS:
                 gap = w.BoundedFloatText(value=g.gap_us, min=0.0, max=1e6,
-                                         description="attack gap µs",
-                                         style={"description_width": "140px"})
+                                         description="attack gap µs", style=sty)
                 gap.key = f"vcpus.{i}.gap_us"
                 kids.append(gap)
+                if hasattr(g, "per_page"):
+                    per = w.BoundedIntText(value=g.per_page, min=1, max=64,
+                                           description="spammers per page", style=sty)
+                    per.key = f"vcpus.{i}.per_page"
+                    kids.append(per)
+        for k in kids:
+            if values and k.key in values:
+                k.value = values[k.key]
         self.knobs.children = kids
 
     def _scenario_changed(self, change) -> None:
@@ -325,10 +358,12 @@ class ComparePanel(w.VBox):
         self.output.remove_class("wb-stale")
         self.save_button.disabled = self.export_button.disabled = False
         labels = c.manifest["columns"]
+        note = identical_note(c.summary)
         self.status.value = (
             f"{html.escape(c.manifest['scenario'])}, seed {c.manifest['seed']}, "
             f"{c.manifest['reps']} replications per column on the same seeds, "
-            f"{elapsed:.1f} s: " + "; ".join(html.escape(x["label"]) for x in labels))
+            f"{elapsed:.1f} s: " + "; ".join(html.escape(x["label"]) for x in labels)
+            + (f"<br><b>note:</b> {html.escape(note)}" if note else ""))
 
     # -- keeping -----------------------------------------------------------------------
     def save(self, name: str | None = None):
@@ -375,6 +410,29 @@ class ComparePanel(w.VBox):
             return []
         self.status.value = f"wrote {len(written)} files to {html.escape(str(folder))}"
         return written
+
+
+def identical_groups(summary: pd.DataFrame) -> list[list[str]]:
+    """Groups of two or more policy labels whose summaries are equal in every number, run
+    for run (same replications, same seeds)."""
+    if summary.empty:
+        return []
+    num = summary.select_dtypes("number").drop(columns=["replication", "seed"],
+                                                errors="ignore")
+    keys = {}
+    for label, g in summary.assign(_i=range(len(summary))).groupby("policy", sort=False):
+        sig = num.iloc[g["_i"].to_numpy()].round(9).to_csv(index=False)
+        keys.setdefault(sig, []).append(str(label))
+    return [v for v in keys.values() if len(v) > 1]
+
+
+def identical_note(summary: pd.DataFrame) -> str:
+    """One line naming the columns that gave identical numbers and why that can be."""
+    groups = identical_groups(summary)
+    if not groups:
+        return ""
+    named = "; ".join(" = ".join(g) for g in groups)
+    return f"identical numbers, run for run: {named}: {WHY_IDENTICAL}."
 
 
 def figure_output(fig) -> dict:

@@ -19,6 +19,18 @@ def main_op(ops) -> str:
                 next(iter(sorted(present)), "zap_4k"))
 
 
+def _wrap(text: str, width: int = 22, all_lines: bool = False) -> str:
+    """A title broken at the last space before ``width`` (once, or on every line), so it
+    does not run into its neighbour or out of the figure."""
+    if len(text) <= width:
+        return text
+    cut = text.rfind(" ", 0, width + 1)
+    if cut < 0:
+        return text
+    rest = text[cut + 1:]
+    return f"{text[:cut]}<br>{_wrap(rest, width, True) if all_lines else rest}"
+
+
 def dashboard(c, op: str | None = None) -> go.Figure:
     """A :class:`~workbench.experiments.Comparison` of 2-6 policy sets in one figure. Top
     row: the tail of ``op`` (successes only, failures in the legend) | useful work per
@@ -43,7 +55,8 @@ def dashboard(c, op: str | None = None) -> go.Figure:
     tops = [f"{op_name(op)} tail: share of successes slower than x",
             "useful work per vCPU" if has_v else "useful work: per-vCPU data not in this comparison",
             "Jain's index of useful work (95 % interval)"]
-    bottoms = (["where vCPU time goes"] if has_v else []) + [title(x) for x in cols]
+    bottoms = [_wrap(t) for t in (["where vCPU time goes"] if has_v else [])
+               + [title(x) for x in cols]]
     fig = make_subplots(rows=2, cols=width, specs=specs, subplot_titles=tops + bottoms,
                         row_heights=[0.58, 0.42], vertical_spacing=0.2,
                         horizontal_spacing=0.06 if width <= 4 else 0.035)
@@ -76,9 +89,13 @@ def dashboard(c, op: str | None = None) -> go.Figure:
                       legend=dict(orientation="h", y=-0.18, x=0))
     fig.update_annotations(font_size=12)
     reps = int(table["reps"].max()) if "reps" in table.columns else 1
-    none = f"<br>0 for every policy (not drawn): {', '.join(title(x) for x in zero)}" if zero else ""
-    fig.update_layout(margin=dict(t=120))
-    return themed(fig, "Latency, fairness and costs side by side",
+    none = ("<br>" + _wrap("0 for every policy (not drawn): "
+                           + ", ".join(title(x) for x in zero), 130, all_lines=True)
+            if zero else "")
+    fig.update_layout(margin=dict(t=100 + 16 * none.count("<br>")))
+    fig = themed(fig, "Latency, fairness and costs side by side",
                   f"{len(names)} policy sets, {reps} replication(s) each on the same seeds; "
                   f"failures are named in the legend, never drawn as fast{none}")
-
+    # the subtitle grows downwards from the top, never into the panel titles
+    return fig.update_layout(title_yref="container", title_y=1.0, title_yanchor="top",
+                             title_pad_t=24)

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 
 from ..metrics import HOSTILE_ROLES, jain
 from ..stats import t_interval
-from .style import empty, policies, policy_color, themed
+from .style import empty, policies, policy_color, symbol, themed
 
 # the per-vCPU states of ``RunResult.vcpus`` (``{state}_us``) and how a person calls them
 STATES = {"guest": "in guest", "kvm": "in KVM", "retry": "retrying",
@@ -74,7 +74,8 @@ def jain_trace(summary: pd.DataFrame, legend: bool = False, group: bool = False)
     hi = (s["ci_high"].clip(upper=1.0) - s["mean"]).fillna(0)
     lo = (s["mean"] - s["ci_low"]).fillna(0)
     return go.Scatter(x=s["policy"], y=s["mean"], mode="markers", showlegend=legend,
-                      marker=dict(size=13, color=[policy_color(p) for p in s["policy"]]),
+                      marker=dict(size=13, color=[policy_color(p) for p in s["policy"]],
+                                  symbol=[symbol(p, s["policy"]) for p in s["policy"]]),
                       error_y=dict(type="data", array=hi, arrayminus=lo, thickness=2),
                       name="Jain's index", customdata=s["n"],
                       hovertemplate="%{x}: %{y:.3f} (n=%{customdata})<extra></extra>")

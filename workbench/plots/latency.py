@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..metrics import HOSTILE_ROLES
-from .style import OPS, empty, line, policies, policy_color, themed
+from .style import OPS, PATTERNS, bar_marker, empty, line, policies, policy_color, slot, themed
 
 
 def _own(ops: pd.DataFrame, op: str) -> pd.DataFrame:
@@ -35,11 +35,13 @@ def latency_ecdf(ops: pd.DataFrame, op: str = "private_fault") -> go.Figure:
     own operations are left out."""
     fig = go.Figure()
     counts = []
-    for i, (policy, lat, failed, n) in enumerate(split(ops, op)):
+    rows = list(split(ops, op))
+    names = [r[0] for r in rows]
+    for policy, lat, failed, n in rows:
         counts.append(f"{policy} {len(lat)}" + (f" (+{failed} failed)" if failed else ""))
         name = f"{policy}" + (f" ({failed} not ok, not drawn)" if failed else "")
         fig.add_trace(go.Scatter(x=lat, y=np.arange(1, len(lat) + 1) / max(1, n),
-                                 mode="lines", name=name, line_shape="hv", line=line(policy, i)))
+                                 mode="lines", name=name, line_shape="hv", line=line(policy, names)))
     head = f"How long does a {op_name(op)} take, by policy?"
     if not fig.data:
         return themed(empty(fig, f"no {op_name(op)} operations in these runs"), head)
@@ -54,14 +56,16 @@ def ccdf_traces(ops: pd.DataFrame, op: str, legend: bool = True, group: bool = F
     """Successes-only CCDF lines (share of successes slower than x) per policy, each named
     with its failures."""
     out = []
-    for i, (policy, lat, failed, n) in enumerate(split(ops, op)):
+    rows = list(split(ops, op))
+    names = [r[0] for r in rows]
+    for policy, lat, failed, n in rows:
         if len(lat):
             y = (len(lat) - np.arange(len(lat))) / len(lat)
         else:
             y = np.array([])
         name = policy + (f" ({failed} of {n} failed, not drawn)" if failed else "")
         out.append(go.Scatter(x=lat, y=y, mode="lines", line_shape="hv", name=name,
-                              line=line(policy, i), showlegend=legend,
+                              line=line(policy, names), showlegend=legend,
                               legendgroup=policy if group else None,
                               hovertemplate=f"{policy}<br>%{{y:.3%}} slower than %{{x:.3g}} µs"
                                             "<extra></extra>"))
@@ -83,7 +87,7 @@ def latency_ccdf(ops: pd.DataFrame, op: str = "zap_4k") -> go.Figure:
         fig.add_trace(t, row=1, col=1)
     names = [p for p, *_ in rows]
     fails = [f / n if n else 0.0 for _, _, f, n in rows]
-    fig.add_trace(go.Bar(x=names, y=fails, marker_color=[policy_color(p) for p in names],
+    fig.add_trace(go.Bar(x=names, y=fails, marker=bar_marker(names),
                          showlegend=False, text=[f"{f}/{n}" for _, _, f, n in rows],
                          hovertemplate="%{x}: %{y:.1%} failed<extra></extra>"), row=1, col=2)
     fig.update_xaxes(type="log", title_text=f"{op_name(op)} latency (µs, log)", row=1, col=1)
@@ -111,7 +115,8 @@ def percentile_bars(ops: pd.DataFrame, op: str = "zap_4k", seed: int = 0,
              else pd.DataFrame(columns=["policy", "quantile", "ci_low", "ci_high"]))
     fig = go.Figure()
     qs = {"p50": 0.5, "p99": 0.99, "p999": 0.999, "max": 1.0}
-    for i, policy in enumerate(policies(ok)):
+    names = policies(ok)
+    for policy in names:
         lat = ok.loc[ok["policy"].astype(str) == policy, "latency_us"]
         y = [float(lat.quantile(q)) for q in qs.values()]
         lo, hi = [], []
@@ -121,6 +126,7 @@ def percentile_bars(ops: pd.DataFrame, op: str = "zap_4k", seed: int = 0,
             hi.append(float(t["ci_high"].iloc[0]) - v if len(t) else 0.0)
         fig.add_trace(go.Bar(x=["median", "p99", "p99.9", "max"], y=y, name=policy,
                              marker_color=policy_color(policy),
+                             marker_pattern_shape=PATTERNS[slot(policy, names)],
                              error_y=dict(type="data", array=hi, arrayminus=lo,
                                           visible=reps >= 2)))
     fig.update_layout(barmode="group")

@@ -5,10 +5,11 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .style import empty, is_share, policy_color, themed, title
+from .style import bar_marker, empty, is_share, themed, title
 
-OUTCOMES = ("host_busy_rate", "guest_busy_rate", "kicks", "error_exits", "ioctl_errors",
-            "vm_bugged", "guest_panics", "hp_timeouts", "zero_step_armings")
+OUTCOMES = ("host_busy_rate", "guest_busy_rate", "retries_zap", "kicks", "error_exits", "ioctl_errors",
+            "vm_bugged", "guest_panics", "td_failed", "hp_timeouts", "zero_step_armings",
+            "demote_busy")
 OUTCOME_COLUMNS = {c: title(c) for c in OUTCOMES}
 
 
@@ -25,8 +26,8 @@ def bar(table: pd.DataFrame, c: str, horizontal: bool = True) -> go.Bar:
     fmt = "%{x:.1%}" if horizontal else "%{y:.1%}"
     fmt = fmt if is_share(c) else fmt.replace(".1%", ".3g")
     kw = dict(y=pols[::-1], x=vals[::-1], orientation="h") if horizontal else dict(x=pols, y=vals)
-    colors = [policy_color(p) for p in (pols[::-1] if horizontal else pols)]
-    return go.Bar(**kw, showlegend=False, marker_color=colors,
+    marker = bar_marker(pols[::-1] if horizontal else pols)
+    return go.Bar(**kw, showlegend=False, marker=marker,
                   hovertemplate=("%{y}: " if horizontal else "%{x}: ") + fmt + "<extra></extra>")
 
 

@@ -17,6 +17,11 @@ PRESET_COLORS = {"upstream": "#4C78A8", "patch-09-21": "#E45756", "zero-toleranc
                  "vm-spinlock": "#9D755D", "paolo-bounded": "#72B7B2",
                  "mmu-lock-write": "#EECA3B", "blind-retry-all": "#FF9DA6"}
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+# A variant of a preset (``upstream · HP off``, ``upstream+accept=linux-guest``) keeps the
+# preset's colour and takes its own dash, bar pattern and marker symbol (same slot in each).
+PATTERNS = ("", "/", "x", ".", "\\", "+")
+SYMBOLS = ("circle", "diamond", "square", "triangle-up", "x", "star")
+VARIANT_SLOTS = {"HP off": 1}
 
 # metric and config names -> (human title, unit); unit "%" means a share shown in percent
 LABELS = {
@@ -42,6 +47,10 @@ LABELS = {
     "horizon_us": ("simulated time", "µs"),
     "vcpus": ("vCPUs", ""), "vcpus.1.count": ("vCPUs of the second role", ""),
     "vcpus.0.count": ("vCPUs of the first role", ""),
+    "vcpus.1.per_page": ("spammers per page", ""), "memory_mb": ("TD memory", "MB"),
+    "shared.off": ("shared resource switched off", ""),
+    "td_failed": ("runs where the TD failed", "runs"),
+    "demote_busy": ("BUSY from TDH.MEM.PAGE.DEMOTE", "per run"),
     "module.host_priority": ("HOST_PRIORITY", ""),
     "module.hp_lock_timeout_us": ("HP_LOCK_TIMEOUT", "µs"),
     "module.zero_step_threshold": ("zero-step threshold", "faults"),
@@ -85,10 +94,61 @@ def is_share(name: str) -> bool:
     return unit(name) == "%"
 
 
+def base_name(label: str) -> str:
+    """The policy set a label starts from: ``upstream`` for ``upstream+accept=linux-guest ·
+    HP off``."""
+    return str(label).split(" · ")[0].split("+")[0]
+
+
+def variant(label: str) -> str:
+    """What a label changes from its base as shipped ('' for none): the per-site choices and
+    the switches, without ``HP on`` (the module's default)."""
+    rest = str(label)[len(base_name(label)):]
+    return " · ".join(p for p in rest.split(" · ") if p and p != "HP on")
+
+
 def policy_color(label: str) -> str:
-    """The colour of a policy label, the same in every figure, notebook and panel."""
+    """The colour of a policy label, the same in every figure, notebook and panel: its
+    base preset's colour (a stable hash of the base name for other policies), so every
+    variant of ``upstream`` is upstream's blue."""
+    base = base_name(label)
+    return PRESET_COLORS.get(base) or PALETTE[zlib.crc32(base.encode()) % len(PALETTE)]
+
+
+def _prefer(label: str) -> int:
+    v = variant(label)
+    if not v:
+        return 0
+    return VARIANT_SLOTS.get(v, 1 + zlib.crc32(v.encode()) % (len(DASHES) - 1))
+
+
+def slot(label: str, labels=None, same_base: bool = True) -> int:
+    """The style slot of ``label`` among the ``labels`` of one figure: a preset as shipped
+    prefers 0 (solid, no pattern), ``HP off`` 1, other variants a stable slot from their
+    text; two labels of a figure never share a slot (``same_base``: among those of one
+    base preset, i.e. one colour; else among all, so overlapping lines stay apart)."""
     label = str(label)
-    return PRESET_COLORS.get(label) or PALETTE[zlib.crc32(label.encode()) % len(PALETTE)]
+    pool = list(dict.fromkeys([*map(str, [] if labels is None else labels), label]))
+    if same_base:
+        pool = [p for p in pool if base_name(p) == base_name(label)]
+    taken: dict[str, int] = {}
+    for p in sorted(pool, key=lambda p: (_prefer(p), pool.index(p))):
+        k = _prefer(p)
+        while k in taken.values() and len(taken) < len(DASHES):
+            k = (k + 1) % len(DASHES)
+        taken[p] = k
+    return taken[label]
+
+
+def bar_marker(labels) -> dict:
+    """Marker of a bar trace with one bar per label: colour and pattern per label."""
+    labels = [str(x) for x in labels]
+    return dict(color=[policy_color(p) for p in labels],
+                pattern_shape=[PATTERNS[slot(p, labels)] for p in labels])
+
+
+def symbol(label: str, labels=None) -> str:
+    return SYMBOLS[slot(label, labels)]
 
 
 def rgba(color: str, alpha: float) -> str:
@@ -96,9 +156,10 @@ def rgba(color: str, alpha: float) -> str:
     return f"rgba({int(c[0:2], 16)},{int(c[2:4], 16)},{int(c[4:6], 16)},{alpha})"
 
 
-def line(label: str, i: int) -> dict:
-    """Colour by label; a dash style by position, so lines that overlap stay visible."""
-    return dict(color=policy_color(label), dash=DASHES[i % len(DASHES)])
+def line(label: str, labels=None) -> dict:
+    """Colour by base preset; a dash per label of the figure (``labels``), so a variant
+    and its preset, and any lines that overlap, stay apart."""
+    return dict(color=policy_color(label), dash=DASHES[slot(label, labels, same_base=False)])
 
 
 def empty(fig: go.Figure, text: str) -> go.Figure:
