@@ -12,8 +12,12 @@ for them:
 - each jittered duration (:class:`~.clock.Jitter` via :class:`~workbench.rng.Draws`): the
   value is a quantile of the standard normal, zig-zag coded so that 0 is the median and
   larger values lie further out (even: faster, odd: slower);
-- each random workload, policy and module draw (``integers``, ``random``, ``uniform``,
-  ``exponential``): the value is ``u = value / 2**16``, so 0 is the smallest outcome.
+- each random workload, policy and module draw (``integers``, ``random``, ``uniform``):
+  the value is ``u = value / 2**16``, so 0 is the smallest outcome;
+- each ``exponential`` draw (think times, intervals): zig-zag coded like a duration, so 0
+  is the median and larger values lie further out (even: shorter, odd: longer). Not 0 for
+  the smallest: a think time of exactly 0 lets a guest loop (a converter that finds its
+  chunk busy) spin at one instant for ever once every later choice is 0.
 
 So a recorded sequence replays its run exactly, any sequence of integers is a valid schedule
 (past its end every choice is 0: the default schedule), and mutating or shrinking a sequence
@@ -43,6 +47,13 @@ def normal_of(value: int) -> float:
 def unit_of(value: int) -> float:
     """The uniform draw in [0, 1) a choice value stands for."""
     return value / TOP
+
+
+def quantile_of(value: int) -> float:
+    """The quantile in (0, 1) a zig-zag coded value stands for (0: the median)."""
+    k, above = value >> 1, value & 1
+    off = 0.5 * (k + 0.5) / _HALF if k else 0.0
+    return 0.5 + off if above else 0.5 - off
 
 
 class Choices:
@@ -111,7 +122,9 @@ class ChoiceStream:
         return low + (high - low) * self._u(size)
 
     def exponential(self, scale=1.0, size=None) -> float:
-        return -scale * math.log1p(-self._u(size))
+        if size is not None:
+            raise ValueError("a choice stream draws scalars only")
+        return -scale * math.log1p(-quantile_of(self._c.value("unit")))
 
     def integers(self, low, high=None, size=None) -> int:
         if high is None:
@@ -145,4 +158,4 @@ def stop_at_failure(td) -> None:
     td.stop = stopping
 
 
-__all__ = ["stop_at_failure", "BITS", "TOP", "Choices", "ChoiceStream", "normal_of", "unit_of"]
+__all__ = ["stop_at_failure", "BITS", "TOP", "Choices", "ChoiceStream", "normal_of", "unit_of", "quantile_of"]
