@@ -47,7 +47,7 @@ def test_patch_09_21_block_busy_on_the_entry_lock_is_found_shrunk_and_replayed(t
     o, same = replay(out)
     assert same and o.failure[0] == "vm_bugged"
     rows = trace_rows(o)
-    assert len(rows) <= 36
+    assert len(rows) <= 48      # "a few dozen steps" (the issue): the spammer's ACCEPTs before the zap
     calls = [r for r in rows if r[3].startswith("TDH")]
     last = calls[-1]
     assert last[3:] [:1] == ("TDH.MEM.RANGE.BLOCK",) or last[3] == "TDH.MEM.PAGE.AUG"

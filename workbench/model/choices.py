@@ -12,16 +12,18 @@ for them:
 - each jittered duration (:class:`~.clock.Jitter` via :class:`~workbench.rng.Draws`): the
   value is a quantile of the standard normal, zig-zag coded so that 0 is the median and
   larger values lie further out (even: faster, odd: slower);
-- each random workload, policy and module draw (``integers``, ``random``, ``uniform``):
-  the value is ``u = value / 2**16``, so 0 is the smallest outcome;
-- each ``exponential`` draw (think times, intervals): zig-zag coded like a duration, so 0
-  is the median and larger values lie further out (even: shorter, odd: longer). Not 0 for
-  the smallest: a think time of exactly 0 lets a guest loop (a converter that finds its
-  chunk busy) spin at one instant for ever once every later choice is 0.
+- each random workload, policy and module draw (``integers``, ``random``, ``uniform``,
+  ``exponential``): the value is ``u = value / 2**16``, so 0 is the smallest outcome.
 
 So a recorded sequence replays its run exactly, any sequence of integers is a valid schedule
 (past its end every choice is 0: the default schedule), and mutating or shrinking a sequence
 moves towards SimPy's order, median durations and the simplest workload.
+
+One guard: a draw of 0 is a think time of exactly 0, and a guest loop that thinks while it
+waits (a huge_converter that finds its chunk in conversion by another vCPU) then spins at
+one instant without yielding to SimPy, for ever once every later choice is 0 (the fill past
+a shrunk prefix). More than ``SPIN_CHOICES`` choices at one simulated instant end the run
+there (:class:`Spin`, a ``StopSimulation``); such a run fails no oracle.
 """
 from __future__ import annotations
 
@@ -35,6 +37,11 @@ BITS = 16
 TOP = 1 << BITS
 _HALF = TOP >> 1
 _Z = NormalDist().inv_cdf
+SPIN_CHOICES = 20_000        # choices at one instant before a run is taken as spinning
+
+
+class Spin(StopSimulation):
+    """A run made ``SPIN_CHOICES`` choices without simulated time advancing."""
 
 
 def normal_of(value: int) -> float:
@@ -49,13 +56,6 @@ def unit_of(value: int) -> float:
     return value / TOP
 
 
-def quantile_of(value: int) -> float:
-    """The quantile in (0, 1) a zig-zag coded value stands for (0: the median)."""
-    k, above = value >> 1, value & 1
-    off = 0.5 * (k + 0.5) / _HALF if k else 0.0
-    return 0.5 + off if above else 0.5 - off
-
-
 class Choices:
     """One run's choice sequence. ``source(kind, index)`` gives each value (kind: ``tie``,
     ``normal`` or ``unit``; index: its position); every value given is kept in ``made``, in
@@ -68,10 +68,20 @@ class Choices:
         self.kinds: list[str] = []
         self.env = None          # set by the Td: who is running (PCT's priorities)
         self.halted = False
+        self.spun = False
+        self._at, self._same = -1.0, 0
 
     def value(self, kind: str) -> int:
         if self.halted:
             return 0
+        if self.env is not None:
+            if self.env.now != self._at:
+                self._at, self._same = self.env.now, 0
+            elif (n := self._same + 1) > SPIN_CHOICES:
+                self.halted = self.spun = True
+                raise Spin(f"{n} choices at t={self._at} us")
+            else:
+                self._same = n
         v = int(self.source(kind, len(self.made))) % TOP
         self.made.append(v)
         self.kinds.append(kind)
@@ -122,9 +132,7 @@ class ChoiceStream:
         return low + (high - low) * self._u(size)
 
     def exponential(self, scale=1.0, size=None) -> float:
-        if size is not None:
-            raise ValueError("a choice stream draws scalars only")
-        return -scale * math.log1p(-quantile_of(self._c.value("unit")))
+        return -scale * math.log1p(-self._u(size))
 
     def integers(self, low, high=None, size=None) -> int:
         if high is None:
@@ -158,4 +166,4 @@ def stop_at_failure(td) -> None:
     td.stop = stopping
 
 
-__all__ = ["stop_at_failure", "BITS", "TOP", "Choices", "ChoiceStream", "normal_of", "unit_of", "quantile_of"]
+__all__ = ["stop_at_failure", "Spin", "SPIN_CHOICES", "BITS", "TOP", "Choices", "ChoiceStream", "normal_of", "unit_of"]
