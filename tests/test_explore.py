@@ -8,7 +8,8 @@ import workbench
 from workbench.cli import main
 from workbench.config import ConfigError
 from workbench.explore import explore, make_target, prefix_source, random_source, run_schedule
-from workbench.replay import load, replay, save, trace_rows
+from workbench import plots
+from workbench.replay import load, replay, save, trace_rows, trace_table
 from planted_policy import POLICY as PLANTED
 
 
@@ -47,13 +48,18 @@ def test_patch_09_21_block_busy_on_the_entry_lock_is_found_shrunk_and_replayed(t
     o, same = replay(out)
     assert same and o.failure[0] == "vm_bugged"
     rows = trace_rows(o)
-    assert len(rows) <= 36
+    assert len(rows) <= 48      # "a few dozen steps" (the issue): the spammer's ACCEPTs before the zap
     calls = [r for r in rows if r[3].startswith("TDH")]
     last = calls[-1]
     assert last[3:] [:1] == ("TDH.MEM.RANGE.BLOCK",) or last[3] == "TDH.MEM.PAGE.AUG"
     assert last[5] == "S-EPT entry" and last[6] == "OPERAND_BUSY" and last[7].endswith("BugVm")
     assert main(["replay", str(out)]) == 0
     assert "reproduced bit for bit: vm_bugged" in capsys.readouterr().out
+    fig = plots.counterexample(trace_table(o))       # drawn as the run timeline of #7
+    lanes = {y for d in fig.data if d.y is not None for y in d.y if y is not None}
+    assert {"zap:vcpu0", "vcpu1"} <= lanes
+    busy = next(d for d in fig.data if (d.name or "").startswith("BUSY"))
+    assert len(busy.x) == sum(r[6] == "OPERAND_BUSY" for r in rows)
 
 
 def test_the_block_chain_itself_is_found_with_a_predicate():
@@ -128,3 +134,12 @@ def test_a_search_on_a_process_pool_sees_what_a_serial_one_sees():
     a = explore("malicious-accept-small", "upstream", engine="serial", **kw)
     b = explore("malicious-accept-small", "upstream", engine="processes", workers=2, **kw)
     assert (a.failure, a.schedules, a.interleavings) == (b.failure, b.schedules, b.interleavings)
+
+
+def test_a_search_on_dask_sees_what_a_serial_one_sees():
+    kw = dict(schedules=16, progress=False, sets={"horizon_us": 300}, seed=3,
+              oracles=["vm_bugged", "invariants"])
+    a = explore("malicious-accept-small", "upstream", engine="serial", **kw)
+    b = explore("malicious-accept-small", "upstream", engine="dask", workers=2, **kw)
+    assert (a.failure, a.schedules, a.interleavings) == (b.failure, b.schedules, b.interleavings)
+    assert b.schedules == 16

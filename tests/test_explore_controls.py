@@ -2,8 +2,8 @@
 
 Each module what-if of #10 that breaks a guarantee a policy relies on gets a test here that
 the race finder finds the consequence; the shipped policies get the verdict of a stated
-budget. (The negative control "zap under the read lock" of #10 belongs in this file, next
-to the busy_without_vcpus test, once that what-if exists.)
+budget; the negative control of #10 (zap under the read lock, preset ``split-read-lock``)
+must be found with the field report's failure chain.
 """
 import pytest
 
@@ -21,6 +21,34 @@ def test_kick_and_retry_once_bugs_the_vm_when_the_module_goes_busy_without_vcpus
     assert v.failure and "TDX_BUG_ON" in v.failure[1]
     acts = [r[7] for r in trace_rows(v.shrunk) if r[7].startswith("zap:")]
     assert acts[-2:] == ["zap: KickAndRetry", "zap: BugVm"]
+
+
+def _field_chain(tables):
+    """canonical/tdx issues 100 and 213: RANGE.BLOCK meets BUSY (another thread splits the
+    leaf), then DEMOTE fails with TDX_TLB_TRACKING_NOT_DONE and the TD fails."""
+    ev = tables["events"]
+    busy = ev[ev["event"] == "split_block_busy"]["t_us"]
+    bug = ev[(ev["event"] == "vm_bugged") & ev["detail"].str.contains("DEMOTE")]["t_us"]
+    return bool(len(busy) and len(bug) and busy.min() <= bug.min())
+
+
+def test_split_under_the_read_lock_fails_the_td_with_the_field_reports_chain():
+    v = explore("zap-under-read-lock-small", "split-read-lock", schedules=48, oracles=[],
+                predicate=_field_chain, shrink_seconds=2, progress=False)
+    assert v.failure and v.failure[0] == "predicate", v.text()
+    rows = trace_rows(v.shrunk)
+    calls = [(r[3], r[6]) for r in rows if r[3].startswith("TDH.MEM")]
+    busy = calls.index(("TDH.MEM.RANGE.BLOCK", "OPERAND_BUSY"))
+    assert calls[-1] == ("TDH.MEM.PAGE.DEMOTE", "TLB_TRACKING_NOT_DONE") and busy < len(calls) - 1
+    assert ("TDH.MEM.TRACK", "SUCCESS") not in calls[busy:]    # no TRACK of its own
+    assert rows[-1][3] == "VM_BUGGED" and "TDH.MEM.PAGE.DEMOTE" in rows[-1][7]
+    assert len(rows) <= 36
+
+
+def test_the_same_scenario_under_the_write_lock_has_no_counterexample():
+    v = explore("zap-under-read-lock-small", "upstream", schedules=48, progress=False,
+                engine="serial")
+    assert v.failure is None, v.text()
 
 
 BUDGET = {"random": 8, "pct": 4}     # schedules per scenario and strategy

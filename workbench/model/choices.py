@@ -18,6 +18,12 @@ for them:
 So a recorded sequence replays its run exactly, any sequence of integers is a valid schedule
 (past its end every choice is 0: the default schedule), and mutating or shrinking a sequence
 moves towards SimPy's order, median durations and the simplest workload.
+
+One guard: a draw of 0 is a think time of exactly 0, and a guest loop that thinks while it
+waits (a huge_converter that finds its chunk in conversion by another vCPU) then spins at
+one instant without yielding to SimPy, for ever once every later choice is 0 (the fill past
+a shrunk prefix). More than ``SPIN_CHOICES`` choices at one simulated instant end the run
+there (:class:`Spin`, a ``StopSimulation``); such a run fails no oracle.
 """
 from __future__ import annotations
 
@@ -31,6 +37,11 @@ BITS = 16
 TOP = 1 << BITS
 _HALF = TOP >> 1
 _Z = NormalDist().inv_cdf
+SPIN_CHOICES = 20_000        # choices at one instant before a run is taken as spinning
+
+
+class Spin(StopSimulation):
+    """A run made ``SPIN_CHOICES`` choices without simulated time advancing."""
 
 
 def normal_of(value: int) -> float:
@@ -57,10 +68,20 @@ class Choices:
         self.kinds: list[str] = []
         self.env = None          # set by the Td: who is running (PCT's priorities)
         self.halted = False
+        self.spun = False
+        self._at, self._same = -1.0, 0
 
     def value(self, kind: str) -> int:
         if self.halted:
             return 0
+        if self.env is not None:
+            if self.env.now != self._at:
+                self._at, self._same = self.env.now, 0
+            elif (n := self._same + 1) > SPIN_CHOICES:
+                self.halted = self.spun = True
+                raise Spin(f"{n} choices at t={self._at} us")
+            else:
+                self._same = n
         v = int(self.source(kind, len(self.made))) % TOP
         self.made.append(v)
         self.kinds.append(kind)
@@ -145,4 +166,4 @@ def stop_at_failure(td) -> None:
     td.stop = stopping
 
 
-__all__ = ["stop_at_failure", "BITS", "TOP", "Choices", "ChoiceStream", "normal_of", "unit_of"]
+__all__ = ["stop_at_failure", "Spin", "SPIN_CHOICES", "BITS", "TOP", "Choices", "ChoiceStream", "normal_of", "unit_of"]
