@@ -154,8 +154,10 @@ def record_rows(scenario: str, horizon: float) -> list:
 def user_wait_rows() -> list:
     import workbench
     base = bare_loop_cpu(1_000_000)
-    panel = cpu_of(lambda: workbench.compare("malicious-accept", ["upstream", "zero-tolerance"],
-                                             reps=2, seed=1))
+    from workbench.widgets import DEFAULT_COLUMNS, DEFAULT_KNOBS
+    panel = cpu_of(lambda: workbench.compare("malicious-accept", list(DEFAULT_COLUMNS), reps=2,
+                                             seed=1, sets={"horizon_us": 1500,
+                                                           **DEFAULT_KNOBS}))
     cli = cpu_of(lambda: workbench.compare("lazy-accept-boot", ["upstream", "zero-tolerance"],
                                            reps=1))
     base = (base + bare_loop_cpu(1_000_000)) / 2
