@@ -30,7 +30,10 @@ if _sys.argv[:1] == ["-m"] and _sys.path and not _sys.flags.safe_path:
 _LAZY = {
     "run": "experiments", "compare": "experiments", "sweep": "experiments",
     "RunResult": "experiments", "Comparison": "experiments",
-    "run_experiment": "runner", "results": "runner", "robustness": "robustness",
+    "run_experiment": "runner", "results": "runner",
+    # the submodule itself, made callable: `import workbench.robustness` binds the module to
+    # this name whatever we do, so the name must work as both (robustness.py, end)
+    "robustness": ("robustness", None),
     "load_scenario": "scenarios", "scenario_names": "scenarios",
     "describe_scenarios": ("scenarios", "describe"),
     "ScenarioConfig": "config", "ConfigError": "config", "load_calibration": "config",
@@ -47,7 +50,8 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'workbench' has no attribute {name!r}")
     module, attr = where if isinstance(where, tuple) else (where, name)
     import importlib
-    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    mod = importlib.import_module(f".{module}", __name__)
+    value = mod if attr is None else getattr(mod, attr)
     globals()[name] = value
     return value
 

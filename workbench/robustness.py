@@ -12,6 +12,8 @@ from SALib, and Spearman's rank correlation), and where a ranking flips.
 from __future__ import annotations
 
 import itertools
+import sys
+import types
 from dataclasses import dataclass
 
 import numpy as np
@@ -319,3 +321,15 @@ def stored(store=None) -> pd.DataFrame:
 
 __all__ = ["Robustness", "robustness", "ranges", "design", "simulate", "save", "load",
            "stored", "swings", "HEADLINES", "headline_holds"]
+
+
+class _CallableModule(types.ModuleType):
+    """``workbench.robustness`` names both this module and its main function: importing the
+    submodule binds the module to the package's attribute, so the module itself must be
+    callable for ``workbench.robustness(...)`` to keep working (issue 13)."""
+
+    def __call__(self, *args, **kwargs) -> Robustness:
+        return robustness(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
