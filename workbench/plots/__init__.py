@@ -1,7 +1,7 @@
 """Layer 7: figures. A DataFrame (or a ``Comparison``/``RunResult``) in, a plotly figure
 out; nothing here runs a simulation. One theme and one colour per policy label, so every
 figure of a report looks alike."""
-from .counterexample import counterexample
+from .race_trace import counterexample
 from .dashboard import dashboard, main_op
 from .export import save, save_all
 from .fairness import (STATES, breakdown_table, fairness, jain_interval, jain_stats,
