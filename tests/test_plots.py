@@ -171,3 +171,17 @@ def test_a_variant_keeps_its_presets_colour_with_its_own_dash_and_pattern(compar
     assert len(set(jain.marker.symbol)) == 2
     other = plots.dashboard(comparison)      # presets as shipped: solid, own colours
     assert {t.line.dash for t in other.data if t.type == "scatter" and t.legendgroup} >= {"solid"}
+
+
+def test_the_time_breakdown_draws_every_state_the_model_keeps():
+    """Every vCPU state of the model has a name and a colour, and the breakdown's shares
+    add up to the whole of the vCPUs' time (the shared resources' waits included)."""
+    from workbench.records import VCPU_STATES
+    assert set(VCPU_STATES) <= set(plots.STATES)
+    r = workbench.run("lazy-accept-boot", sets={"horizon_us": 1500, "vcpus.0.count": 8})
+    v = r.vcpus.assign(policy="upstream")
+    b = plots.breakdown_table(v)
+    assert b.loc[b["state"] == "hot_line", "share"].iloc[0] > 0
+    assert b["share"].sum() == pytest.approx(1.0)
+    names = {t.name for t in plots.time_breakdown(v).data}
+    assert plots.STATES["hot_line"] in names

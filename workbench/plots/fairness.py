@@ -11,9 +11,14 @@ from .style import empty, policies, policy_color, symbol, themed
 # the per-vCPU states of ``RunResult.vcpus`` (``{state}_us``) and how a person calls them
 STATES = {"guest": "in guest", "kvm": "in KVM", "retry": "retrying",
           "mmu_wait": "waiting on mmu_lock", "zap_wait": "waiting for the zap",
-          "userspace": "in userspace", "idle": "idle", "stopped": "stopped"}
+          "userspace": "in userspace", "pamt_wait": "waiting on KVM's PAMT spinlock",
+          "hot_line": "waiting for hot lock lines", "host_alloc": "waiting on page allocation",
+          "mem_bw": "waiting on memory bandwidth", "guest_lock": "waiting on guest locks",
+          "halted": "halted (idle)", "idle": "idle", "stopped": "stopped"}
 STATE_COLORS = {"guest": "#54A24B", "kvm": "#4C78A8", "retry": "#E45756",
                 "mmu_wait": "#F58518", "zap_wait": "#EECA3B", "userspace": "#B279A2",
+                "pamt_wait": "#9D755D", "hot_line": "#FF9DA6", "host_alloc": "#72B7B2",
+                "mem_bw": "#2F8F8A", "guest_lock": "#BAB0AC", "halted": "#EEEEEE",
                 "idle": "#D8D8D8", "stopped": "#555555"}
 
 
