@@ -4,8 +4,9 @@ The machines are shared and noisy, so every speed is a ratio against a baseline 
 the same run: a bare SimPy loop of ``yield env.timeout(d)`` timed interleaved with the model
 (CPU time), or a bare interpreter for start-up. "Today's" figures are the ratios the issue
 measured before the work (``ISSUE_*``); the code before the work (main at 5883c98) is
-measured too when a copy of it is at hand (``--baseline-tree``, default /work/wt-pre), in
-its own process, and the hot-path targets are then ratios to it (2x events, 1.5x attempts
+measured too, in its own process: ``--baseline-tree PATH``, or by default a copy that
+``git archive 5883c98`` unpacks into ``build/baseline-5883c98/`` (nothing is downloaded;
+without git history the issue's figures are the baseline), and the hot-path targets are then ratios to it (2x events, 1.5x attempts
 per CPU-second). The model is measured as shipped and with ``shared.off=all``.
 
     python benchmarks/run.py [--events 60000] [--quick] [--baseline-tree PATH]
@@ -237,16 +238,39 @@ def markdown(rows: list, m: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+BASELINE_COMMIT = "5883c98"
+
+
+def baseline_tree() -> Path | None:
+    """The code before the work, unpacked from this clone's history (``git archive``)."""
+    import io
+    import subprocess
+    import tarfile
+    dest = ROOT / "build" / f"baseline-{BASELINE_COMMIT}"
+    if (dest / "workbench" / "__init__.py").exists():
+        return dest
+    try:
+        tar = subprocess.run(["git", "-C", str(ROOT), "archive", BASELINE_COMMIT],
+                             capture_output=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        print(f"no git history with {BASELINE_COMMIT}: the issue's figures are the baseline")
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        t.extractall(dest, filter="data")
+    return dest
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=60_000)
-    ap.add_argument("--baseline-tree", default="/work/wt-pre",
+    ap.add_argument("--baseline-tree", default=None,
                     help="a checkout of the code before the work (main at 5883c98), "
-                         "measured alongside")
+                         "measured alongside (default: unpacked from git into build/)")
     ap.add_argument("--quick", action="store_true", help="hot path and start-up only")
     args = ap.parse_args(argv)
-    base = Path(args.baseline_tree)
-    base = base if (base / "workbench" / "__init__.py").exists() and \
+    base = Path(args.baseline_tree) if args.baseline_tree else baseline_tree()
+    base = base if base and (base / "workbench" / "__init__.py").exists() and \
         base.resolve() != ROOT else None
     rows = hot_rows(args.events, base) + startup_rows()
     if not args.quick:
