@@ -118,12 +118,17 @@ class Kvm:
             yield from self.module.hot.touch_line(v.name if v is not None else "kvm", lock)
         ev = lock.acquire(mode)
         if ev is not None:
-            prev = v.state if v is not None else None
-            if v is not None:
-                v.set_state("mmu_wait")
-            yield ev
-            if v is not None:
-                v.set_state(prev)
+            yield from self.wait_as(v, ev, "mmu_wait")
+
+    @staticmethod
+    def wait_as(v, ev, state: str):
+        """Wait for ``ev`` with vCPU ``v`` (None: a host thread) in ``state`` meanwhile."""
+        prev = v.state if v is not None else None
+        if v is not None:
+            v.set_state(state)
+        yield ev
+        if v is not None:
+            v.set_state(prev)
 
     @property
     def sept_lock(self) -> str:

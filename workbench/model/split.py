@@ -163,12 +163,7 @@ class HugeKvm:
         if ev is None:
             return
         t0 = self.env.now
-        prev = v.state if v is not None else None
-        if v is not None:
-            v.set_state("pamt_wait")
-        yield ev
-        if v is not None:
-            v.set_state(prev)
+        yield from self.kvm.wait_as(v, ev, "pamt_wait")
         self.pamt_wait_us += self.env.now - t0
 
     def pamt_get(self, v, gpa: int):

@@ -47,13 +47,16 @@ def _images(fig, paths, quiet) -> list[Path]:
         try:
             fig.write_image(p, width=w, height=h)
         except Exception as err:        # no kaleido, no Chromium, or the browser failed
-            if not quiet:
-                print(f"plots.save: {p.name} not written: no browser for image export "
-                      f"({type(err).__name__}); install Debian's chromium (see README)",
-                      file=sys.stderr)
+            _no_browser(f"plots.save: {p.name} not written", err, quiet)
             return out
         out.append(p)
     return out
+
+
+def _no_browser(what: str, err: Exception, quiet: bool) -> None:
+    if not quiet:
+        print(f"{what}: no browser for image export ({type(err).__name__}); install "
+              "Debian's chromium (see README)", file=sys.stderr)
 
 
 def save_all(figs: dict, folder, formats=("png",), quiet: bool = False) -> list[Path]:
@@ -77,9 +80,6 @@ def save_all(figs: dict, folder, formats=("png",), quiet: bool = False) -> list[
                          width=[size(f)[0] for f, _ in jobs],
                          height=[size(f)[1] for f, _ in jobs])
     except Exception as err:            # no kaleido, no Chromium, or the browser failed
-        if not quiet:
-            print(f"plots.save_all: images not written: no browser for image export "
-                  f"({type(err).__name__}); install Debian's chromium (see README)",
-                  file=sys.stderr)
+        _no_browser("plots.save_all: images not written", err, quiet)
         return written
     return written + [p for _, p in jobs]
