@@ -63,30 +63,19 @@ plots.interval_lines(stats, "private_fault_p99_us", param)
 # `data/experiments/lazy-accept-scaling.yaml` (`workbench sweep` it).
 
 # %%
-import pandas as pd
-import plotly.express as px
-
 shared_counts = [1, 4, 16] if horizon_us <= 2000 else [1, 2, 4, 8, 16, 32, 64]
 shared_off = ["none", "hot_lines", "page_alloc", "mem_bandwidth", "idle_exits",
               "guest_locks", "all"]
-metrics = ["accept_throughput_per_ms", "accept_4K_p50_us", "hot_line_us",
-           "host_alloc_wait_us", "mem_bw_wait_us", "guest_lock_us"]
-curves = pd.concat([
-    workbench.sweep("lazy-accept-boot", "vcpus.0.count", shared_counts, ["upstream"],
-                    reps=reps, seed=seed, engine=engine,
-                    sets=[f"horizon_us={horizon_us}", "memory_mb=256",
-                          "shared.idle_share=0.25", f"shared.off={off}"]
-                    ).summary.groupby("value", as_index=False)[metrics].mean().assign(off=off)
-    for off in shared_off], ignore_index=True)
-speedup = curves.pivot_table(index="off", columns="value", values="accept_throughput_per_ms")
-speedup.div(speedup[min(shared_counts)], axis=0).round(1)
+shared = workbench.sweep_facets(
+    "lazy-accept-boot", "vcpus.0.count", shared_counts, ["upstream"], facet="shared.off",
+    facet_values=shared_off, reps=reps, seed=seed, engine=engine,
+    sets={"horizon_us": horizon_us, "memory_mb": 256, "shared.idle_share": 0.25})
+shared_stats = workbench.facet_stats(shared, "vcpus.0.count", "shared.off")
 
 # %%
-px.line(curves, x="value", y="accept_throughput_per_ms", color="off", markers=True,
-        labels={"value": "vCPUs", "off": "switched off"},
-        title="lazy-accept throughput (pages/ms) with each shared resource switched off")
+plots.interval_lines(shared_stats, "accept_throughput_per_ms", "vcpus.0.count",
+                     facet="shared.off", log_x=True)
 
 # %%
-px.line(curves, x="value", y="accept_4K_p50_us", color="off", markers=True,
-        labels={"value": "vCPUs", "off": "switched off"},
-        title="per-page ACCEPT latency p50 (us) with each shared resource switched off")
+plots.interval_lines(shared_stats, "accept_4K_p50_us", "vcpus.0.count", facet="shared.off",
+                     log_x=True)

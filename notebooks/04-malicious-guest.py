@@ -32,20 +32,14 @@ seed = 0
 horizon_us = 10000.0
 
 # %%
-import pandas as pd
-
 import workbench
 from workbench import plots
 
-parts, runs = [], {}
-for hp in (True, False):
-    s = workbench.sweep("malicious-accept", "vcpus.1.per_page", per_page, policies, reps=reps,
-                        seed=seed, sets=[f"horizon_us={horizon_us}", f"vcpus.1.count={spammers}",
-                                         f"module.host_priority={str(hp).lower()}"])
-    runs[hp] = s
-    parts.append(s.stats().rename(columns={"value": "vcpus.1.per_page"})
-                 .assign(**{"module.host_priority": "on" if hp else "off"}))
-stats = pd.concat(parts, ignore_index=True)
+runs = workbench.sweep_facets(
+    "malicious-accept", "vcpus.1.per_page", per_page, policies, facet="module.host_priority",
+    facet_values=[True, False], reps=reps, seed=seed,
+    sets={"horizon_us": horizon_us, "vcpus.1.count": spammers})
+stats = workbench.facet_stats(runs, "vcpus.1.per_page", "module.host_priority")
 
 # %% [markdown]
 # ## Does the host's zap get through?

@@ -123,3 +123,24 @@ def test_interval_lines_draws_interval_bands():
     assert len(fig.data) == 4 and list(fig.data[0].y) == [1.5, 3, 1, 0.5]
     with pytest.raises(ValueError, match="nosuch"):
         interval_lines(st, "nosuch", "value")
+
+
+def test_a_second_factor_is_a_facet_of_its_own_never_merged_into_the_lines():
+    """sweep_facets runs the sweep once per value of the facet on the same replications;
+    facet_stats keeps both factors as columns (a switch reads on/off)."""
+    runs = workbench.sweep_facets("malicious-accept", "vcpus.1.per_page", [1, 2],
+                                  ["upstream"], facet="module.host_priority",
+                                  facet_values=[True, False], reps=2, seed=3,
+                                  sets={"horizon_us": 600})
+    assert set(runs) == {True, False}
+    st = workbench.facet_stats(runs, "vcpus.1.per_page", "module.host_priority",
+                               metrics=["zap_4k_p99_us"])
+    assert set(st["module.host_priority"]) == {"on", "off"}
+    assert sorted(set(st["vcpus.1.per_page"])) == [1, 2] and (st["n"] == 2).all()
+    alone = workbench.sweep("malicious-accept", "vcpus.1.per_page", [1, 2], ["upstream"],
+                            reps=2, seed=3, sets={"horizon_us": 600,
+                                                  "module.host_priority": False})
+    assert alone.summary["zap_4k_p99_us"].tolist() == runs[False].summary["zap_4k_p99_us"].tolist()
+    with pytest.raises(workbench.ConfigError):
+        workbench.sweep_facets("malicious-accept", "vcpus.1.per_page", [1], facet="nope.x",
+                               facet_values=[1])

@@ -29,6 +29,7 @@ if _sys.argv[:1] == ["-m"] and _sys.path and not _sys.flags.safe_path:
 # ``workbench --help`` do not pay for pandas, pyarrow, pydantic and SimPy.
 _LAZY = {
     "run": "experiments", "compare": "experiments", "sweep": "experiments",
+    "sweep_facets": "experiments", "facet_stats": "experiments",
     "RunResult": "experiments", "Comparison": "experiments",
     "run_experiment": "runner", "results": "runner",
     # the submodule itself, made callable: `import workbench.robustness` binds the module to
@@ -60,7 +61,8 @@ def __dir__():
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["__version__", "run", "compare", "sweep", "run_experiment", "results", "robustness", "load_scenario", "scenario_names",
+__all__ = ["__version__", "run", "compare", "sweep", "sweep_facets", "facet_stats",
+           "run_experiment", "results", "robustness", "load_scenario", "scenario_names",
            "describe_scenarios", "RunResult", "Comparison", "ScenarioConfig", "ConfigError",
            "load_calibration", "with_overrides", "PRESETS", "REGISTRY", "Policy",
            "PolicyError", "PolicySet", "make_policy", "register", "resolve_policy", "Budget"]

@@ -395,4 +395,30 @@ def sweep(scenario, param: str, values, policies=("upstream",), *, reps: int = 3
         "policies": [p.spec() for p in psets], "reps": reps, "seed": seed, "record": record})
 
 
-__all__ = ["RunResult", "Comparison", "run", "compare", "sweep", "PolicySet", "ScenarioConfig"]
+def sweep_facets(scenario, param: str, values, policies=("upstream",), *, facet: str,
+                 facet_values, sets=None, **kw) -> dict:
+    """:func:`sweep` of ``param`` once per value of a second parameter ``facet`` (a panel
+    each, never merged into one line): ``{facet value: Comparison}``; every other keyword
+    as for :func:`sweep`. :func:`facet_stats` stacks their intervals for
+    ``plots.interval_lines(..., facet=facet)``."""
+    check_factor(facet, "facet")
+    facet_values = list(facet_values or [])
+    if not facet_values:
+        raise ConfigError(f"give at least one value for {facet}")
+    check_values(facet, facet_values, "facet_values")
+    base = as_overrides(sets)
+    return {fv: sweep(scenario, param, values, policies, sets={**base, facet: fv}, **kw)
+            for fv in facet_values}
+
+
+def facet_stats(sweeps: dict, param: str, facet: str, metrics=None) -> pd.DataFrame:
+    """The stats of :func:`sweep_facets`' comparisons in one table, with a column for
+    ``param`` and one for ``facet`` (a switch's value reads ``on``/``off``)."""
+    def label(v):
+        return ("on" if v else "off") if isinstance(v, bool) else v
+    return pd.concat([c.stats(metrics).rename(columns={"value": param}).assign(**{facet: label(v)})
+                      for v, c in sweeps.items()], ignore_index=True)
+
+
+__all__ = ["RunResult", "Comparison", "run", "compare", "sweep", "sweep_facets", "facet_stats",
+           "PolicySet", "ScenarioConfig"]
