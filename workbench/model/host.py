@@ -25,7 +25,6 @@ from .fastenum import members
 State, Site = members(State), members(Site)   # plain attribute reads (fastenum.py)
 
 READ, WRITE = "read", "write"
-_LEAF_NAMES: dict = {}      # the method's function -> its leaf name (leaf_name, cached)
 # internal results of the fault path that are RET_PF_RETRY without a SEAMCALL
 FROZEN = -1          # the mirror SPTE was frozen by another host task
 STALE = -2           # an mmu_invalidate (memory attribute change) raced the fault
@@ -253,10 +252,7 @@ class Kvm:
             yield from self.module.hot.touch_line(v.name, mmu_lock)
         ev = mmu_lock.acquire(mode)
         if ev is not None:
-            prev = v.state
-            v.set_state("mmu_wait")
-            yield ev
-            v.set_state(prev)
+            yield from self.wait_as(v, ev, "mmu_wait")
         try:
             if seq != self.invalidate_seq or any(a <= gpa < b for a, b in self.invalidating):
                 return STALE
@@ -288,15 +284,8 @@ class Kvm:
                     self.vm_spinlock.release(WRITE)
         finally:
             self.frozen.discard(key)
-        self.host_calls += 1
-        if tdx_operand_busy(st):
-            self.busy_calls += 1
-            if v.state != "retry":
-                self.lost_us += self.env.now - t0
-        name = _LEAF_NAMES.get(seamcall.__func__)
-        if name is None:
-            name = _LEAF_NAMES[seamcall.__func__] = leaf_name(seamcall)
-        v.last_leaf = name
+        self._count_call(v, st, t0)
+        v.last_leaf = leaf_name(seamcall)
         return st
 
     def _sept_seamcall(self, v, site, seamcall, *args):
@@ -310,12 +299,17 @@ class Kvm:
         finally:
             if spin:
                 self.vm_spinlock.release(WRITE)
+        self._count_call(v, st, t0)
+        return st
+
+    def _count_call(self, v, st: int, t0: float) -> None:
+        """Count one S-EPT SEAMCALL begun at ``t0``; a BUSY one's time is host CPU lost,
+        unless the vCPU's "retry" state already accounts for it."""
         self.host_calls += 1
         if tdx_operand_busy(st):
             self.busy_calls += 1
             if v is None or v.state != "retry":
                 self.lost_us += self.env.now - t0
-        return st
 
     # ------------------------------------------------------------------ zap path
     def set_memory_attributes(self, v, gpa: int, size: int, shared: bool):

@@ -35,10 +35,17 @@ SHARED, EXCLUSIVE = Mode.SHARED, Mode.EXCLUSIVE
 HOST, GUEST = Side.HOST, Side.GUEST
 
 
+_LEAF_NAMES: dict = {}      # a leaf's function -> its name (asked for on every fault)
+
+
 def leaf_name(call) -> str:
     """The spec's name of a module call from its method: the methods are named after the
     leaves (``tdh_mem_page_aug`` -> ``TDH.MEM.PAGE.AUG``)."""
-    return call.__name__.upper().replace("_", ".")
+    f = getattr(call, "__func__", call)
+    name = _LEAF_NAMES.get(f)
+    if name is None:
+        name = _LEAF_NAMES[f] = f.__name__.upper().replace("_", ".")
+    return name
 
 
 class TdVcpu:

@@ -137,15 +137,7 @@ class SharedResources:
         if line is not None:
             cpu = cpu_of(owner)
             delay, _ = line.access(self.env.now, cpu)
-            if delay > 0.0:                 # _wait, in place
-                v = self.vcpus.get(cpu)
-                if v is None:
-                    yield self.env.timeout(delay)
-                else:
-                    prev = v.state
-                    v.set_state("hot_line")
-                    yield self.env.timeout(delay)
-                    v.set_state(prev)
+            yield from self._wait(owner, "hot_line", delay)
 
     # ------------------------------------------------------------ pages
     def zero(self, owner: str, nbytes: int):
