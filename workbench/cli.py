@@ -197,18 +197,11 @@ def _add_explore(sub) -> None:
 
 
 def _predicate(text):
-    import importlib
-    from .config import ConfigError
-    mod, _, fn = (text or "").partition(":")
+    from .safeio import import_user
     if not text:
         return None
-    if not fn or not all(p.isidentifier() for p in mod.split(".")) or not fn.isidentifier():
-        raise ConfigError(f"--predicate {text[:60]!r}: expected MODULE:FUNCTION")
-    try:
-        f = getattr(importlib.import_module(mod), fn)
-    except Exception as err:
-        raise ConfigError(f"--predicate {text[:60]!r}: {type(err).__name__}: {err}") from None
-    return f
+    mod, _, fn = text.partition(":")
+    return import_user(mod, f"--predicate {text[:60]!r}", attr=fn)
 
 
 
@@ -344,17 +337,9 @@ def cmd_calibration(args) -> None:
 
 
 def _imports(args) -> None:
-    import importlib
-    from .config import ConfigError
-    from .safeio import short
+    from .safeio import import_user, short
     for m in args.imports:
-        if not m or not all(p.isidentifier() for p in m.split(".")):
-            raise ConfigError(f"--import {short(m)}: expected a module name (pkg.module)")
-        try:
-            importlib.import_module(m)
-        except Exception as err:     # the user's module: any failure is one line
-            raise ConfigError(f"--import {short(m)}: {type(err).__name__}: "
-                              f"{short(str(err), 120)[1:-1]}") from None
+        import_user(m, f"--import {short(m)}")
 
 
 def run_report(r) -> str:

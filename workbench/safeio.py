@@ -191,3 +191,18 @@ def probe_writable(out: Path) -> None:
         if not os.access(d, os.W_OK | os.X_OK):
             raise PermissionError(13, "Permission denied", str(d))
         tempfile.TemporaryFile(dir=d).close()   # unlinked at once: leaves no trace
+
+
+def import_user(module: str, what: str, attr: str | None = None):
+    """The user's ``module`` (or its ``attr``), imported when they name it: a name that is
+    not dotted identifiers, or any failure of their code, is one line ``what: ...``."""
+    import importlib
+    if not module or not all(p.isidentifier() for p in module.split(".")) or \
+            (attr is not None and not attr.isidentifier()):
+        raise ConfigError(f"{what}: expected " + ("MODULE:NAME" if attr is not None else
+                                                  "a module name (pkg.module)"))
+    try:
+        mod = importlib.import_module(module)
+        return mod if attr is None else getattr(mod, attr)
+    except Exception as err:     # the user's code: any failure is one line
+        raise ConfigError(f"{what}: {type(err).__name__}: {short(str(err), 120)[1:-1]}") from None
