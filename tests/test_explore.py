@@ -103,7 +103,12 @@ def test_bad_explore_input_is_one_clear_error(tmp_path, capsys):
     for argv in (["explore", "malicious-accept-small", "--strategy", "dfs"],
                  ["explore", "malicious-accept-small", "--oracle", "deadlock"],
                  ["explore", "malicious-accept-small", "--schedules", "0"],
-                 ["explore", "no-such-scenario"]):
+                 ["explore", "no-such-scenario"],
+                 ["explore", "malicious-accept-small", "--predicate", "os", "--out",
+                  str(tmp_path / "a.json")],
+                 # a predicate that raises on the run's tables: the user's code, one line
+                 ["explore", "malicious-accept-small", "--schedules", "1", "--engine", "serial",
+                  "--predicate", "os.path:join", "--out", str(tmp_path / "b.json")]):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("workbench: error:") and err.count("\n") == 1

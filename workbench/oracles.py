@@ -117,7 +117,12 @@ def judge(td, names, params, predicate=None) -> tuple[str, str] | None:
         if why:
             return n, why
     if predicate is not None:
-        why = predicate(run_tables(td))
+        try:
+            why = predicate(run_tables(td))
+        except Exception as err:     # the user's code: any failure is one line
+            name = getattr(predicate, "__qualname__", "predicate")
+            raise ConfigError(f"predicate {name}: {type(err).__name__}: "
+                              f"{str(err)[:120]}") from None
         if why:
             return "predicate", why if isinstance(why, str) else "the predicate holds"
     return None
