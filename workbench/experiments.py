@@ -188,17 +188,10 @@ def run(scenario="lazy-accept-boot", *, seed: int = 0, policy=None, replication:
     return RunResult(calls, ops, vcpus, summary, manifest, events)
 
 
-def _one(args, record: str = "ops") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One run of a comparison: only its summary and ops are kept (``record`` ``ops``), or
-    only its summary (``summary``: the ops table comes back empty)."""
-    cfg, policy, seed, rep, _ = args
-    r = run(cfg, seed=seed, policy=policy, replication=rep, record=record)
-    return r.summary, r.ops
-
-
-def _one_with_vcpus(args, record: str = "ops") -> tuple[pd.DataFrame, pd.DataFrame,
-                                                         pd.DataFrame]:
-    """``_one`` and the per-vCPU table (a few rows per run; kept at every record level)."""
+def _one(args, record: str = "ops") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """One run of a comparison: only its summary, ops and per-vCPU table are kept
+    (``record`` ``ops``), or no ops (``summary``: the ops table comes back empty); the
+    per-vCPU table is a few rows, kept at every level."""
     cfg, policy, seed, rep, _ = args
     r = run(cfg, seed=seed, policy=policy, replication=rep, record=record)
     return r.summary, r.ops, r.vcpus
@@ -307,8 +300,7 @@ def _gather(jobs, engine, workers, client, param=None, manifest=None,
     # a text bar on a terminal only (notebooks keep their outputs as they were)
     with tqdm(total=len(jobs), unit="run", desc="runs", file=sys.stderr,
               disable=not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())) as bar:
-        one = (_one_with_vcpus if record == "ops"
-               else partial(_one_with_vcpus, record=record))
+        one = _one if record == "ops" else partial(_one, record=record)
         for i, r in imap_jobs(one, jobs, engine, workers, client):
             results[i] = r
             bar.update(1)

@@ -158,7 +158,7 @@ def _run(st, experiment, n_reps, *, reps, seed, sets, engine, workers, client, p
     todo.sort(key=lambda i: -_cost(runs[i][0][0]))
     bar = _bar(len(todo), skipped, exp.name, progress)
     try:
-        for j, (summary, ops) in imap_jobs(one, [runs[i][0] for i in todo], engine,
+        for j, (summary, ops, _) in imap_jobs(one, [runs[i][0] for i in todo], engine,
                                            workers, client):
             job, key, _ = runs[todo[j]]
             st.put_run(key, summary, ops, {"run_id": summary["run_id"].iloc[0],
