@@ -48,7 +48,8 @@ def one_run_sets(scenario: str, sets: list, seed: int = 1):
     td.run()
     dt = time.process_time() - t
     calls = len(td.rec.calls) if td.rec.calls else sum(getattr(td.rec, "call_n", [0]))
-    return next(td.env._eid), calls, dt
+    # events processed (a tree before td.steps: the events scheduled, then the same thing)
+    return getattr(td, "steps", None) or next(td.env._eid), calls, dt
 
 
 def measure(events: int = 60_000, rounds: int = 3, sets: tuple = ()) -> dict:

@@ -5,6 +5,9 @@ with the mechanisms on too (tests/golden.py checks them switched off against 588
 
 ``python tests/golden_on.py`` rewrites ``tests/data/golden_on.json``; do it only on purpose,
 on a tree whose results are the reference.
+
+The 13 runs with fastpath passes were re-recorded on 2026-11-30 after those passes moved to
+streams of their own (issue 11, ``workbench/model/fastpath.py``; see tests/golden.py).
 """
 from __future__ import annotations
 

@@ -167,7 +167,7 @@ class HostOptions(Frozen):
 
 Role = Literal["lazy_accept", "fault_storm", "converter", "accept_spammer", "attr_spammer",
                "refaulter", "stepper", "huge_converter", "huge_reader", "upm_accept",
-               "upm_touch", "upm_shared", "upm_mmio", "idle"]
+               "upm_touch", "upm_shared", "upm_mmio", "idle", "compute"]
 
 
 class VcpuGroup(Frozen):
@@ -215,6 +215,9 @@ class ScenarioConfig(Frozen):
     calibration: str = "default"
     timings: dict[str, float] = {}   # overrides of single calibration entries
     policy: str | dict = "upstream"
+    # how KVM's fastpath passes while wait_for_sept_zap is set are simulated: one sleep per
+    # wait (collapsed) or every pass (polled); the tables are the same (model/fastpath.py)
+    polls: Literal["collapsed", "polled"] = "collapsed"
 
     @property
     def n_vcpus(self) -> int:

@@ -20,19 +20,20 @@ def stream(seed: int, name: str, replication: int = 0) -> np.random.Generator:
 class Draws:
     """Buffered draws from one generator: numpy is slow per scalar, fast per block."""
 
-    __slots__ = ("_rng", "_buf", "_i", "_kind")
+    __slots__ = ("_rng", "_buf", "_i", "_kind", "_block")
 
-    def __new__(cls, rng, kind: str = "random"):
+    def __new__(cls, rng, kind: str = "random", block: int = 4096):
         # hook: a choice stream (workbench.model.choices) draws one choice per value instead
         hook = getattr(rng, "draws", None)
         return hook(kind) if hook is not None else super().__new__(cls)
 
-    def __init__(self, rng: np.random.Generator, kind: str = "random"):
+    def __init__(self, rng: np.random.Generator, kind: str = "random", block: int = 4096):
         self._rng, self._kind, self._buf, self._i = rng, kind, (), 0
+        self._block = block
 
     def next(self) -> float:
         if self._i >= len(self._buf):
-            self._buf = getattr(self._rng, self._kind)(4096).tolist()
+            self._buf = getattr(self._rng, self._kind)(self._block).tolist()
             self._i = 0
         self._i += 1
         return self._buf[self._i - 1]

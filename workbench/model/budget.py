@@ -33,7 +33,7 @@ def run_budgeted(td, until: float, budget=None) -> int:
     try:
         while True:
             k = min(CHUNK, b.max_events - n)
-            for _ in range(k):          # simpy.Environment.step, inlined (the hot loop)
+            for i in range(k):          # simpy.Environment.step, inlined (the hot loop)
                 try:
                     t, _, _, event = heappop(queue)
                 except IndexError:
@@ -57,9 +57,9 @@ def run_budgeted(td, until: float, budget=None) -> int:
             if b.progress is not None and t >= report:
                 report = t + PROGRESS_S
                 b.progress(env.now, float(until), n, t - t0)
-    except StopSimulation:
-        return n
+    except StopSimulation:      # the stop event was step i + 1 of this chunk
+        return n + i + 1
     except EmptySchedule:       # cannot happen while the stop event is pending
-        return n
+        return n + i
     td.stop("budget", "workbench", f"stopped at t={env.now:.6g} us after {why}")
     return n

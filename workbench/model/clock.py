@@ -15,6 +15,7 @@ import math
 import random
 from heapq import heappop, heappush
 
+import numpy as np
 import simpy
 from simpy.core import NORMAL, EmptySchedule, StopSimulation
 from simpy.events import EventPriority
@@ -155,13 +156,16 @@ class Jitter:
     variation ``cv`` (positive, right-skewed: a code path is sometimes slow, never
     negative)."""
 
-    __slots__ = ("_sigma", "_mu", "_draws", "_factors", "_i")
+    __slots__ = ("_sigma", "_mu", "_draws", "_factors", "_i", "_numpy_exp")
 
-    def __init__(self, cv: float, rng):
+    def __init__(self, cv: float, rng, block: int = 4096, numpy_exp: bool = False):
         self._sigma = math.sqrt(math.log1p(cv * cv))
         self._mu = -self._sigma ** 2 / 2
-        self._draws = Draws(rng, "standard_normal")
+        self._draws = Draws(rng, "standard_normal", block)
         self._factors, self._i = [], 0
+        # numpy's exp for a whole block: faster, not bit-equal to math.exp, so only for a
+        # stream of its own whose every user draws it the same way (fastpath.py)
+        self._numpy_exp = numpy_exp
 
     def __call__(self, base_us: float) -> float:
         if not base_us:
@@ -178,6 +182,15 @@ class Jitter:
         d = base_us * f
         return d if d > MIN_STEP_US else MIN_STEP_US
 
+    def unused(self, n: int) -> list:
+        """Up to ``n`` factors drawn and not used yet (from the rest of the block), for a
+        caller that uses many at once (fastpath.py) and then says how many with
+        :meth:`used`."""
+        return self._factors[self._i:self._i + n] if self._sigma else []
+
+    def used(self, n: int) -> None:
+        self._i += n
+
     def _refill(self) -> None:
         """The next block of factors exp(mu + sigma z), drawn when the last block ends, as
         one draw per call would (so a generator shared with other streams sees the same
@@ -188,7 +201,10 @@ class Jitter:
         if not isinstance(d, Draws):  # a race-finder choice stream: one choice per duration
             self._factors = [exp(mu + sigma * z)]
             return
-        self._factors = [exp(mu + sigma * z) for z in d._buf[d._i - 1:]]
+        if self._numpy_exp:
+            self._factors = np.exp(mu + sigma * np.array(d._buf[d._i - 1:])).tolist()
+        else:
+            self._factors = [exp(mu + sigma * z) for z in d._buf[d._i - 1:]]
         d._i = len(d._buf)
 
 
@@ -228,10 +244,11 @@ class WithMeasured:
         return self._jitter(base_us)
 
 
-def durations(cal, cv: float, rng):
+def durations(cal, cv: float, rng, block: int = 4096, numpy_exp: bool = False):
     """The draw of durations of one party: :class:`Jitter` with ``cv``, plus the measured
-    quantities of the calibration (drawn from the same generator)."""
-    jitter = Jitter(cv, rng)
+    quantities of the calibration (drawn from the same generator); ``block``: draws per
+    refill (smaller for a stream that many parties each own and most use little)."""
+    jitter = Jitter(cv, rng, block, numpy_exp)
     if not cal.measured:
         return jitter
     from ..measured import samples_of

@@ -79,6 +79,7 @@ class Kvm:
         self.vm_spinlock = QueuedRwLock(self.env, "vm_spinlock")
         self.frozen: set = set()
         self.wait_for_sept_zap = 0           # a count, so nested zappers cannot clear it early
+        self.sleepers: list = []              # vCPUs in collapsed fastpath passes
         self.shared_gpas: set = set()         # memory attributes: 4 KB GPAs that are shared
         self.invalidating: list = []          # [start, end) ranges of mmu_invalidate in flight
         self.invalidate_seq = 0               # kvm->mmu_invalidate_seq
@@ -171,6 +172,14 @@ class Kvm:
 
     def _end_no_vcpus(self):
         self.wait_for_sept_zap -= 1
+        if not self.wait_for_sept_zap and self.sleepers:
+            self.wake_sleepers()
+
+    def wake_sleepers(self) -> None:
+        """The vCPUs asleep in collapsed fastpath passes (fastpath.py) see the change."""
+        sleepers, self.sleepers = self.sleepers, []
+        for p in sleepers:
+            p.wake()
 
     # ------------------------------------------------------------------ fault path
     def handle_ept_violation(self, v, gpa: int, pending: bool = False, level: int = LEVEL_4K):
@@ -446,9 +455,8 @@ class Kvm:
                 if self.td.stopped:
                     return None, -1
                 v.set_state("zap_wait")     # tdx_vcpu_run: EXIT_FASTPATH_EXIT_HANDLED, loop
-                yield self.env.timeout(self.duration(self.cal.fastpath_poll_us))
-                v.set_state("kvm")
-                continue
+                if not (yield from v.fastpath.run()):   # fastpath.py: the passes
+                    return None, -1
             t0 = self.env.now if t0 is None else t0
             attempt += 1
             t_try = self.env.now

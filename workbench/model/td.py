@@ -17,6 +17,7 @@ from .budget import run_budgeted
 from .guest import ExitKind, GuestCpu, GuestKernel
 from .host import STOPPED, USERSPACE, Kvm
 from .clock import FairEnvironment, durations
+from .fastpath import FastpathPolls
 from .module import TdxModule
 from .shared import SharedResources
 from .sept import LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, ROOT_LEVEL, State
@@ -42,6 +43,7 @@ class Vcpu:
         self.ticks = 0                # timer ticks that found it in guest mode
         self.conversions = 0          # MapGPA calls that converted the whole range
         self.exit_reason = None
+        self.fastpath = FastpathPolls(self, td, len(td.vcpus), td.config.polls == "collapsed")
         self.last_leaf = ""
         self._left = None
         self.state, self._t = "kvm", 0.0
@@ -241,6 +243,7 @@ class Td:
             self.stopped = reason
             self.stopped_at = self.env.now
             self.rec.event(self.env.now, reason, actor, detail)
+            self.kvm.wake_sleepers()      # vCPUs in collapsed fastpath passes see it
             for v in self.vcpus:          # KVM_REQ_VM_DEAD: every vCPU leaves the guest
                 if v.in_guest_mode:
                     self.module.post_interrupt(v.tdv)
@@ -317,7 +320,8 @@ class Td:
             if self.config.host.tick_us:
                 self.env.process(self._ticks(v))
         upm.start_host_threads(self)                 # host.upm_period_us (upm.py)
-        run_budgeted(self, self.config.horizon_scaled_us, budget)   # a Budget: limits.py
+        # the events processed (a collapsed wait is one event however many passes it holds)
+        self.steps = run_budgeted(self, self.config.horizon_scaled_us, budget)  # limits.py
         self._close()
         return self
 
@@ -333,6 +337,8 @@ class Td:
 
     def _close(self) -> None:
         now = self.env.now
+        for p in self.kvm.sleepers:       # asleep in collapsed fastpath passes at the end
+            p.close(now)
         for v in self.vcpus:
             v.set_state(v.state)
             v.guest.close_open_op(now, "unfinished")

@@ -69,6 +69,13 @@ def idle(g: GuestKernel, group, rng, me: str):
         yield Compute(group.think_us)
 
 
+def compute(g: GuestKernel, group, rng, me: str):
+    """An application vCPU: guest code only (stretches of ``think_us`` on average), no
+    memory events of its own; it leaves the TD only for interrupts: ticks and kicks."""
+    while True:
+        yield Compute(float(rng.exponential(group.think_us)) or 1.0)
+
+
 def fault_storm(g: GuestKernel, group, rng, me: str, index: int, count: int, base: int,
                 limit: int):
     """``count`` vCPUs accept interleaved 4 KB pages of one region after another, so they
@@ -173,7 +180,7 @@ def refaulter(g: GuestKernel, group, rng, me: str):
 
 ROLES = {"lazy_accept": lazy_accept, "fault_storm": fault_storm, "converter": converter,
          "accept_spammer": accept_spammer, "attr_spammer": attr_spammer,
-         "refaulter": refaulter, "stepper": stepper, "idle": idle}
+         "refaulter": refaulter, "stepper": stepper, "idle": idle, "compute": compute}
 NEEDS_AREA = ("converter", "refaulter")
 
 
