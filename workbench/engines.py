@@ -70,8 +70,14 @@ def session_client(n: int):
     if c is not None and _SESSION["n"] == n and c.status == "running":
         return c
     close_session_cluster()
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+    import dask
+    # Linux: fork the workers (as the processes engine's pool does), so that they start
+    # with this process's imports: 0.1 s instead of about 1 s for spawn's fresh
+    # interpreters, each importing workbench, numpy and pandas again
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
     _SESSION.update(n=n, cluster=cluster, client=Client(cluster))
     if not _SESSION.get("atexit"):
         import atexit
