@@ -4,8 +4,9 @@ While a zapper holds kvm_tdx->wait_for_sept_zap (tdh_do_no_vcpus: from its kick 
 of its one retry), tdx_vcpu_run returns EXIT_FASTPATH_EXIT_HANDLED without a TDH.VP.ENTER
 and vcpu_run loops: one pass out (``fastpath_poll_us``, state ``zap_wait``), one
 vcpu_enter_guest up to the check (``kvm_entry_us``, state ``kvm``), until a check finds the
-flag clear or the TD dead. When the kick waits for a vCPU in a long TDCALL (a 2 MB ACCEPT
-zeroing its page), every other vCPU polls that long: a long-hold storm.
+flag clear or the TD dead. The kick waits until its slowest target has left the TD, so
+when that is slow every vCPU that left early spins that long: a long-hold storm
+(``benchmarks/long-hold-storm.yaml``).
 
 Two ways to simulate it, with identical tables (``polls`` in the scenario):
 
@@ -32,7 +33,6 @@ from simpy.core import NORMAL
 from ..rng import stream
 from .clock import MIN_STEP_US, Jitter, durations
 
-POLLS = ("collapsed", "polled")
 BULK_PASSES = 32       # from this many passes to replay, numpy's arrays pay for themselves
 _M64 = (1 << 64) - 1
 
