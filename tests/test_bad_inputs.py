@@ -639,3 +639,21 @@ print(codes)
             if p.exists():
                 p.chmod(0o755)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_yaml_text_parsed_once_still_gives_each_caller_its_own_copy(tmp_path):
+    """safeio caches parsed texts (every run reads its scenario and calibration): a caller
+    that changes what it got changes nothing for the next, and a changed file is read anew."""
+    from workbench.safeio import load_yaml_text, read_yaml_file
+    first = load_yaml_text("a: {b: [1, 2]}\n")
+    first["a"]["b"].append(3)
+    assert load_yaml_text("a: {b: [1, 2]}\n") == {"a": {"b": [1, 2]}}
+    f = tmp_path / "s.yaml"
+    f.write_text("x: 1\n")
+    assert read_yaml_file(f) == {"x": 1}
+    f.write_text("x: 2\n")
+    assert read_yaml_file(f) == {"x": 2}
+    with pytest.raises(ConfigError):           # errors are not cached as values
+        load_yaml_text("a: [1,\n")
+    with pytest.raises(ConfigError):
+        load_yaml_text("a: [1,\n")
