@@ -102,7 +102,7 @@ def test_track_meets_vp_enter_as_often_as_independent_timing_predicts():
     The kick-and-retry path after a TRACK BUSY is exercised. This is a check of the clock
     (no tie order or zero-gap loop makes the meeting systematic), so the hot lock lines are
     off: with them a TRACK queued on the epoch's line behind a VP.ENTER sees it held, a real
-    correlation that puts the share at about 1.9 of the prediction (docs/findings.md,
+    correlation that puts the share at about twice the prediction (docs/findings.md,
     finding 6). (Measured with the lines off: about 0.6 of the prediction; the re-entries
     right after each TRACK's kick hold the epoch while the next TRACK is still several
     SEAMCALLs away.)"""
