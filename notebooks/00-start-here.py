@@ -64,7 +64,8 @@
 # against 4 at seeds 2 and 3) and the host sees more BUSY. A small effect, as
 # docs/findings.md §1 says: HP does not decide who wins a spammed entry. Under `upstream` HOST_PRIORITY changes next to nothing, and with one spammer
 # per page nothing at all: a BUSY zap kicks every vCPU out of the guest and retries once,
-# so no guest TDCALL runs while the host retries (docs/findings.md §1). When two columns
+# so the only guest TDCALLs between its failed try and its retry are those under way before
+# the kick's IPIs land (docs/findings.md §1). When two columns
 # give identical numbers run for run, the status line says so and why that can happen.
 
 # %% tags=["parameters"]
