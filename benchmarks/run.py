@@ -195,7 +195,7 @@ def dask_rows() -> list:
         close_session_cluster()
     speed = sum(serial) / (first + second)
     return [row("dask session: 2 compare calls of 8 reps on 2 workers, cluster start "
-                "counted once, vs serial", round(speed, 2), f">= {DASK_SPEEDUP}",
+                "counted once, vs serial", round(speed, 3), f">= {DASK_SPEEDUP}",
                 speed >= DASK_SPEEDUP,
                 f"serial {serial[0]:.2f} + {serial[1]:.2f} s; dask {first:.2f} s (with "
                 f"start) + {second:.2f} s (reused); {os.cpu_count()} CPUs, load "
