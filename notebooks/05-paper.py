@@ -27,7 +27,7 @@
 # (`hugepage-split`, `zap-under-read-lock`, `upm-parallel`, `paper.SCENARIOS`); the sweeps
 # of `data/experiments/` (`zero-step-window`, `hp-what-if`, `scale`, and
 # `lazy-accept-scaling`, one figure per memory size with a panel per switched-off shared
-# resource: 196 runs, about an hour on one core the first time, then from the store).
+# resource: 196 runs, about 5 minutes on one core the first time, then from the store).
 
 # %% tags=["parameters"]
 store = None            # results store; None: data/results or $WORKBENCH_RESULTS
