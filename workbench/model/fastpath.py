@@ -47,11 +47,8 @@ class FastpathPolls:
 
     def __init__(self, v, td, index: int, collapsed: bool):
         self.v, self.td, self.kvm, self.env = v, td, td.kvm, td.env
-        self._dur = durations(td.cal, td.cal.kvm_jitter_cv, td._stream(f"fastpath/{v.name}"),
-                              block=2048, numpy_exp=True)
+        self._dur = self._key = None      # the streams, made at the first pass (_streams)
         self._poll_us, self._entry_us = td.cal.fastpath_poll_us, td.cal.kvm_entry_us
-        self._key = int(stream(td.seed, f"fastpath-ties/{v.name}", td.replication)
-                        .integers(2**63))
         self._n = 0                       # the passes' timeouts so far: the tie's index
         # the heap key's low bits: unique among queued events (one per vCPU at a time) and
         # apart from the environment's counter, whose values then do not depend on passes
@@ -62,6 +59,15 @@ class FastpathPolls:
         self._at_check = False
 
     # -- tie-breaks and wake-ups of the passes' own ------------------------------------
+    def _streams(self) -> None:
+        """The passes' durations and tie key, made when a vCPU first spins: most never do,
+        and two generators per vCPU were a quarter of building a 64-vCPU TD."""
+        td, name = self.td, self.v.name
+        self._dur = durations(td.cal, td.cal.kvm_jitter_cv, td._stream(f"fastpath/{name}"),
+                              block=2048, numpy_exp=True)
+        self._key = int(stream(td.seed, f"fastpath-ties/{name}", td.replication)
+                        .integers(2**63))
+
     def _tie(self) -> int:
         """23 bits of splitmix64 of the pass timeout's index: drawn by index, not in turn,
         so a pass that is never scheduled costs no draw."""
@@ -85,6 +91,8 @@ class FastpathPolls:
     # -- the loop ------------------------------------------------------------------------
     def run(self):
         v, td, kvm, env = self.v, self.td, self.kvm, self.env
+        if self._dur is None:
+            self._streams()
         while True:                                   # state zap_wait since a failed check
             if self.collapsed:
                 self._c, self._ev = env.now, env.event()
