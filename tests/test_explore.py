@@ -148,3 +148,19 @@ def test_a_search_on_dask_sees_what_a_serial_one_sees():
     b = explore("malicious-accept-small", "upstream", engine="dask", workers=2, **kw)
     assert (a.failure, a.schedules, a.interleavings) == (b.failure, b.schedules, b.interleavings)
     assert b.schedules == 16
+
+
+def test_shrinking_is_a_function_of_the_schedule_and_the_run_budget(monkeypatch):
+    """The shrink depends on its input and run budget only; a wall clock that runs out
+    (a busy machine) stops it between runs, never raises, and keeps a failing schedule."""
+    from workbench import shrink
+    t = make_target("malicious-accept-small", "patch-09-21", oracles=["vm_bugged"])
+    o = next(o for o in (run_schedule(t, random_source(s)) for s in range(40)) if o.failure)
+    a, runs_a = shrink.shrink_choices(t, o.choices, "vm_bugged", max_seconds=1e6, max_runs=60)
+    b, runs_b = shrink.shrink_choices(t, o.choices, "vm_bugged", max_seconds=1e6, max_runs=60)
+    assert (a.choices, runs_a) == (b.choices, runs_b) and runs_a <= 61
+    assert a.failure[0] == "vm_bugged" and len(a.choices) < len(o.choices)
+    clock = iter(range(0, 10**6, 7))        # every look at the clock is 7 s later
+    monkeypatch.setattr(shrink.time, "monotonic", lambda: next(clock))
+    c, runs_c = shrink.shrink_choices(t, o.choices, "vm_bugged", max_seconds=20)
+    assert c.failure[0] == "vm_bugged" and runs_c <= 3

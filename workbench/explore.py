@@ -1,7 +1,7 @@
 """Layer 6: the race finder. Explores the schedules of a small TD (its choice sequences,
 :mod:`workbench.model.choices`) until one makes a policy bug the VM, panic the guest, kill
-the TD, livelock, starve an operation or break a model invariant; shrinks that schedule with
-Hypothesis's shrinker to a minimal one that still fails the same way; prints it as a
+the TD, livelock, starve an operation or break a model invariant; shrinks that schedule
+(:mod:`workbench.shrink`, deterministic) to a smaller one that fails the same way; prints it as a
 numbered trace and saves it as a replay file (:mod:`workbench.replay`).
 
 Strategies (how schedule ``i`` of a search is drawn):
