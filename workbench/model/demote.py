@@ -25,7 +25,7 @@ TLB-tracking checks.
 """
 from __future__ import annotations
 
-from ..tdx_errno import (
+from ..core.tdx_errno import (
     OPERAND_ID_RCX, OPERAND_ID_RDX, TDX_EPT_ENTRY_STATE_INCORRECT, TDX_GPA_RANGE_NOT_BLOCKED,
     TDX_HPA_RANGE_NOT_FREE, TDX_INTERRUPTED_BUSY, TDX_INTERRUPTED_RESTARTABLE,
     TDX_MISSING_PAMT_PAGE_PAIR, TDX_SUCCESS, TDX_TLB_TRACKING_NOT_DONE,

@@ -19,7 +19,7 @@ known service times, a request's delay is ``max(now, free_at) - now + service``.
 """
 from __future__ import annotations
 
-from ..config import Calibration, SharedOptions
+from ..core.config import Calibration, SharedOptions
 
 PAGE_BYTES = 4096
 HOT_LINES = ("TDR", "SEPT_TREE", "TD_EPOCH", "mmu_lock")
