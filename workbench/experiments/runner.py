@@ -74,7 +74,7 @@ def plan(experiment, *, reps=None, seed=None, sets=None, n_reps: int | None = No
     if changes:
         exp = load_experiment({**exp.model_dump(), **changes})
     n = exp.reps if exp.reps != "auto" else (n_reps or exp.precision.batch)
-    psets = _policy_sets(exp.policies, n)
+    psets = _policy_sets(exp.policies, n, imports=False)   # an experiment is data
     base = load_scenario(exp.scenario, exp.sets)
     cals, out = {}, []
     for pt in points(exp):
