@@ -288,6 +288,10 @@ def load_calibration(name_or_path: str = "default", timings: dict | None = None
     if bad:
         raise ConfigError(f"calibration {where}: {short(bad[0])} needs a value and a status "
                           "exact|published|guess|measured")
+    fixed = next((k for k in quantities if k in ("name", "measured")), None)
+    if fixed is not None:
+        raise ConfigError(f"calibration {where}: {fixed!r} is not a quantity (measured rows "
+                          "name their samples with samples: FILE)")
     values = {k: q.get("value") for k, q in quantities.items()}
     for k, q in quantities.items():
         r = q.get("range")

@@ -29,6 +29,9 @@ MAX_AREA_PAGES = 1 << 18            # pages built before the run (1 GiB: ~4 s, ~
 AREA_ROLES = ("converter", "refaulter")   # roles that get a pre-built area (model.workload)
 MB2 = 2 << 20
 PROGRESS_S = 5.0                    # seconds between two progress reports
+MAX_EXPLORE_HORIZON_US = 1e6        # one schedule: 1 s simulated (small scenarios: 2 ms)
+MAX_SCHEDULES = 100_000             # one explore (at ~6 schedules/s: about 5 hours)
+MAX_SAMPLES = 10_000                # calibrations drawn by one robustness run
 
 
 @dataclass(frozen=True)

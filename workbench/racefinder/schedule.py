@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from ..core.config import ConfigError, load_calibration
+from ..core.limits import MAX_EXPLORE_HORIZON_US, check_config
 from ..model.choices import TOP, Choices, stop_at_failure
 from ..model.td import Td
 from .oracles import check_oracles, judge
@@ -44,6 +45,11 @@ def make_target(scenario, policy="upstream", *, sets=None, oracles=None, predica
                 livelock_us: float | None = None, starve_us: float | None = None,
                 calibration: str | None = None) -> Target:
     cfg = load_scenario(scenario, sets)
+    check_config(cfg)             # a horizon or a TD too large is refused before any run
+    if cfg.horizon_scaled_us > MAX_EXPLORE_HORIZON_US:
+        raise ConfigError(f"scenario {cfg.name!r}: horizon_us x size = "
+                          f"{cfg.horizon_scaled_us:.4g} us is above the {MAX_EXPLORE_HORIZON_US:.0e}"
+                          " us a schedule search may run per schedule (use a small scenario)")
     pset = resolve_policy(policy)
     cal, _ = load_calibration(calibration or cfg.calibration, cfg.timings)
     names = check_oracles(oracles)
