@@ -224,6 +224,13 @@ class ScenarioConfig(Frozen):
         return sum(g.count for g in self.vcpus)
 
     @property
+    def n_idle_vcpus(self) -> int:
+        """The idle vCPUs ``shared.idle_share`` adds beside the busy ones."""
+        opts = self.shared
+        return round(self.n_vcpus * opts.idle_share / (1.0 - opts.idle_share)) \
+            if opts.on("idle_exits") else 0
+
+    @property
     def memory_bytes(self) -> int:
         pages = max(512, int(self.memory_mb * self.size * 256))
         return (pages + 511) // 512 * 512 * 4096

@@ -81,8 +81,10 @@ def check_config(cfg) -> None:
     if mem > MAX_MEMORY_BYTES:
         raise ConfigError(f"scenario {name}: memory_mb x size = {mem / 2**20:.4g} MB is above "
                           f"the limit of {MAX_MEMORY_BYTES / 2**20:.0f} MB")
-    if cfg.n_vcpus > MAX_VCPUS:
-        raise ConfigError(f"scenario {name}: {cfg.n_vcpus} vCPUs is above the limit of "
+    n = cfg.n_vcpus + cfg.n_idle_vcpus
+    if n > MAX_VCPUS:
+        idle = f" ({cfg.n_idle_vcpus} of them idle, shared.idle_share)" if cfg.n_idle_vcpus else ""
+        raise ConfigError(f"scenario {name}: {n} vCPUs{idle} is above the limit of "
                           f"{MAX_VCPUS}")
     if cfg.horizon_scaled_us > MAX_HORIZON_US:
         raise ConfigError(f"scenario {name}: horizon_us x size = {cfg.horizon_scaled_us:.4g} "

@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.config import DATA, ConfigError, as_overrides, load_calibration, read_yaml, validate
+from ..core.limits import check_config, check_runs
 from ..core.scenarios import load_scenario
 
 EXPERIMENT_DIR = DATA / "experiments"
@@ -143,6 +144,20 @@ def check(exp: Experiment) -> None:
         raise ConfigError(f"{where}: reps: auto needs precision: {{metric: NAME, rel: 0.05}}")
     if exp.precision is not None and exp.reps != "auto":
         raise ConfigError(f"{where}: precision is for reps: auto only")
+    n_points = math.prod(len(v) for v in exp.factors.values() if isinstance(v, list)) * (
+        exp.samples or 1 if exp.design == "lhs" else 1)
+    n_reps = exp.precision.max_reps if exp.reps == "auto" else exp.reps
+    try:
+        check_runs(n_points * len(exp.policies) * n_reps)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {n_points} design points x {len(exp.policies)} policies "
+                          f"x {n_reps} {'max_reps' if exp.reps == 'auto' else 'reps'}: {err}"
+                          ) from None
+    fixed = sorted(k for k in as_overrides(exp.sets) if k.split(".")[0] == "policy")
+    if fixed:
+        top = fixed[0].split(".")[0]
+        raise ConfigError(f"{where}: sets: {fixed[0]} is ignored by the comparison "
+                          f"({IGNORED[top]})")
     clash = set(as_overrides(exp.sets)) & set(exp.factors)
     if clash:
         raise ConfigError(f"{where}: {sorted(clash)[0]} is both fixed in sets and a factor")
@@ -150,6 +165,7 @@ def check(exp: Experiment) -> None:
     for point in points(exp):   # every value must make a valid scenario
         try:
             cfg = load_scenario(base, point)
+            check_config(cfg)           # sizes, before the store is created
             load_calibration(cfg.calibration, cfg.timings)
         except ConfigError as err:
             raise ConfigError(f"{where}: factor value {point}: {err}") from None
