@@ -69,7 +69,7 @@ class Precision(BaseModel):
 class Experiment(BaseModel):
     """A multi-factor experiment; see the module docstring for the YAML form."""
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
     description: str = ""
     scenario: str
     sets: dict[str, Any] = {}

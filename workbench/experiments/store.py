@@ -43,6 +43,7 @@ EXPERIMENT_FILES = {"manifest.json", "summary.parquet", "ops.parquet", "table.cs
 ROBUSTNESS_FILES = {"manifest.json", "calibrations.parquet", "values.parquet"}
 KEY = re.compile(r"^[0-9a-f]{64}$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")   # an experiment's name
+MAX_NAME = 200                      # characters of a name (a folder name: NAME_MAX 255 bytes)
 SUMMARY_NEEDS = {"run_id", "scenario", "policy", "seed", "replication"}
 OPS_NEEDS = {"policy", "seed", "replication", "op", "latency_us"}
 
@@ -257,7 +258,7 @@ class Store:
         (``write(tmp_path)``)."""
         self._need_lock()
         if filename not in (ROBUSTNESS_FILES if kind == "robustness" else EXPERIMENT_FILES) \
-                or not NAME.match(str(name)):
+                or not NAME.match(str(name)) or len(str(name)) > MAX_NAME:
             raise ValueError(filename)
         d = self.root / kind / name
         d.mkdir(parents=True, exist_ok=True)
