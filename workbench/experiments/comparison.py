@@ -24,6 +24,7 @@ from ..model.td import Td
 from ..core.records import RECORD_LEVELS
 from ..core.limits import as_budget, check_config, check_runs, check_sweep
 from ..policies import PolicySet, resolve_policy
+from ..policies.registry import user_policy_error
 from ..core.outdir import check_out_dir, write_folder  # noqa: F401  (re-exported)
 from ..core.safeio import check_path, short
 from ..core.scenarios import load_scenario
@@ -157,7 +158,13 @@ def run(scenario="lazy-accept-boot", *, seed: int = 0, policy=None, replication:
     pset = (resolve_policy(cfg.policy, imports=False) if policy is None
             else resolve_policy(policy))
     cal, _ = load_calibration(calibration or cfg.calibration, cfg.timings)
-    td = Td(cfg, pset, cal, seed, replication, record=record).run(budget)
+    try:
+        td = Td(cfg, pset, cal, seed, replication, record=record).run(budget)
+    except Exception as err:       # a policy of the user's that raises is their error
+        theirs = user_policy_error(pset, err)
+        if theirs is None:
+            raise
+        raise theirs from None
     tags = {"run_id": f"{cfg.name}/{pset.name}/s{seed}/r{replication}", "scenario": cfg.name,
             "policy": pset.name, "seed": seed, "replication": replication}
     calls = calls_table(td.rec.calls, tags)
@@ -186,6 +193,23 @@ def _tag(df: pd.DataFrame, extra: dict) -> pd.DataFrame:
     for k, v in extra.items():
         df[k] = v
     return df
+
+
+def _level(level) -> float:
+    """A confidence level: a number strictly between 0 and 1 (0.95), never 95 or 2."""
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ConfigError(f"level must be a number between 0 and 1 (0.95), not {short(level)}")
+    return float(level)
+
+
+def _metrics(metrics):
+    if metrics is None:
+        return None
+    if isinstance(metrics, str):
+        return [metrics]
+    if not isinstance(metrics, (list, tuple)) or not all(isinstance(m, str) for m in metrics):
+        raise ConfigError(f"metrics: a list of metric names, not {short(metrics)}")
+    return list(metrics)
 
 
 @dataclass
@@ -219,20 +243,29 @@ class Comparison:
         """Tidy: per group, policy and metric, ``n``, ``mean``, ``sd`` and the t-interval
         (``ci_low``, ``ci_high``) over replications. Default: every numeric metric."""
         from .stats import describe
-        return describe(self.summary, by=self.by, metrics=metrics, level=level)
+        return describe(self.summary, by=self.by, metrics=_metrics(metrics),
+                        level=_level(level))
 
     def diff(self, baseline: str, metrics=None, level: float = 0.95) -> pd.DataFrame:
         """Paired per-replication differences of every other policy against ``baseline``
         (common random numbers), with the t-interval and ``excludes_zero``."""
         from .stats import paired_diff
-        return paired_diff(self.summary, baseline, by=self.by, metrics=metrics, level=level)
+        if not isinstance(baseline, str):
+            raise ConfigError(f"baseline: a policy name, not {short(baseline)}")
+        return paired_diff(self.summary, baseline, by=self.by, metrics=_metrics(metrics),
+                           level=_level(level))
 
     def tails(self, seed: int = 0, n_resamples: int = 999, level: float = 0.95) -> pd.DataFrame:
         """p99 and p99.9 latency per policy and op, pooled over replications, with a seeded
         bootstrap interval over replications."""
         from .stats import latency_intervals
+        _check_seed(seed)
+        if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or \
+                not 1 <= n_resamples <= 1_000_000:
+            raise ConfigError(f"n_resamples must be a whole number from 1 to 1,000,000, not "
+                              f"{short(n_resamples)}")
         return latency_intervals(self.ops, by=self.by, seed=seed, n_resamples=n_resamples,
-                                 level=level)
+                                 level=_level(level))
 
     def warmup(self, warmup_us: float) -> "Comparison":
         """A copy without the operations that started before ``warmup_us``; the per-op
@@ -398,6 +431,14 @@ def sweep_facets(scenario, param: str, values, policies=("upstream",), *, facet:
 def facet_stats(sweeps: dict, param: str, facet: str, metrics=None) -> pd.DataFrame:
     """The stats of :func:`sweep_facets`' comparisons in one table, with a column for
     ``param`` and one for ``facet`` (a switch's value reads ``on``/``off``)."""
+    if not isinstance(sweeps, dict) or not sweeps or \
+            not all(isinstance(c, Comparison) for c in sweeps.values()):
+        raise ConfigError(f"facet_stats: expected what sweep_facets returns (a mapping of "
+                          f"facet value to Comparison), not {short(sweeps)}")
+    for what, key in (("param", param), ("facet", facet)):
+        if not isinstance(key, str):
+            raise ConfigError(f"facet_stats: {what} is a dotted scenario key, not {short(key)}")
+
     def label(v):
         return ("on" if v else "off") if isinstance(v, bool) else v
     return pd.concat([c.stats(metrics).rename(columns={"value": param}).assign(**{facet: label(v)})

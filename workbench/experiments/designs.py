@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.config import DATA, ConfigError, as_overrides, load_calibration, read_yaml, validate
 from ..core.limits import check_config, check_runs
+from ..core.safeio import check_path, short
 from ..core.scenarios import load_scenario
 
 EXPERIMENT_DIR = DATA / "experiments"
@@ -95,12 +97,15 @@ def load_experiment(name_or_path) -> Experiment:
     """An experiment by name (``"scale"``: ``data/experiments/scale.yaml``), YAML path or
     mapping, checked: a factor that does not exist, that the comparison ignores, with
     duplicate or invalid values, is refused with one line."""
+    if not isinstance(name_or_path, (Experiment, dict, str, os.PathLike)):
+        raise ConfigError(f"experiment: a name, a YAML path or a mapping, not "
+                          f"{short(name_or_path)}")
     if isinstance(name_or_path, Experiment):
         exp = name_or_path
     elif isinstance(name_or_path, dict):
         exp = validate(Experiment, name_or_path, "experiment")
     else:
-        path = Path(name_or_path)
+        path = check_path(name_or_path, "experiment")
         if path.suffix not in (".yaml", ".yml"):
             path = EXPERIMENT_DIR / f"{name_or_path}.yaml"
         if not path.exists():

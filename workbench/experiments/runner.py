@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..core.safeio import short
 from ..core.version import __version__
 from ..core.config import ConfigError, as_overrides, load_calibration
 from .designs import factor_column, load_experiment, points
@@ -226,6 +227,8 @@ def write_experiment(st: Store, name: str, c: Comparison) -> None:
 def load_stored(name: str, store=None) -> Comparison:
     """A stored experiment's :class:`Comparison`, checked."""
     st = store if isinstance(store, Store) else Store(store)
+    if not isinstance(name, str):
+        raise ConfigError(f"experiment: a stored experiment's name, not {short(name)}")
     m = st.manifest(name)
     summary = st.table(name, "summary.parquet")
     ops = st.table(name, "ops.parquet")
@@ -261,7 +264,7 @@ def results(experiment: str | None = None, *, store=None, table: str = "summary"
         return pd.DataFrame(rows, columns=["experiment", "scenario", "factors", "policies",
                                            "reps", "runs", "finished"])
     if table not in TABLES:
-        raise ConfigError(f"table must be one of {', '.join(TABLES)}, not {table!r}")
+        raise ConfigError(f"table must be one of {', '.join(TABLES)}, not {short(table)}")
     c = load_stored(experiment, st)
     if table in ("summary", "ops"):
         return getattr(c, table)

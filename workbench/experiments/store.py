@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ..core.config import ConfigError
 from ..core.paths import output_root
-from ..core.safeio import TMP, atomic_write, read_bytes
+from ..core.safeio import TMP, atomic_write, check_path, read_bytes
 
 FORMAT = 1
 MARKER = "workbench-store.json"
@@ -81,7 +81,8 @@ def _json(path: Path, what: str):
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("WORKBENCH_RESULTS") or output_root() / "results")
+    env = os.environ.get("WORKBENCH_RESULTS")
+    return check_path(env, "WORKBENCH_RESULTS") if env else output_root() / "results"
 
 
 def canonical(obj) -> str:
@@ -105,7 +106,7 @@ class Store:
     the debris of a killed writer."""
 
     def __init__(self, root=None):
-        self.root = Path(root) if root is not None else default_root()
+        self.root = check_path(root, "--store") if root is not None else default_root()
         self._lock = None
         self.check()
 
@@ -231,14 +232,17 @@ class Store:
         """Store one finished run; a run already stored under ``key`` is kept."""
         self._need_lock()
         runs = self.root / "runs"
-        runs.mkdir(exist_ok=True)
+        try:
+            runs.mkdir(exist_ok=True)
+        except OSError as err:
+            self._write_error(err)
         final = runs / key
         if final.exists():
             return
         tmp = runs / f"{TMP}{key}.{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         try:
+            tmp.mkdir()
             summary.to_parquet(tmp / "summary.parquet", index=False)
             ops.to_parquet(tmp / "ops.parquet", index=False)
             (tmp / "run.json").write_text(json.dumps({"format": FORMAT, "key": key, **meta},
@@ -247,8 +251,14 @@ class Store:
                 with open(tmp / f, "rb") as fh:
                     os.fsync(fh.fileno())
             os.rename(tmp, final)
+        except OSError as err:       # disk full, quota, permissions: nothing half-stored
+            self._write_error(err)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def _write_error(self, err: OSError):
+        raise ConfigError(f"store {self.root}: cannot write ({err.strerror or type(err).__name__})"
+                          "; the runs stored so far are kept, run it again to resume") from None
 
     def experiment_dir(self, name: str) -> Path:
         return self.root / "experiments" / name
@@ -261,8 +271,11 @@ class Store:
                 or not NAME.match(str(name)) or len(str(name)) > MAX_NAME:
             raise ValueError(filename)
         d = self.root / kind / name
-        d.mkdir(parents=True, exist_ok=True)
-        atomic_write(d / filename, write)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            atomic_write(d / filename, write)
+        except OSError as err:
+            self._write_error(err)
         return d / filename
 
     # -- reading -----------------------------------------------------------------------

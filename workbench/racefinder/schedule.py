@@ -18,6 +18,7 @@ from ..model.td import Td
 from .oracles import check_oracles, judge
 from ..core.tdx_errno import TDX_OPERAND_BUSY, TDX_OPERAND_BUSY_HOST_PRIORITY, status_class
 from ..policies import resolve_policy
+from ..policies.registry import user_policy_error
 from ..core.scenarios import load_scenario
 
 STRATEGIES = ("random", "pct", "bounded")
@@ -116,7 +117,13 @@ def run_schedule(target: Target, source, *, until: float | None = None,
     if hasattr(source, "bind"):
         source.bind(choices)
     stop_at_failure(td)
-    td.run()
+    try:
+        td.run()
+    except Exception as err:       # a policy of the user's that raises is their error
+        theirs = user_policy_error(target.pset, err)
+        if theirs is None:
+            raise
+        raise theirs from None
     choices.halted = True
     failure = judge(td, target.oracles, target.params, target.predicate)
     return Outcome(failure, choices.made, _hash([(c[3], c[2], c[5]) for c in td.rec.calls
