@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from .paths import DATA
 from .safeio import (MAX_TEXT_CHARS, ConfigError, check_path, load_yaml_text, read_yaml_file,
@@ -23,6 +24,15 @@ __all__ = ["ConfigError"]
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v, info):
+        """``horizon_us: true`` is a mistake, not 1 us: a number field refuses a boolean."""
+        field = cls.model_fields.get(info.field_name)
+        if isinstance(v, bool) and field is not None and field.annotation in (float, int):
+            raise ValueError(f"expected a number, not {v}")
+        return v
 
 
 us = Field(ge=0.0)

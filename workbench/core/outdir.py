@@ -53,12 +53,12 @@ def result_problem(folder: Path) -> str | None:
     wrote, or None: the marker, of this format, and only our files, none a link."""
     names = sorted(os.listdir(folder))
     if MARKER not in names:
-        return (f"holds no {MARKER}, so it is not a result folder this tool wrote "
-                "(results of older versions have none: move it away yourself)")
+        return (f"not a workbench result folder (no {MARKER}; a result of an older "
+                "version has none: move it away yourself)")
     for n in names:
         st = os.lstat(folder / n)
         if n not in RESULT_FILES:
-            return f"holds {short(n, 60)}, which this tool did not write"
+            return f"not a workbench result: holds {short(n, 60)}, which this tool did not write"
         if not stat.S_ISREG(st.st_mode):
             return f"{short(n, 60)} in it is not a regular file (a link or a folder)"
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from .safeio import ConfigError, check_path, inside, open_regular, short
 
 MIN_SAMPLES = 20
+MIN_US, MAX_US = 1e-3, 1e9     # a sample: 1 ns (config.MIN_DURATION_US) to 1,000 s
 MAX_BYTES = 200 * 1024 * 1024
 # Leaves whose whole duration (SEAMCALL to return) a kernel probe measures, and the
 # calibration row of their locked section (workbench/model/seamcalls.py).
@@ -72,12 +73,13 @@ def read_samples(path, *, follow: bool = True) -> dict[str, tuple[float, ...]]:
     if "quantity" not in df.columns or unit is None:
         raise ConfigError(f"samples {where}: needs the columns quantity and us (or ns)")
     values = pd.to_numeric(df[unit], errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(values) | (values <= 0)
+    values = values / 1000.0 if unit == "ns" else values
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values < MIN_US) | (values > MAX_US)
     if bad.any():
         row = int(np.argmax(bad))
-        raise ConfigError(f"samples {where}: row {row + 2}: {unit} is not a positive, "
-                          "finite duration")
-    values = values / 1000.0 if unit == "ns" else values
+        raise ConfigError(f"samples {where}: row {row + 2}: {unit} is not a duration from "
+                          f"{MIN_US:g} us (1 ns) to {MAX_US:g} us")
     out = {}
     for q, v in pd.Series(values).groupby(df["quantity"].astype(str).to_numpy(), sort=True):
         if len(v) < MIN_SAMPLES:
