@@ -41,6 +41,10 @@ VERBS = {  # verb -> the module of this package that runs it (imported on use: -
 def main(argv=None) -> int:
     from ..core.errors import ConfigError, PolicyError
     saved, warnings.formatwarning = warnings.formatwarning, _warning   # one line each
+    saved_filters = warnings.filters[:]
+    # NumPy's "Mean of empty slice", "invalid value encountered": numerical noise whose
+    # result (NaN) the tables show; never a line on stderr
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
     try:
         from .parser import build_parser
         args = build_parser().parse_args(argv)
@@ -72,6 +76,7 @@ def main(argv=None) -> int:
         return _internal(err)
     finally:
         warnings.formatwarning = saved
+        warnings.filters[:] = saved_filters
     return 0
 
 

@@ -17,6 +17,7 @@ advances; that check lives with the config models.
 """
 from __future__ import annotations
 
+import contextvars
 import math
 from dataclasses import dataclass, field
 
@@ -131,3 +132,30 @@ def check_sweep(param, values, policies, reps, budget=None) -> None:
     n_pol = 1 if isinstance(policies, (str, dict)) or hasattr(policies, "for_site") \
         else len(policies or [])
     check_runs(len(values) * max(1, n_pol) * (reps if isinstance(reps, int) else 1), budget)
+
+
+# -- progress of a batch of runs when no bar can be drawn ----------------------------------
+# The CLI sets it (stderr not a terminal: a log, a pipe, CI) to a callable taking one line;
+# compare, sweep and an experiment then report how far they are every PROGRESS_S seconds.
+BATCH_PROGRESS: "contextvars.ContextVar" = contextvars.ContextVar("batch_progress",
+                                                                    default=None)
+
+
+class Ticker:
+    """Counts finished runs of a batch and, if :data:`BATCH_PROGRESS` is set, says every
+    :data:`PROGRESS_S` seconds how far the batch is, in one line."""
+
+    def __init__(self, total: int, what: str = ""):
+        import time
+        self.say, self.total, self.what = BATCH_PROGRESS.get(), total, what
+        self.done, self.t0 = 0, time.monotonic()
+        self.next = self.t0 + PROGRESS_S
+
+    def update(self, n: int = 1) -> None:
+        import time
+        self.done += n
+        now = time.monotonic()
+        if self.say is not None and now >= self.next:
+            self.next = now + PROGRESS_S
+            self.say(f"{self.what}{self.done} of {self.total} runs done, "
+                     f"{now - self.t0:.0f} s")

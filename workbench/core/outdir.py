@@ -31,6 +31,7 @@ MARKER_TEXT = json.dumps({"format": FORMAT, "tool": "tdx-contention-workbench",
 # every file a result folder of this tool may hold (RunResult.save, Comparison.save)
 RESULT_FILES = {MARKER, "manifest.json", "table.csv", "latency.csv", "calls.parquet",
                 "ops.parquet", "vcpus.parquet", "summary.parquet", "events.parquet"}
+STORE_MARKER = "workbench-store.json"     # experiments.store.MARKER
 _DEBRIS = re.compile(r"^\.(?P<name>.*)\.(?P<kind>new|old)\.(?P<pid>[0-9]+)\.[0-9a-f]{8}$")
 
 
@@ -136,6 +137,11 @@ def check_out_dir(out_dir) -> Path:
     existing file, a folder this tool did not write, an unwritable parent."""
     out = out_path(out_dir)        # a path at all: not empty, '.', NUL, too long (safeio)
     where = f"--out {short(str(out), 80)}"
+    store = next((p for p in Path(os.path.abspath(out)).parents
+                  if os.path.isfile(p / STORE_MARKER)), None)
+    if store is not None:
+        raise ConfigError(f"{where}: inside the results store {short(str(store), 80)}; the "
+                          "store keeps its own files (choose a folder outside it)")
     recover(out)
     st = _lstat(out)
     if st is not None and stat.S_ISLNK(st.st_mode):

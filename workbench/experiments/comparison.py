@@ -22,7 +22,7 @@ from .metrics import (calls_table, compare_table, latency_table, ops_table, summ
                       vcpus_table)
 from ..model.td import Td
 from ..core.records import RECORD_LEVELS
-from ..core.limits import as_budget, check_config, check_runs, check_sweep
+from ..core.limits import Ticker, as_budget, check_config, check_runs, check_sweep
 from ..policies import PolicySet, resolve_policy
 from ..policies.registry import user_policy_error
 from ..core.outdir import check_out_dir, write_folder  # noqa: F401  (re-exported)
@@ -62,8 +62,8 @@ class _ResultFolder:
         return os.path.lexists(self.path / name)
 
     def bad(self, name: str, why: str):
-        raise ConfigError(f"{short(str(self.path / name), 100)}: not a valid {self.what} "
-                          f"file ({why})")
+        raise ConfigError(f"{short(str(self.path), 100)}: not a readable {self.what} "
+                          f"({name}: {why})")
 
     def table(self, name: str, needs) -> pd.DataFrame:
         from ..core.safeio import open_regular
@@ -324,9 +324,11 @@ def _gather(jobs, engine, workers, client, param=None, manifest=None,
     with tqdm(total=len(jobs), unit="run", desc="runs", file=sys.stderr,
               disable=not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())) as bar:
         one = _one if record == "ops" else partial(_one, record=record)
+        ticker = Ticker(len(jobs))
         for i, r in imap_jobs(one, jobs, engine, workers, client):
             results[i] = r
             bar.update(1)
+            ticker.update(1)
     summary, ops, vcpus = (pd.concat([_tag(r[k], j[4]) for r, j in zip(results, jobs)],
                                      ignore_index=True) for k in range(3))
     prov = provenance(engine, workers, started)

@@ -19,6 +19,7 @@ from ..core.version import __version__
 from ..core.config import ConfigError, as_overrides, load_calibration
 from .designs import factor_column, load_experiment, points
 from .engines import imap_jobs
+from ..core.limits import Ticker
 from .comparison import Comparison, _one, _policy_sets, _tag
 from ..core.scenarios import load_scenario
 from .store import Store, now, provenance, run_key
@@ -158,6 +159,7 @@ def _run(st, experiment, n_reps, *, reps, seed, sets, engine, workers, client, p
     # longest first (vCPUs x simulated time): a pool ends with short runs, not one long
     todo.sort(key=lambda i: -_cost(runs[i][0][0]))
     bar = _bar(len(todo), skipped, exp.name, progress)
+    ticker = Ticker(len(todo), f"{exp.name}: ")
     try:
         for j, (summary, ops, _) in imap_jobs(one, [runs[i][0] for i in todo], engine,
                                            workers, client):
@@ -166,6 +168,7 @@ def _run(st, experiment, n_reps, *, reps, seed, sets, engine, workers, client, p
                                            "version": __version__, **git,
                                            "finished": now()})
             bar.update(1)
+            ticker.update(1)
     finally:
         bar.close()
     c = assemble(st, exp, runs)
