@@ -78,8 +78,8 @@ def read_samples(path, *, follow: bool = True) -> dict[str, tuple[float, ...]]:
         bad = ~np.isfinite(values) | (values < MIN_US) | (values > MAX_US)
     if bad.any():
         row = int(np.argmax(bad))
-        raise ConfigError(f"samples {where}: row {row + 2}: {unit} is not a duration from "
-                          f"{MIN_US:g} us (1 ns) to {MAX_US:g} us")
+        raise ConfigError(f"samples {where}: row {row + 2}: {unit} is not a positive duration "
+                          f"from {MIN_US:g} us (1 ns) to {MAX_US:g} us")
     out = {}
     for q, v in pd.Series(values).groupby(df["quantity"].astype(str).to_numpy(), sort=True):
         if len(v) < MIN_SAMPLES:

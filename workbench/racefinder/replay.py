@@ -8,6 +8,7 @@ lock-acquisition signature, its calls), which :func:`replay` checks bit for bit.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -212,9 +213,13 @@ def load(path, predicate=None) -> tuple:
         oracles = check_oracles(doc["oracles"])
         if wanted is not None:
             oracles = tuple(oracles) + ("predicate",)
-        target = Target(cfg, pset, cal, oracles,
-                        {k: float(v) for k, v in doc["params"].items()}, predicate)
+        params = {k: float(doc["params"][k]) for k in ("livelock_us", "starve_us")}
+        if not all(math.isfinite(v) and v > 0 for v in params.values()):
+            raise ValueError("params: livelock_us and starve_us must be positive numbers")
+        target = Target(cfg, pset, cal, oracles, params, predicate)
         until, expect = float(doc["until_us"]), doc["expect"]
+        if not isinstance(expect, dict) or not math.isfinite(until) or until <= 0:
+            raise ValueError("expect must be a mapping and until_us a positive number")
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         if isinstance(e, ConfigError):
             raise
