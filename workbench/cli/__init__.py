@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     from ..core.errors import ConfigError, PolicyError
     saved, warnings.formatwarning = warnings.formatwarning, _warning   # one line each
     saved_filters = warnings.filters[:]
+    reserve = bytearray(4 << 20)   # given back on MemoryError, so the message can be printed
     # NumPy's "Mean of empty slice", "invalid value encountered": numerical noise whose
     # result (NaN) the tables show; never a line on stderr
     warnings.filterwarnings("ignore", category=RuntimeWarning)
@@ -58,7 +59,10 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except MemoryError:
+    except MemoryError as err:
+        del reserve
+        import traceback
+        traceback.clear_frames(err.__traceback__)    # free the run the frames still hold
         print("workbench: error: out of memory; ask for less (a shorter horizon_us, fewer "
               "vCPUs, replications or workers, --record summary)", file=sys.stderr)
         return 2

@@ -125,10 +125,9 @@ def recover(out: Path) -> None:
             continue
         prev = d / "prev"
         if m["kind"] == "old" and prev.is_dir() and _lstat(out) is None:
-            if result_problem(prev) is None:
-                os.rename(prev, out)
-                warnings.warn(f"--out {short(str(out), 80)}: a killed write had left the "
-                              f"previous result in {short(n, 80)}; put it back", stacklevel=3)
+            os.rename(prev, out)       # _ours: a real folder of our files only
+            warnings.warn(f"--out {short(str(out), 80)}: a killed write had left the "
+                          f"previous result in {short(n, 80)}; put it back", stacklevel=3)
         shutil.rmtree(d, ignore_errors=True)
 
 

@@ -284,7 +284,6 @@ class Store:
 
     def get_run(self, key: str):
         """``(summary, ops, meta)`` of a stored run, checked; one line naming the bad file."""
-        import pandas as pd
         d = self.root / "runs" / key
         f = d / "run.json"
         try:
@@ -327,7 +326,6 @@ class Store:
 
     def get_robustness(self, name: str):
         """``(manifest, calibrations, values)`` of a stored robustness run."""
-        import pandas as pd
         d = self.root / "robustness" / str(name)
         if not NAME.match(str(name)) or not (d / "manifest.json").is_file():
             known = ", ".join(self.robustness_runs()) or "none"
@@ -363,7 +361,6 @@ class Store:
         return m
 
     def table(self, name: str, filename: str):
-        import pandas as pd
         f = self.experiment_dir(name) / filename
         try:
             return _parquet(f)
