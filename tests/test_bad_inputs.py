@@ -960,6 +960,23 @@ def test_a_sweep_folder_without_its_param_is_refused(tmp_path):
     (folder / "manifest.json").write_text("[]")
     with pytest.raises(ConfigError, match="mapping"):
         Comparison.load(folder)
+    (folder / "manifest.json").write_text(json.dumps(m))
+    pd.read_parquet(folder / "summary.parquet")[["run_id", "policy", "seed", "replication",
+                                                 "scenario", "horizon_us", "value"]
+                                                ].to_parquet(folder / "summary.parquet")
+    with pytest.raises(ConfigError, match="vm_bugged"):
+        Comparison.load(folder)
+
+
+def test_a_dead_worker_is_one_line(monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    def dead(*a, **k):
+        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+    monkeypatch.setattr("workbench.experiments.comparison.imap_jobs", dead)
+    rc, out, err = run_main(["compare", "fault-storm", "--policies", "upstream", *TINY])
+    assert_one_line_error(rc, out, err)
+    assert "worker process died" in err
 
 
 # ------------------------------------------------- data files name no path outside

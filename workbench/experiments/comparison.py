@@ -297,7 +297,7 @@ class Comparison:
         """A folder :meth:`save` wrote, checked: the tables have their columns, a sweep
         names its ``param`` and has its ``value`` column, every factor is a column."""
         f = _ResultFolder(path, "comparison")
-        summary = f.table("summary.parquet", NEEDS["summary"])
+        summary = f.table("summary.parquet", (*NEEDS["summary"], "vm_bugged", "guest_panics"))
         ops = f.table("ops.parquet", NEEDS["ops"])
         manifest = f.manifest()
         param, factors = manifest.get("param"), manifest.get("factors") or []
