@@ -354,7 +354,7 @@ class Store:
         try:
             m = _json(f, "manifest.json")
             if not isinstance(m, dict) or m.get("format") != FORMAT or \
-                    not isinstance(m.get("runs"), list) or not m["runs"]:
+                    not isinstance(m.get("runs"), list):
                 raise ValueError("wrong shape")
         except (OSError, ValueError, RecursionError) as err:
             raise ConfigError(f"{f}: not a valid experiment manifest ({err})") from None
