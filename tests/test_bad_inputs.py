@@ -1313,3 +1313,23 @@ def test_fuzz_replay_documents(field, value, a_replay, tmp_path_factory):
     with _deadline():
         rc, out, err = run_main(["replay", str(d / "r.json")])
     _assert_clean(rc, out, err)
+
+
+def test_a_replay_with_measured_samples_replays_beside_them_only(tmp_path):
+    from workbench.experiments.calibrate import calibrate
+    from workbench.racefinder.replay import replay, save
+    from workbench.racefinder.schedule import make_target, prefix_source, run_schedule
+    (tmp_path / "s.csv").write_text("quantity,us\n" + "".join(
+        f"page_aug_us,{2 + i / 10}\n" for i in range(25)))
+    calibrate(tmp_path / "s.csv", tmp_path / "m.yaml")
+    t = make_target("malicious-accept-small", "upstream", calibration=str(tmp_path / "m.yaml"))
+    o = run_schedule(t, prefix_source(()), keep=True)
+    p = save(tmp_path / "r.json", t, o)
+    measured = json.loads(p.read_text())["calibration"]["measured"]
+    assert measured["page_aug_us"][0] == "m.samples.parquet"
+    assert replay(p)[1]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(p, elsewhere / "r.json")
+    with pytest.raises(ConfigError, match="m.samples.parquet"):
+        replay(elsewhere / "r.json")

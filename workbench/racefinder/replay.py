@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -109,8 +110,6 @@ def save(path, target, outcome) -> Path:
     """Write a replay file for ``outcome`` (a run of ``target``), whole or not at all, at
     most :data:`MAX_REPLAY_BYTES`. Measured samples are named relative to the replay
     file's folder (copy them beside it to share it); a predicate is named, never pickled."""
-    import os
-
     from ..core.safeio import atomic_write, short
     p = check_out(path)
     cal = target.cal.model_dump(mode="json")
@@ -165,6 +164,9 @@ def _measured(path, raw) -> dict:
             raise ConfigError(f"replay file {path}: calibration.measured.{short(q)}: expected "
                               "[samples file, sha256]")
         f = inside(Path(path).parent, entry[0], f"replay file: samples of {short(q)}")
+        if not os.path.lexists(f):
+            raise ConfigError(f"replay file {path}: needs the measured samples "
+                              f"{short(entry[0], 80)} beside it (copy them into its folder)")
         if sha256(f) != entry[1]:
             raise ConfigError(f"replay file {path}: samples {short(entry[0])} are not the "
                               "ones the counterexample was found with (sha256 differs)")
