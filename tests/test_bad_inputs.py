@@ -1333,3 +1333,17 @@ def test_a_replay_with_measured_samples_replays_beside_them_only(tmp_path):
     shutil.copy(p, elsewhere / "r.json")
     with pytest.raises(ConfigError, match="m.samples.parquet"):
         replay(elsewhere / "r.json")
+
+
+def test_a_killed_single_file_write_is_cleaned_when_provably_ours(tmp_path):
+    from workbench.core.safeio import atomic_write
+    dead = _dead_pid()
+    ours = tmp_path / f".tmp-out.csv.{dead}"
+    ours.write_text("half")
+    (tmp_path / "elsewhere").write_text("years of work")
+    link = tmp_path / f".tmp-out.csv.{_dead_pid()}"
+    link.symlink_to(tmp_path / "elsewhere")
+    atomic_write(tmp_path / "out.csv", lambda p: p.write_text("x,y\n"))
+    assert not ours.exists() and link.is_symlink()
+    assert (tmp_path / "elsewhere").read_text() == "years of work"
+    assert (tmp_path / "out.csv").read_text() == "x,y\n"

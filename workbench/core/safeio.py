@@ -273,9 +273,35 @@ def import_user(module: str, what: str, attr: str | None = None):
 TMP = ".tmp-"          # the prefix of a file being written (the store clears them)
 
 
+def _dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def clean_killed_writes(path: Path) -> None:
+    """Remove what a killed :func:`atomic_write` of ``path`` left beside it: only a regular
+    file named ``.tmp-NAME.PID`` whose process is gone (provably ours)."""
+    prefix = f"{TMP}{path.name}."
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix)]
+    except OSError:
+        return
+    for n in names:
+        pid = n[len(prefix):]
+        p = path.parent / n
+        if pid.isdigit() and _dead(int(pid)) and stat.S_ISREG(os.lstat(p).st_mode):
+            p.unlink(missing_ok=True)
+
+
 def atomic_write(path: Path, write) -> None:
     """``write(tmp_path)`` then ``os.replace`` onto ``path``: readers see the old file or
-    the new one, never a part."""
+    the new one, never a part; what a killed earlier write left is removed first."""
+    clean_killed_writes(path)
     tmp = path.with_name(f"{TMP}{path.name}.{os.getpid()}")
     try:
         write(tmp)
