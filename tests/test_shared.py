@@ -10,7 +10,7 @@ import simpy
 
 import workbench
 from workbench.errors import ConfigError
-from workbench.model.shared import MECHANISMS, Server
+from workbench.model.shared import HOT_LINES, MECHANISMS, Server
 
 DATA = Path(__file__).parent / "data"
 
@@ -84,9 +84,11 @@ def test_the_time_lost_shows_in_the_breakdown_and_the_report():
     r = workbench.run("lazy-accept-boot", seed=2, sets={**SMALL, "vcpus.0.count": 8})
     s, v = r.summary.iloc[0], r.vcpus
     assert s["hot_line_us"] > 0 and math.isclose(
-        s["hot_line_us"], sum(s[f"hot_line_{n}_us"] for n in ("TDR", "SEPT_TREE", "TD_EPOCH",
-                                                                "mmu_lock")))
-    assert v["hot_line_us"].sum() == pytest.approx(s["hot_line_us"], rel=1e-6)
+        s["hot_line_us"], sum(s[f"hot_line_{n}_us"] for n in HOT_LINES))
+    # booked = spent, except the waits still running at the horizon (a vCPU that pays
+    # its releases' transfers then is in state hot_line past the end)
+    in_flight = s["hot_line_us"] - v["hot_line_us"].sum()
+    assert -1e-6 <= in_flight <= 0.01 * s["hot_line_us"]
     assert (v.loc[v["role"] == "idle", "halted_us"] > 0).all()
     assert (v["role"] == "idle").sum() == 8                 # share 0.5 beside 8 busy
     from workbench.cli import run_report
