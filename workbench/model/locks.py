@@ -33,14 +33,17 @@ class SharexLock:
     """
 
     # ``line``: the cache line of the lock's word when the host's hot lines are modelled
-    # (shared.py), else None
-    __slots__ = ("name", "operand", "exclusive_owner", "shared_owners", "line")
+    # (shared.py), else None. ``contended``: False for a lock that no call takes exclusive
+    # while vCPUs run, so that a shared try cannot fail and no one can tell when a hold
+    # starts or ends (shared.py judges and releases it at once, paying only its line)
+    __slots__ = ("name", "operand", "exclusive_owner", "shared_owners", "line", "contended")
 
     def __init__(self, name: str, operand: int):
         self.name, self.operand = name, operand
         self.exclusive_owner = None
         self.shared_owners: dict = {}
         self.line = None
+        self.contended = True
 
     def is_free(self) -> bool:
         return self.exclusive_owner is None and not self.shared_owners

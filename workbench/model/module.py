@@ -123,6 +123,8 @@ class TdxModule(MemSeamcalls, HugeSeamcalls, VpEntry, GuestTdcalls):
         self.hot = hot
         for lock in (self.tdr, self.op_state, self.tree_lock, self.epoch_lock):
             lock.line = hot.line(lock.name)
+        # shared in every runtime call; only build-time PAGE.ADD takes the TDR exclusive
+        self.tdr.contended = self.op_state.contended = False
         for w in self.tdr_pamt:
             w.line = hot.line(w.name, "TDR_PAMT")
         self.chldcnt.line = hot.line("CHLDCNT")
