@@ -38,7 +38,7 @@ def one_run(scenario: str, horizon_us: float, seed: int = 1, sets: tuple = ()):
 
 def one_run_sets(scenario: str, sets: list, seed: int = 1):
     import workbench
-    from workbench.config import load_calibration
+    from workbench.core.config import load_calibration
     from workbench.model.td import Td
     from workbench.policies import resolve_policy
     cfg = workbench.load_scenario(scenario, sets=sets)

@@ -158,7 +158,7 @@ def record_rows(scenario: str, horizon: float) -> list:
 def user_wait_rows() -> list:
     import workbench
     base = bare_loop_cpu(1_000_000)
-    from workbench.widgets import DEFAULT_COLUMNS, DEFAULT_KNOBS
+    from workbench.present.widgets import DEFAULT_COLUMNS, DEFAULT_KNOBS
     panel = cpu_of(lambda: workbench.compare("malicious-accept", list(DEFAULT_COLUMNS), reps=2,
                                              seed=1, sets={"horizon_us": 1500,
                                                            **DEFAULT_KNOBS}))
@@ -179,7 +179,7 @@ def dask_rows() -> list:
     first starts the session's cluster, the second reuses it; against the same two calls
     run serially."""
     import workbench
-    from workbench.engines import close_session_cluster
+    from workbench.experiments.engines import close_session_cluster
 
     def call(**engine) -> float:
         t = time.perf_counter()

@@ -30,8 +30,8 @@ seed = 0
 
 # %%
 from workbench import plots
-from workbench.explore import explore
-from workbench.replay import format_trace, trace_table
+from workbench import explore
+from workbench.racefinder.replay import format_trace, trace_table
 
 verdicts = {p: explore(scenario, p, schedules=schedules, seed=seed, progress=False,
                        sets=[f"horizon_us={horizon_us}"], shrink_seconds=3)

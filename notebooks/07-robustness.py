@@ -31,8 +31,8 @@ horizon_us = 8000.0
 tornado_policies = ["upstream", "zero-tolerance", "patch-09-21"]
 
 # %%
-from workbench.plots import holds_chart, tornado
-from workbench.robustness import headline_holds, robustness
+from workbench.present.plots import holds_chart, tornado
+from workbench.analysis.robustness import headline_holds, robustness
 
 sets = {"horizon_us": horizon_us}
 holds = headline_holds(samples, seed=seed, reps=reps, sets=sets)

@@ -4,7 +4,7 @@ another vCPU inside TRACK's window) bugs the VM at once instead of kicking."""
 from workbench.policies import Policy, register
 from workbench.policies.base import BugVm, KickAndRetry, Site
 from workbench.policies.registry import make_policy
-from workbench.tdx_errno import OPERAND_ID_TD_EPOCH
+from workbench.core.tdx_errno import OPERAND_ID_TD_EPOCH
 
 NAME = "test-planted-track-race"
 

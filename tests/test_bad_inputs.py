@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import workbench
 from workbench import ConfigError, PolicyError
 from workbench.cli import main
-from workbench.experiments import Comparison, RunResult
-from workbench.limits import Budget
+from workbench.experiments.comparison import Comparison, RunResult
+from workbench.core.limits import Budget
 
 SECONDS = 20        # any single case must answer well within this
 
@@ -262,7 +262,7 @@ def small_result():
 
 
 def _api_cases():
-    from workbench.config import load_calibration, with_overrides
+    from workbench.core.config import load_calibration, with_overrides
     cfg = workbench.load_scenario("fault-storm")
     r = workbench.run
     return {
@@ -379,7 +379,7 @@ def test_ctrl_c_while_saving_keeps_the_old_result(tmp_path, small_result, monkey
 def test_ctrl_c_is_interrupted_exit_130(monkeypatch, tmp_path):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr("workbench.experiments.run", interrupted)
+    monkeypatch.setattr("workbench.experiments.comparison.run", interrupted)
     monkeypatch.chdir(tmp_path)
     rc, out, err = run_main(["run", "fault-storm", "--out", str(tmp_path / "r")])
     assert_one_line_error(rc, out, err, code=130)
@@ -644,7 +644,7 @@ print(codes)
 def test_a_yaml_text_parsed_once_still_gives_each_caller_its_own_copy(tmp_path):
     """safeio caches parsed texts (every run reads its scenario and calibration): a caller
     that changes what it got changes nothing for the next, and a changed file is read anew."""
-    from workbench.safeio import load_yaml_text, read_yaml_file
+    from workbench.core.safeio import load_yaml_text, read_yaml_file
     first = load_yaml_text("a: {b: [1, 2]}\n")
     first["a"]["b"].append(3)
     assert load_yaml_text("a: {b: [1, 2]}\n") == {"a": {"b": [1, 2]}}

@@ -13,12 +13,12 @@ import pytest
 import simpy
 
 import workbench
-from workbench.config import ModuleOptions, load_calibration
+from workbench.core.config import ModuleOptions, load_calibration
 from workbench.model.clock import FairEnvironment, Jitter
 from workbench.model.module import TdxModule
 from workbench.model.sept import LEVEL_2M, LEVEL_4K, LEVEL_512G, State
-from workbench.records import Recorder
-from workbench.rng import stream
+from workbench.core.records import Recorder
+from workbench.core.rng import stream
 
 CAL = load_calibration()[0].model_copy(update={"jitter_cv": 0.0})
 G = 5 * 0x20_0000 + 0x3000

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 import workbench
-from workbench.config import load_calibration
-from workbench.experiments import run
-from workbench.metrics import calls_table, ops_table, summary_row, vcpus_table
+from workbench.core.config import load_calibration
+from workbench.experiments.comparison import run
+from workbench.experiments.metrics import calls_table, ops_table, summary_row, vcpus_table
 from workbench.model.td import Td
 from workbench.policies import resolve_policy
-from workbench.scenarios import load_scenario
+from workbench.core.scenarios import load_scenario
 
 PRESETS = ("upstream", "patch-09-21", "zero-tolerance", "sean-per-path", "vm-spinlock")
 SETS = {"horizon_us": 6000}

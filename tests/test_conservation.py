@@ -1,7 +1,7 @@
 """Conservation laws and an independent cross-check (Little's law) on whole runs."""
 import pytest
 
-from workbench.records import OUTCOMES, VCPU_STATES
+from workbench.core.records import OUTCOMES, VCPU_STATES
 
 SCENARIOS = ["lazy-accept-boot", "fault-storm", "conversion-storm", "zero-step",
              "malicious-accept", "scale"]

@@ -5,7 +5,7 @@ import simpy
 from workbench.model.clock import FairEnvironment, Jitter
 from workbench.model.fastenum import members
 from workbench.model.sept import State
-from workbench.rng import stream
+from workbench.core.rng import stream
 
 
 def test_now_follows_the_clock_through_run_until_and_interrupts():

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 import workbench
-from workbench.config import ConfigError
-from workbench.engines import map_jobs
+from workbench.core.config import ConfigError
+from workbench.experiments.engines import map_jobs
 
 SHORT = ["horizon_us=1500"]
 
@@ -55,7 +55,7 @@ def test_a_comparison_round_trips_through_its_folder(tmp_path):
 
 
 def test_dask_starts_one_cluster_per_session_and_closes_it():
-    from workbench import engines
+    from workbench.experiments import engines
     assert map_jobs(abs, [-1, -2, -3], engine="dask", workers=2) == [1, 2, 3]
     first = engines._SESSION["client"]
     assert map_jobs(abs, [-4, -5], engine="dask", workers=2) == [4, 5]

@@ -6,10 +6,10 @@ import pytest
 
 import workbench
 from workbench.cli import main
-from workbench.config import ConfigError
-from workbench.explore import explore, make_target, prefix_source, random_source, run_schedule
-from workbench import plots
-from workbench.replay import load, replay, save, trace_rows, trace_table
+from workbench.core.config import ConfigError
+from workbench.racefinder.explore import explore, make_target, prefix_source, random_source, run_schedule
+from workbench.present import plots
+from workbench.racefinder.replay import load, replay, save, trace_rows, trace_table
 from planted_policy import POLICY as PLANTED
 
 
@@ -153,7 +153,7 @@ def test_a_search_on_dask_sees_what_a_serial_one_sees():
 def test_shrinking_is_a_function_of_the_schedule_and_the_run_budget(monkeypatch):
     """The shrink depends on its input and run budget only; a wall clock that runs out
     (a busy machine) stops it between runs, never raises, and keeps a failing schedule."""
-    from workbench import shrink
+    from workbench.racefinder import shrink
     t = make_target("malicious-accept-small", "patch-09-21", oracles=["vm_bugged"])
     o = next(o for o in (run_schedule(t, random_source(s)) for s in range(40)) if o.failure)
     a, runs_a = shrink.shrink_choices(t, o.choices, "vm_bugged", max_seconds=1e6, max_runs=60)

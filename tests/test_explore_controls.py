@@ -8,8 +8,8 @@ must be found with the field report's failure chain.
 import pytest
 
 import workbench
-from workbench.explore import explore
-from workbench.replay import trace_rows
+from workbench.racefinder.explore import explore
+from workbench.racefinder.replay import trace_rows
 
 
 def test_kick_and_retry_once_bugs_the_vm_when_the_module_goes_busy_without_vcpus():

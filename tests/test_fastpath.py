@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import workbench
-from workbench.config import load_calibration
+from workbench.core.config import load_calibration
 from workbench.model.td import Td
 from workbench.policies import resolve_policy
 
@@ -93,6 +93,6 @@ def test_compute_vcpus_run_guest_code_and_leave_only_for_interrupts():
 
 
 def test_a_bad_polls_value_is_a_one_line_error():
-    from workbench.errors import ConfigError
+    from workbench.core.errors import ConfigError
     with pytest.raises(ConfigError, match="polls"):
         workbench.run("lazy-accept-boot", sets={"polls": "sometimes"})

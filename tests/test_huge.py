@@ -7,12 +7,12 @@ import workbench
 import pytest
 
 from tests.test_module import CAL0, G, REGION, all_locks_free, call, leaf, make, tables
-from workbench.errors import ConfigError
+from workbench.core.errors import ConfigError
 from workbench.model.locks import Mode
-from workbench.config import ModuleOptions
+from workbench.core.config import ModuleOptions
 from workbench.model.sept import LEVEL_2M, LEVEL_4K, PAGE_4K, State
-from workbench.rng import Draws, stream
-from workbench.tdx_errno import (
+from workbench.core.rng import Draws, stream
+from workbench.core.tdx_errno import (
     OPERAND_ID_RCX, TDX_GPA_RANGE_NOT_BLOCKED, TDX_INTERRUPTED_RESTARTABLE,
     TDX_HPA_RANGE_NOT_FREE, TDX_MISSING_PAMT_PAGE_PAIR, TDX_OPERAND_BUSY, TDX_SUCCESS,
     TDX_TLB_TRACKING_NOT_DONE,

@@ -25,13 +25,13 @@ import simpy
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from workbench.config import ModuleOptions, load_calibration
+from workbench.core.config import ModuleOptions, load_calibration
 from workbench.model.locks import Mode, SeptEntryLock, SharexHpLock, SharexLock
 from workbench.model.module import TdxModule
 from workbench.model.sept import LEVEL_1G, LEVEL_2M, LEVEL_4K, LEVEL_512G, State
-from workbench.records import Recorder
-from workbench.rng import stream
-from workbench.tdx_errno import (
+from workbench.core.records import Recorder
+from workbench.core.rng import stream
+from workbench.core.tdx_errno import (
     TDX_OPERAND_BUSY, TDX_OPERAND_BUSY_HOST_PRIORITY, TDX_SUCCESS, decode, status_class,
 )
 

@@ -7,7 +7,7 @@ import yaml
 
 import workbench
 from workbench.cli import main
-from workbench.config import load_calibration
+from workbench.core.config import load_calibration
 
 
 def _samples(tmp_path, n=3000, name="samples.csv"):
@@ -72,8 +72,8 @@ def test_calibrate_never_replaces_a_file(tmp_path, capsys):
 
 
 def test_an_override_replaces_a_measured_row_and_changed_samples_are_refused(tmp_path):
-    from workbench.config import ConfigError
-    from workbench.measured import samples_of
+    from workbench.core.config import ConfigError
+    from workbench.core.samples import samples_of
     src, _ = _samples(tmp_path, n=50)
     out = tmp_path / "m.yaml"
     assert main(["calibrate", "--from", str(src), "--out", str(out)]) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.metrics import HOSTILE_ROLES, jain
+from workbench.experiments.metrics import HOSTILE_ROLES, jain
 
 
 def test_busy_rates_split_host_guest_and_hostile(sim):
@@ -47,7 +47,7 @@ def test_spammers_per_page_choose_how_many_pages_are_attacked(sim):
 
 
 def test_a_fault_given_up_and_retaken_is_one_guest_visible_wait():
-    from workbench.metrics import ops_table
+    from workbench.experiments.metrics import ops_table
     G, H = 0x5000, 0x6000
     #        op, actor, gpa, t_start, t_end, attempts, busy, outcome
     raw = [("private_fault", "v0", G, 0.0, 1.0, 1, 1, "resumed"),

@@ -9,13 +9,13 @@ from __future__ import annotations
 import pytest
 import simpy
 
-from workbench.config import ModuleOptions, load_calibration
+from workbench.core.config import ModuleOptions, load_calibration
 from workbench.model.locks import Mode, SharexHpLock, SharexLock, SeptEntryLock, Side
 from workbench.model.module import TdxModule
 from workbench.model.sept import LEVEL_1G, LEVEL_2M, LEVEL_4K, LEVEL_512G, State
-from workbench.records import Recorder
-from workbench.rng import stream
-from workbench.tdx_errno import (
+from workbench.core.records import Recorder
+from workbench.core.rng import stream
+from workbench.core.tdx_errno import (
     TDX_EXIT_EPT_VIOLATION, TDX_GPA_RANGE_NOT_BLOCKED,
     TDX_INTERRUPTED_RESUMABLE, TDX_OPERAND_BUSY,
     TDX_OPERAND_BUSY_HOST_PRIORITY, TDX_OPERAND_INVALID, TDX_PAGE_SIZE_MISMATCH,

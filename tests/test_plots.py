@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import workbench
-from workbench import plots
+from workbench.present import plots
 
 SHORT = {"horizon_us": 3000}
 
@@ -153,7 +153,7 @@ def test_a_variant_keeps_its_presets_colour_with_its_own_dash_and_pattern(compar
     names = {"upstream": on, "zero-tolerance": off}
     relabel = {k: getattr(comparison, k).assign(policy=lambda d: d["policy"].map(names))
                for k in ("summary", "ops", "vcpus")}
-    c = workbench.experiments.Comparison(relabel["summary"], relabel["ops"],
+    c = workbench.Comparison(relabel["summary"], relabel["ops"],
                                          vcpus=relabel["vcpus"])
     blue = plots.PRESET_COLORS["upstream"]
     assert plots.policy_color(on) == plots.policy_color(off) == blue
@@ -176,7 +176,7 @@ def test_a_variant_keeps_its_presets_colour_with_its_own_dash_and_pattern(compar
 def test_the_time_breakdown_draws_every_state_the_model_keeps():
     """Every vCPU state of the model has a name and a colour, and the breakdown's shares
     add up to the whole of the vCPUs' time (the shared resources' waits included)."""
-    from workbench.records import VCPU_STATES
+    from workbench.core.records import VCPU_STATES
     assert set(VCPU_STATES) <= set(plots.STATES)
     r = workbench.run("lazy-accept-boot", sets={"horizon_us": 1500, "vcpus.0.count": 8})
     v = r.vcpus.assign(policy="upstream")

@@ -7,7 +7,7 @@ import workbench
 from workbench.policies import (REGISTRY, BugVm, BusyContext, GuestFail, Policy, ResumeGuest,
                                 Retry, Site, make_policy, resolve_policy)
 from workbench.policies.conformance import PolicyConformanceError, check_policy
-from workbench.tdx_errno import TDX_OPERAND_BUSY
+from workbench.core.tdx_errno import TDX_OPERAND_BUSY
 
 
 def is_busy(calls):

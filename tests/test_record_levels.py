@@ -28,7 +28,7 @@ def test_ops_level_keeps_the_ops_table():
 
 
 def test_summary_level_keeps_no_tuples_per_call_or_op():
-    from workbench.config import load_calibration
+    from workbench.core.config import load_calibration
     from workbench.model.td import Td
     from workbench.policies import resolve_policy
     cfg = workbench.load_scenario("malicious-accept", H)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.config import ConfigError, load_calibration
-from workbench.robustness import Robustness, design, ranges, robustness
+from workbench.core.config import ConfigError, load_calibration
+from workbench.analysis.robustness import Robustness, design, ranges, robustness
 
 
 def test_every_guess_has_a_plausible_range_around_its_value():
@@ -74,7 +74,7 @@ def _named(f_a, f_b, a="upstream", b="zero-tolerance", n=32):
 
 def test_a_robustness_run_is_stored_listed_and_reloaded(tmp_path, capsys):
     from workbench.cli import main
-    from workbench.robustness import load, save, stored
+    from workbench.analysis.robustness import load, save, stored
     r = _named(lambda t: t["t1_us"], lambda t: 5.0 + 0 * t["t1_us"])
     name = save(r, store=tmp_path)
     assert save(r, store=tmp_path) == name                   # the same question stores once
@@ -91,8 +91,8 @@ def test_a_robustness_run_is_stored_listed_and_reloaded(tmp_path, capsys):
 
 
 def test_the_tornado_colours_each_side_of_a_flip_by_the_policy_that_wins_there():
-    from workbench.plots import policy_color
-    from workbench.plots import tornado
+    from workbench.present.plots import policy_color
+    from workbench.present.plots import tornado
     flip = _named(lambda t: t["t1_us"], lambda t: 5.0 + 0 * t["t1_us"])
     fig = tornado(flip)
     bars = {t.marker.color: t for t in fig.data if t.type == "bar"}
@@ -108,8 +108,8 @@ def test_the_tornado_colours_each_side_of_a_flip_by_the_policy_that_wins_there()
 
 def test_a_timing_the_scenario_pins_is_not_drawn_unless_named():
     """touch-storm's 30 us SEPT.ADD is its question (the race window), not a guess."""
-    from workbench.robustness import _unpinned
-    from workbench.scenarios import load_scenario
+    from workbench.analysis.robustness import _unpinned
+    from workbench.core.scenarios import load_scenario
     cfg = load_scenario("touch-storm")
     assert "sept_add_us" not in _unpinned(cfg, ranges(), None)
     assert "sept_add_us" in _unpinned(cfg, ranges(names=["sept_add_us"]), ["sept_add_us"])

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import workbench
-from workbench.config import ConfigError
+from workbench.core.config import ConfigError
 
 SHORT = ["horizon_us=1500"]
 

@@ -9,8 +9,8 @@ import pytest
 import simpy
 
 import workbench
-from workbench.config import ModuleOptions
-from workbench.errors import ConfigError
+from workbench.core.config import ModuleOptions
+from workbench.core.errors import ConfigError
 from workbench.model.shared import HOT_LINES, MECHANISMS, Server
 
 DATA = Path(__file__).parent / "data"
@@ -92,7 +92,7 @@ def test_the_time_lost_shows_in_the_breakdown_and_the_report():
     assert -1e-6 <= in_flight <= 0.01 * s["hot_line_us"]
     assert (v.loc[v["role"] == "idle", "halted_us"] > 0).all()
     assert (v["role"] == "idle").sum() == 8                 # share 0.5 beside 8 busy
-    from workbench.cli import run_report
+    from workbench.cli.runs import run_report
     assert "hot lock lines" in run_report(r) and "halted" in run_report(r)
 
 
@@ -102,7 +102,7 @@ def test_a_bad_share_is_one_line():
 
 
 def test_the_scaling_experiments_turn_each_mechanism_off_in_turn():
-    from workbench.designs import load_experiment, points
+    from workbench.experiments.designs import load_experiment, points
     for name, counts in (("lazy-accept-scaling", "vcpus.0.count"), ("scale-shared", "vcpus.1.count")):
         exp = load_experiment(name)
         assert exp.factors[counts] == [1, 2, 4, 8, 16, 32, 64]
@@ -135,7 +135,7 @@ def _booked(monkeypatch, drive, **opts):
     """The names of the hot lines ``drive(env, m, log)`` books, in order (a 2 MB or 1 GB
     range's PAMT line without its range)."""
     from tests.test_module import CAL0, make
-    from workbench.config import SharedOptions
+    from workbench.core.config import SharedOptions
     from workbench.model.shared import SharedResources
     log = []
     real = Server.access

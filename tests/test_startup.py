@@ -4,8 +4,8 @@ import sys
 
 
 def test_quick_scenario_listing_matches_the_validated_one():
-    from workbench.cli import quick_describe
-    from workbench.scenarios import describe
+    from workbench.cli.info import quick_describe
+    from workbench.core.scenarios import describe
     assert quick_describe() == describe()
 
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 import workbench
-from workbench.config import ConfigError
-from workbench.stats import (bootstrap_quantile, describe, paired_diff, t_interval,
+from workbench.core.config import ConfigError
+from workbench.experiments.stats import (bootstrap_quantile, describe, paired_diff, t_interval,
                              welch_interval, with_intervals)
 
 SHORT = {"horizon_us": 2000}
@@ -95,7 +95,7 @@ def test_cli_compare_baseline_prints_paired_differences():
 
 
 def test_warmup_cut_recomputes_latency_columns_and_rate_settles():
-    from workbench.stats import op_rate, settle_time
+    from workbench.experiments.stats import op_rate, settle_time
     c = workbench.compare("lazy-accept-boot", ["upstream"], reps=2, sets=SHORT)
     cols = [x for x in c.summary.columns if x.startswith("private_fault_")]
     pd.testing.assert_frame_equal(c.warmup(0).summary[cols], c.summary[cols],
@@ -115,7 +115,7 @@ def test_warmup_cut_recomputes_latency_columns_and_rate_settles():
 
 
 def test_interval_lines_draws_interval_bands():
-    from workbench.plots import interval_lines
+    from workbench.present.plots import interval_lines
     st = pd.DataFrame({"value": [3, 7, 3, 7], "policy": ["a", "a", "b", "b"],
                        "metric": "kicks", "n": 3, "mean": [1.0, 2, 3, 4],
                        "sd": 1.0, "ci_low": [0.5, 1, 2, 3], "ci_high": [1.5, 3, 4, 5]})

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 import workbench
-from workbench.config import ConfigError, load_calibration
-from workbench.designs import experiment_names, load_experiment, points
+from workbench.core.config import ConfigError, load_calibration
+from workbench.experiments.designs import experiment_names, load_experiment, points
 from workbench.policies import resolve_policy
-from workbench.runner import plan, results, run_experiment, run_spec
-from workbench.scenarios import load_scenario
-from workbench.store import Store, run_key
+from workbench.experiments.runner import plan, results, run_experiment, run_spec
+from workbench.core.scenarios import load_scenario
+from workbench.experiments.store import Store, run_key
 
 # 12 short runs: 3 race windows x 2 fault-site policies x 2 replications
 SMALL = {"name": "small", "scenario": "touch-storm", "sets": {"horizon_us": 1500},
@@ -100,7 +100,7 @@ def test_changing_anything_that_determines_a_run_changes_its_key(monkeypatch):
     ]
     keys = {run_key(s) for s in others}
     assert len(keys) == len(others) and key not in keys
-    import workbench.runner as runner
+    import workbench.experiments.runner as runner
     monkeypatch.setattr(runner, "__version__", "9.9.9")
     assert run_key(run_spec(cfg, pol, 1, 0, cal)) != key
 
@@ -282,7 +282,7 @@ def test_cli_store_errors_are_one_line(args, words, tmp_path, monkeypatch, capsy
 
 
 def test_workers_above_the_cpu_count_warn():
-    from workbench.engines import imap_jobs
+    from workbench.experiments.engines import imap_jobs
     n = (os.cpu_count() or 1) + 1
     with pytest.warns(UserWarning, match="more than the"):
         assert sorted(imap_jobs(abs, [-1, -2], workers=n)) == [(0, 1), (1, 2)]
@@ -339,7 +339,7 @@ def test_scheduler_runs_on_an_existing_dask_cluster_and_export_parquet(tmp_path,
 
 
 def test_runs_of_another_version_are_kept_apart_with_one_warning(tmp_path, monkeypatch):
-    import workbench.runner as runner
+    import workbench.experiments.runner as runner
     one = {**SMALL, "factors": {"timings.sept_add_us": [3]}, "reps": 1}
     monkeypatch.setattr(runner, "__version__", "0.0.1")
     old = run_experiment(one, store=tmp_path / "st", progress=False)

@@ -1,7 +1,7 @@
 """Facts 6 to 9 of domain.md §8, through ``workbench.run`` on the shipped scenarios."""
 import numpy as np
 
-from workbench.tdx_errno import TDX_OPERAND_BUSY
+from workbench.core.tdx_errno import TDX_OPERAND_BUSY
 
 
 def busy_calls(r):

@@ -3,7 +3,7 @@ import json
 
 import workbench
 from workbench import cli
-from workbench.trace import trace_events
+from workbench.present.trace import trace_events
 
 SETS = ["horizon_us=800"]
 

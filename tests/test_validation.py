@@ -5,7 +5,7 @@ import math
 import pytest
 
 from workbench.cli import main
-from workbench.validation import entries
+from workbench.analysis.validation import entries
 
 
 def test_validate_prints_every_entry_with_its_ratio_and_calibration(capsys):

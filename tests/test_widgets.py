@@ -2,7 +2,7 @@
 import threading
 
 import workbench
-from workbench import widgets
+from workbench.present import widgets
 
 SMALL = dict(scenario="fault-storm", reps=2, seed=3, horizon_us=1000.0)
 

@@ -13,7 +13,7 @@ Public API::
     workbench.results("scale")                   # a tidy DataFrame from the store
     workbench.robustness("zero-step", ["upstream", "sean-per-path"]).rankings()
 """
-__version__ = "0.1.0"
+from .core.version import __version__
 
 import sys as _sys  # noqa: E402
 
@@ -28,20 +28,23 @@ if _sys.argv[:1] == ["-m"] and _sys.path and not _sys.flags.safe_path:
 # The public names are imported on first use (PEP 562), so that ``import workbench`` and
 # ``workbench --help`` do not pay for pandas, pyarrow, pydantic and SimPy.
 _LAZY = {
-    "run": "experiments", "compare": "experiments", "sweep": "experiments",
-    "sweep_facets": "experiments", "facet_stats": "experiments",
-    "RunResult": "experiments", "Comparison": "experiments",
-    "run_experiment": "runner", "results": "runner",
-    # the submodule itself, made callable: `import workbench.robustness` binds the module to
-    # this name whatever we do, so the name must work as both (robustness.py, end)
-    "robustness": ("robustness", None),
-    "load_scenario": "scenarios", "scenario_names": "scenarios",
-    "describe_scenarios": ("scenarios", "describe"),
-    "ScenarioConfig": "config", "ConfigError": "config", "load_calibration": "config",
-    "with_overrides": "config", "Budget": "limits",
+    "run": "experiments.comparison", "compare": "experiments.comparison",
+    "sweep": "experiments.comparison", "sweep_facets": "experiments.comparison",
+    "facet_stats": "experiments.comparison", "RunResult": "experiments.comparison",
+    "Comparison": "experiments.comparison",
+    "run_experiment": "experiments.runner", "results": "experiments.runner",
+    "robustness": "analysis.robustness", "validate": "analysis.validation",
+    "explore": "racefinder.explore", "replay": "racefinder.replay",
+    "load_scenario": "core.scenarios", "scenario_names": "core.scenarios",
+    "describe_scenarios": ("core.scenarios", "describe"),
+    "ScenarioConfig": "core.config", "ConfigError": "core.config",
+    "load_calibration": "core.config", "with_overrides": "core.config", "Budget": "core.limits",
     "PRESETS": "policies", "REGISTRY": "policies", "Policy": "policies",
     "PolicyError": "policies", "PolicySet": "policies", "make_policy": "policies",
     "register": "policies", "resolve_policy": "policies",
+    # modules of the public face
+    "plots": ("present.plots", None), "widgets": ("present.widgets", None),
+    "paper": ("present.paper", None), "stats": ("experiments.stats", None),
 }
 
 
@@ -62,7 +65,8 @@ def __dir__():
 
 
 __all__ = ["__version__", "run", "compare", "sweep", "sweep_facets", "facet_stats",
-           "run_experiment", "results", "robustness", "load_scenario", "scenario_names",
+           "run_experiment", "results", "robustness", "validate", "explore", "replay",
+           "plots", "widgets", "paper", "stats", "load_scenario", "scenario_names",
            "describe_scenarios", "RunResult", "Comparison", "ScenarioConfig", "ConfigError",
            "load_calibration", "with_overrides", "PRESETS", "REGISTRY", "Policy",
            "PolicyError", "PolicySet", "make_policy", "register", "resolve_policy", "Budget"]

@@ -13,7 +13,7 @@ from heapq import heappop
 from simpy.core import EmptySchedule, StopSimulation
 from simpy.events import URGENT, Event
 
-from ..limits import PROGRESS_S, as_budget
+from ..core.limits import PROGRESS_S, as_budget
 
 CHUNK = 4096     # steps between two looks at the clock
 

@@ -21,7 +21,7 @@ from simpy.core import NORMAL, EmptySchedule, StopSimulation
 from simpy.events import EventPriority
 from simpy.events import Process, Timeout
 
-from ..rng import Draws
+from ..core.rng import Draws
 
 # The smallest duration the model ever waits: simulated time always advances, even when a
 # calibration gives a duration that ``now + d == now`` would swallow.
@@ -251,7 +251,7 @@ def durations(cal, cv: float, rng, block: int = 4096, numpy_exp: bool = False):
     jitter = Jitter(cv, rng, block, numpy_exp)
     if not cal.measured:
         return jitter
-    from ..measured import samples_of
+    from ..core.samples import samples_of
     return WithMeasured(jitter, {q: Empirical(v, rng) for q, v in samples_of(cal.measured).items()})
 
 

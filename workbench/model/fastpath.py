@@ -30,7 +30,7 @@ from heapq import heappush
 import numpy as np
 from simpy.core import NORMAL
 
-from ..rng import stream
+from ..core.rng import stream
 from .clock import MIN_STEP_US, Jitter, durations
 
 BULK_PASSES = 32       # from this many passes to replay, numpy's arrays pay for themselves

@@ -17,7 +17,7 @@ import simpy
 
 from ..policies import GuestFail, Retry, Site
 from ..policies.base import BusyContext
-from ..tdx_errno import (TDX_HOST_PRIORITY_BUSY_TIMEOUT, TDX_INTERRUPTED_RESUMABLE,
+from ..core.tdx_errno import (TDX_HOST_PRIORITY_BUSY_TIMEOUT, TDX_INTERRUPTED_RESUMABLE,
                          TDX_SUCCESS, tdx_operand_busy)
 from .sept import LEVEL_1G, LEVEL_2M, LEVEL_4K, LEVEL_NAMES, LEVEL_SIZE, PAGE_4K, State
 from .fastenum import members

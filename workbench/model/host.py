@@ -10,62 +10,23 @@
 """
 from __future__ import annotations
 
-from collections import deque
 
-import simpy
 
 from ..policies import (BugVm, BusyContext, ExitToUserspace, KickAndRetry, ResumeGuest, Retry, Site)
-from ..tdx_errno import (OPERAND_ID_RCX, TDX_EXIT_EPT_VIOLATION, TDX_GPA_RANGE_ALREADY_BLOCKED,
+from ..core.tdx_errno import (OPERAND_ID_RCX, TDX_EXIT_EPT_VIOLATION, TDX_GPA_RANGE_ALREADY_BLOCKED,
                          TDX_SUCCESS, is_error, tdx_operand_busy)
 from .module import leaf_name
 from .sept import LEVEL_4K, PAGE_4K, State
+from .kvm_locks import READ, WRITE, QueuedRwLock
 from .split import HugeKvm
 from .fastenum import members
 
 State, Site = members(State), members(Site)   # plain attribute reads (fastenum.py)
 
-READ, WRITE = "read", "write"
 # internal results of the fault path that are RET_PF_RETRY without a SEAMCALL
 FROZEN = -1          # the mirror SPTE was frozen by another host task
 STALE = -2           # an mmu_invalidate (memory attribute change) raced the fault
 RESUME, USERSPACE, STOPPED = "resume", "userspace", "stopped"
-
-
-class QueuedRwLock:
-    """A fair reader/writer spinlock (Linux qrwlock): FIFO once anyone waits."""
-
-    def __init__(self, env: simpy.Environment, name: str):
-        self.env, self.name = env, name
-        self.readers, self.writer = 0, False
-        self.queue: deque = deque()
-
-    def acquire(self, mode: str):
-        """None when granted at once, else an event that fires when granted."""
-        if not self.queue and self._can(mode):
-            self._grant(mode)
-            return None
-        ev = self.env.event()
-        self.queue.append((ev, mode))
-        return ev
-
-    def release(self, mode: str) -> None:
-        if mode == WRITE:
-            self.writer = False
-        else:
-            self.readers -= 1
-        while self.queue and self._can(self.queue[0][1]):
-            ev, m = self.queue.popleft()
-            self._grant(m)
-            ev.succeed()
-
-    def _can(self, mode: str) -> bool:
-        return not self.writer and (mode == READ or self.readers == 0)
-
-    def _grant(self, mode: str) -> None:
-        if mode == WRITE:
-            self.writer = True
-        else:
-            self.readers += 1
 
 
 class Kvm:
@@ -485,4 +446,4 @@ class Kvm:
         return st, gpa
 
 
-__all__ = ["Kvm", "QueuedRwLock", "RESUME", "USERSPACE", "STOPPED"]
+__all__ = ["Kvm", "RESUME", "USERSPACE", "STOPPED"]

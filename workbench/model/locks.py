@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from ..tdx_errno import TDX_SUCCESS, busy
+from ..core.tdx_errno import TDX_SUCCESS, busy
 
 
 class Mode(Enum):

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import simpy
 
-from ..config import Calibration, ModuleOptions
-from ..errors import ConfigError
-from ..records import Overlap, Recorder
-from ..rng import Draws
-from ..tdx_errno import (
+from ..core.config import Calibration, ModuleOptions
+from ..core.errors import ConfigError
+from ..core.records import Overlap, Recorder
+from ..core.rng import Draws
+from ..core.tdx_errno import (
     OPERAND_ID_OP_STATE, OPERAND_ID_RCX, OPERAND_ID_SEPT, OPERAND_ID_TD_EPOCH,
-    OPERAND_ID_TDR, OPERAND_ID_TDVPR, TDX_EPT_ENTRY_NOT_FREE, TDX_EPT_WALK_FAILED, TDX_SUCCESS, busy, status_class,
+    OPERAND_ID_TDR, TDX_EPT_ENTRY_NOT_FREE, TDX_EPT_WALK_FAILED, TDX_SUCCESS, busy, status_class,
 )
 from .clock import durations
 from .locks import Mode, SharexHpLock, SharexLock, Side, Word
@@ -29,6 +29,7 @@ from .tdcalls import MAX_ACCEPT_LEVEL, GuestTdcalls
 from .vp import VpEntry
 from .sept import SecureEpt, State
 from .fastenum import members
+from .tdvps import TdVcpu
 
 State = members(State)      # plain attribute reads on the hot path (fastenum.py)
 
@@ -47,34 +48,6 @@ def leaf_name(call) -> str:
     if name is None:
         name = _LEAF_NAMES[f] = f.__name__.upper().replace("_", ".")
     return name
-
-
-class TdVcpu:
-    """The module's per-vCPU state (TDVPS): zero-step counter, epoch hold, HP streak."""
-
-    __slots__ = ("name", "tdvpr", "entry_rip", "epf_count", "epf_gpas", "epoch_parity",
-                 "hp_streak_start", "armings", "irq_pending", "interruptible", "proc")
-
-    def __init__(self, name: str, hp_enabled: bool):
-        self.name = name
-        self.tdvpr = SharexHpLock(f"tdvpr[{name}]", OPERAND_ID_TDVPR, hp_enabled)
-        self.entry_rip = None
-        self.epf_count = 0
-        self.epf_gpas: list[int] = []
-        self.epoch_parity = None      # which epoch refcount this vCPU holds while in the TD
-        self.hp_streak_start = None
-        self.armings = 0
-        self.irq_pending = False      # an IPI arrived while the vCPU was in the TD
-        self.interruptible = False    # the vCPU sits where an interrupt exits at once
-        self.proc = None              # the SimPy process running this vCPU
-
-    @property
-    def zero_step_armed(self) -> bool:
-        return bool(self.epf_gpas)
-
-    @property
-    def in_td(self) -> bool:
-        return self.epoch_parity is not None
 
 
 class TdxModule(MemSeamcalls, HugeSeamcalls, VpEntry, GuestTdcalls):

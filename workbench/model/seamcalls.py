@@ -7,7 +7,7 @@ legality check, locked cost, effect) to ``TdxModule._seamcall`` and returns that
 from __future__ import annotations
 
 
-from ..tdx_errno import (
+from ..core.tdx_errno import (
     OPERAND_ID_OP_STATE, OPERAND_ID_RCX, OPERAND_ID_RDX, TDX_EPT_ENTRY_STATE_INCORRECT,
     TDX_GPA_RANGE_ALREADY_BLOCKED,
     TDX_GPA_RANGE_NOT_BLOCKED, TDX_PREVIOUS_TLB_EPOCH_BUSY,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from ..tdx_errno import OPERAND_ID_RCX
+from ..core.tdx_errno import OPERAND_ID_RCX
 from .locks import SeptEntryLock
 
 PAGE_4K = 4096

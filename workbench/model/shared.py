@@ -22,8 +22,8 @@ known service times, a request's delay is ``max(now, free_at) - now + service``.
 """
 from __future__ import annotations
 
-from ..config import Calibration, SharedOptions
-from ..tdx_errno import TDX_SUCCESS, status_class
+from ..core.config import Calibration, SharedOptions
+from ..core.tdx_errno import TDX_SUCCESS, status_class
 
 PAGE_BYTES = 4096
 # summary groups of hot lines: the TDR lock (its 4 KB PAMT entry), TDCS op_state, the

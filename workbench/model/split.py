@@ -26,13 +26,13 @@ simplifies, docs/model.md §5.2 says so.
 from __future__ import annotations
 
 from ..policies import Site
-from ..rng import Draws, stream
-from ..tdx_errno import (OPERAND_ID_RCX, TDX_GPA_RANGE_ALREADY_BLOCKED, TDX_HPA_RANGE_NOT_FREE,
+from ..core.rng import Draws, stream
+from ..core.tdx_errno import (OPERAND_ID_RCX, TDX_GPA_RANGE_ALREADY_BLOCKED, TDX_HPA_RANGE_NOT_FREE,
                          TDX_SUCCESS, is_error, tdx_operand_busy)
+from .kvm_locks import READ, WRITE, QueuedRwLock
 from .sept import LEAF_STATES, LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, State
 
 MB2 = LEVEL_SIZE[LEVEL_2M]
-READ, WRITE = "read", "write"
 FROZEN, STALE = -1, -2       # as host.py: RET_PF_RETRY without a SEAMCALL
 SPLIT_FAILED = 1 << 63       # an error status: the split bugged the TD, the fault ends
 
@@ -41,7 +41,6 @@ class HugeKvm:
     """KVM's 2 MB leaves, splits and Dynamic PAMT refcounts for one TD."""
 
     def __init__(self, kvm):
-        from .host import QueuedRwLock
         td = kvm.td
         self.kvm, self.env, self.module, self.cal, self.rec = kvm, kvm.env, kvm.module, \
             kvm.cal, kvm.rec

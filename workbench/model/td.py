@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import simpy
 
-from ..config import Calibration, ScenarioConfig, VcpuGroup
+from ..core.config import Calibration, ScenarioConfig, VcpuGroup
 from ..policies import PolicySet
-from ..records import HOSTILE_ROLES, VCPU_STATES, Recorder, TimeAverage
-from ..rng import stream
-from ..tdx_errno import TDX_EXIT_EPT_VIOLATION, TDX_SUCCESS
+from ..core.records import HOSTILE_ROLES, VCPU_STATES, Recorder, TimeAverage
+from ..core.rng import stream
+from ..core.tdx_errno import TDX_EXIT_EPT_VIOLATION, TDX_SUCCESS
 from .budget import run_budgeted
 from .guest import ExitKind, GuestCpu, GuestKernel
 from .host import STOPPED, USERSPACE, Kvm
@@ -21,7 +21,7 @@ from .fastpath import FastpathPolls
 from .module import TdxModule
 from .shared import SharedResources
 from .sept import LEVEL_2M, LEVEL_4K, LEVEL_SIZE, PAGE_4K, ROOT_LEVEL, State
-from .workload import NEEDS_AREA, ROLES
+from .roles import NEEDS_AREA, ROLES
 from . import upm
 from .fastenum import members
 

@@ -11,7 +11,7 @@ import math
 
 import simpy
 
-from ..tdx_errno import (
+from ..core.tdx_errno import (
     OPERAND_ID_RCX, TDX_EPT_ENTRY_STATE_INCORRECT,
     TDX_EPT_WALK_FAILED, TDX_EXIT_EPT_VIOLATION, TDX_HOST_PRIORITY_BUSY_TIMEOUT, TDX_INTERRUPTED_RESUMABLE,
     TDX_OPERAND_BUSY, TDX_OPERAND_BUSY_HOST_PRIORITY, TDX_OPERAND_INVALID,
@@ -24,7 +24,7 @@ from .fastenum import members
 State = members(State)      # plain attribute reads on the hot path (fastenum.py)
 
 if TYPE_CHECKING:
-    from .module import TdVcpu
+    from .tdvps import TdVcpu
 
 SHARED, EXCLUSIVE = Mode.SHARED, Mode.EXCLUSIVE
 HOST, GUEST = Side.HOST, Side.GUEST

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..rng import stream
-from ..tdx_errno import TDX_PAGE_ALREADY_ACCEPTED, TDX_SUCCESS, status_class, tdx_operand_busy
+from ..core.rng import stream
+from ..core.tdx_errno import TDX_PAGE_ALREADY_ACCEPTED, TDX_SUCCESS, status_class, tdx_operand_busy
 from .guest import Accept, Compute, Exit, ExitKind, GuestKernel, Panic, Touch
 from .sept import PAGE_4K
 from .workload import converter

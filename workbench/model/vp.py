@@ -7,14 +7,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 
-from ..tdx_errno import (
+from ..core.tdx_errno import (
     TDX_EXIT_EPT_VIOLATION, TDX_SUCCESS,
 )
 from .locks import Mode, Side
 from .shared import cpu_of
 
 if TYPE_CHECKING:
-    from .module import TdVcpu
+    from .tdvps import TdVcpu
 
 SHARED, EXCLUSIVE = Mode.SHARED, Mode.EXCLUSIVE
 HOST, GUEST = Side.HOST, Side.GUEST

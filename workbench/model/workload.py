@@ -182,10 +182,3 @@ ROLES = {"lazy_accept": lazy_accept, "fault_storm": fault_storm, "converter": co
          "accept_spammer": accept_spammer, "attr_spammer": attr_spammer,
          "refaulter": refaulter, "stepper": stepper, "idle": idle, "compute": compute}
 NEEDS_AREA = ("converter", "refaulter")
-
-
-# roles of their own files: 2 MB pages (hugework.py) and the UPM selftest mirror (upm.py)
-from . import hugework, upm  # noqa: E402
-ROLES.update(hugework.ROLES)
-ROLES.update(upm.ROLES)
-NEEDS_AREA = NEEDS_AREA + hugework.NEEDS_AREA + upm.NEEDS_AREA

@@ -92,6 +92,13 @@ class BusyPolicy(Protocol):
     def on_busy(self, ctx: BusyContext, rng: np.random.Generator) -> Action: ...
 
 
+REGISTRY: dict[str, type] = {}      # name -> policy class (filled by registry.register)
+
+
+def _rebuild(name: str, params: dict):
+    return REGISTRY[name](**params)
+
+
 class Policy:
     """Base class: stores constructor arguments, compares and prints by them."""
     name: ClassVar[str] = ""
@@ -115,8 +122,7 @@ class Policy:
 
     def __reduce__(self):
         # by registered name and parameters: a class defined in a notebook cell still pickles
-        from .registry import make_policy
-        return (make_policy, (self.spec(),))
+        return (_rebuild, (self.name, self.get_params()))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())

@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 import yaml
 
-from ..tdx_errno import OPERAND_ID_RCX, OPERAND_ID_SEPT, busy
+from ..core.tdx_errno import OPERAND_ID_RCX, OPERAND_ID_SEPT, busy
 from .base import VALID, BusyContext, Retry, Site
 from .registry import make_policy
 

@@ -11,12 +11,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, replace
 
-from ..errors import PolicyError
-from ..safeio import ConfigError, load_yaml_text, short
-from .base import Policy, Site
-
-REGISTRY: dict[str, type] = {}
-
+from ..core.errors import PolicyError
+from ..core.safeio import ConfigError, load_yaml_text, short
+from .base import REGISTRY, Policy, Site
 
 def register(cls=None, *, name: str | None = None):
     """Class decorator (or call) that makes a policy usable by name everywhere. A name of

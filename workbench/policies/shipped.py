@@ -6,7 +6,7 @@ import numpy as np
 from .base import (GIVE_UP, BugVm, BusyContext, ExitToUserspace, GuestFail, KickAndRetry,
                    Policy, ResumeGuest, Retry, Site)
 from .registry import register
-from ..tdx_errno import OPERAND_ID_SEPT
+from ..core.tdx_errno import OPERAND_ID_SEPT
 
 HOST_SITES = (Site.FAULT, Site.ZAP, Site.VP_ENTER)
 

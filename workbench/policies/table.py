@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tdx_errno import (OPERAND_ID_RCX, OPERAND_ID_SEPT, OPERAND_ID_TD_EPOCH, busy)
+from ..core.tdx_errno import (OPERAND_ID_RCX, OPERAND_ID_SEPT, OPERAND_ID_TD_EPOCH, busy)
 from .base import BusyContext, KickAndRetry, Retry, Site
 
 TREE, ENTRY, EPOCH = busy(OPERAND_ID_SEPT), busy(OPERAND_ID_RCX), busy(OPERAND_ID_TD_EPOCH)
@@ -66,7 +66,7 @@ def behaviour(policy, site: Site, leaf: str, status: int, n_vcpus: int = 8) -> s
 def preset_table(presets=None) -> list[dict]:
     """One row per case: site, leaf, operand, and each preset's behaviour."""
     from .registry import PRESETS, _preset
-    from ..tdx_errno import operand_name
+    from ..core.tdx_errno import operand_name
     names = list(presets or PRESETS)
     sets = {n: _preset(n) for n in names}
     rows = []

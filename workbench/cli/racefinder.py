@@ -1,0 +1,43 @@
+"""``workbench explore`` and ``replay``: the race finder."""
+from __future__ import annotations
+
+from .common import _imports, _policy_arg, _session
+
+
+def _predicate(text):
+    from ..core.safeio import import_user
+    if not text:
+        return None
+    mod, _, fn = text.partition(":")
+    return import_user(mod, f"--predicate {text[:60]!r}", attr=fn)
+
+
+@_session
+def cmd_explore(args) -> None:
+    from ..racefinder.explore import explore
+    from ..racefinder.replay import format_trace, save
+    _imports(args)
+    oracles = [o.strip() for a in args.oracle for o in a.split(",") if o.strip()] or None
+    v = explore(args.scenario, _policy_arg(args.policy), schedules=args.schedules,
+                strategy=args.strategy, depth=args.depth, seed=args.seed, oracles=oracles,
+                predicate=_predicate(args.predicate), sets=args.set,
+                livelock_us=args.livelock_us, starve_us=args.starve_us,
+                shrink_seconds=args.shrink_seconds, engine=args.engine, workers=args.workers)
+    print(v.text())
+    if v.failure:
+        print(format_trace(v.shrunk, args.steps or 10**9))
+        print(f"wrote {save(args.out, v.target, v.shrunk)} (rerun: workbench replay "
+              f"{args.out})")
+
+
+def cmd_replay(args) -> None:
+    from ..racefinder.replay import format_trace, replay
+    _imports(args)
+    o, same = replay(args.file)
+    print(format_trace(o, args.steps or 10**9))
+    what = f"{o.failure[0]}: {o.failure[1]}" if o.failure else "no failure"
+    if not same:
+        from ..core.config import ConfigError
+        raise ConfigError(f"{args.file}: the run no longer reproduces the recorded one "
+                          f"(now: {what})")
+    print(f"reproduced bit for bit: {what}; {o.steps} module calls, signature {o.signature}")

@@ -1,0 +1,135 @@
+"""``workbench sweep EXPERIMENT``, ``results`` and ``export``: experiments through the
+results store."""
+from __future__ import annotations
+
+from .analysis import robustness_report
+from .common import SWEEP_METRICS, UsageError, _cluster, _fmt, _headline, _session
+
+
+def sweep_experiment(args) -> None:
+    from ..experiments.runner import run_experiment
+    for flag in ("values", "policies", "out"):
+        if getattr(args, flag) is not None:
+            raise UsageError(f"--{flag} goes with --param; an experiment file names its own "
+                             "factors and policies and writes to the store (--store)")
+    engine, client = _cluster(args)
+    c = run_experiment(args.scenario, store=args.store, reps=args.reps, seed=args.seed,
+                       sets=args.set, engine=engine, workers=args.workers, client=client,
+                       record=args.record)
+    print(experiment_report(c))
+
+
+def experiment_report(c, baseline=None) -> str:
+    import numpy as np
+
+    from ..experiments.stats import with_intervals
+    m = c.manifest
+    e, prov = m.get("experiment", {}), m.get("provenance", {})
+    dirty = " (uncommitted changes)" if prov.get("git_dirty") else ""
+    head = [f"{m.get('name')}: scenario {e.get('scenario')}, factors "
+            f"{', '.join(m.get('factors') or {}) or '-'}, {len(e.get('policies') or [])} "
+            f"policies x {len((m.get('seeds') or {}).get('replications') or [])} replications "
+            f"(seed {e.get('seed')}, common random numbers)",
+            f"{len(m.get('runs', []))} runs: {m.get('runs_computed')} computed, "
+            f"{m.get('runs_from_store')} from the store; version {prov.get('version')}, commit "
+            f"{(prov.get('git_commit') or '?')[:10]}{dirty}, {prov.get('engine')}, "
+            f"{prov.get('started')} to {prov.get('finished')}"]
+    prec = m.get("precision")
+    if prec:
+        head.append(f"reps auto: {prec['reps']} replications; the 95 % interval of "
+                    f"{prec['metric']} is within {prec['worst_rel_half_width']:.1%} of its mean"
+                    f" (asked {prec['rel']:.1%}{'' if prec['reached'] else ', NOT reached by max_reps'})")
+    made_by = m.get("runs_made_by") or []
+    if len(made_by) > 1 or any(x.get("git_dirty") for x in made_by):
+        head.append("note: the stored runs were made by " + "; ".join(
+            f"{x.get('version')} {(x.get('git_commit') or '?')[:10]}"
+            f"{' dirty' if x.get('git_dirty') else ''}" for x in made_by))
+    metrics = [x for x in SWEEP_METRICS if x in c.summary.columns
+               and np.isfinite(c.summary[x].astype(float)).any()]
+    wide = with_intervals(c.stats(metrics), by=c.by)
+    out = [*head, "", "Mean [95 % t-interval] over replications:", _fmt(wide)]
+    if baseline:
+        d = c.diff(baseline, metrics)
+        d["diff [95 % CI]"] = [f"{x:.3g} [{lo:.3g}, {hi:.3g}]{' *' if z else ''}"
+                               for x, lo, hi, z in zip(d["diff"], d["ci_low"], d["ci_high"],
+                                                       d["excludes_zero"])]
+        out += ["", f"Paired differences against {baseline} (* excludes zero):",
+                _fmt(d[[*c.by, "policy", "metric", "n", "diff [95 % CI]"]])]
+    return "\n".join(out)
+
+
+@_session
+def cmd_results(args) -> None:
+    from ..experiments.runner import load_stored, results
+    from ..experiments.store import Store
+    st = Store(args.store)
+    if not args.experiment:
+        from ..analysis.robustness import stored
+        t, rb = results(store=st), stored(st)
+        print(f"store {st.root}:")
+        print(_fmt(t) if len(t) else "(no experiments stored yet)")
+        if len(rb):
+            print("\nrobustness runs (workbench results NAME shows one):")
+            print(_fmt(rb))
+        return
+    if args.experiment in st.robustness_runs():
+        from ..analysis.robustness import load
+        print(robustness_report(load(args.experiment, st)))
+        return
+    c = load_stored(args.experiment, st)
+    if args.warmup_us is not None:
+        c = c.warmup(args.warmup_us)
+    print(experiment_report(c, args.baseline))
+
+
+EXPORTS = {"csv": "stats.csv", "parquet": "stats.parquet", "latex": "table.tex"}
+
+
+@_session
+def cmd_export(args) -> None:
+    from pathlib import Path
+
+    from ..core.safeio import atomic_write
+    from ..experiments.runner import load_stored
+    from ..experiments.stats import latex_table
+    from ..experiments.store import Store
+    st = Store(args.store)
+    c = load_stored(args.experiment, st)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics \
+        else (_headline(c.summary) if args.format == "latex" else None)
+    if metrics:
+        unknown = [m for m in metrics if m not in c.summary.columns]
+        if unknown:
+            raise UsageError(f"--metrics: {unknown[0]!r} is not a metric of "
+                             f"{args.experiment}")
+    if args.format == "latex" and not args.metrics:   # the headline metrics that vary
+        metrics = [m for m in SWEEP_METRICS if m in metrics
+                   and c.summary[m].astype(float).fillna(0).abs().sum() > 0][:6] or metrics[:6]
+    desc = c.stats(metrics)
+    if args.format == "latex":
+        text = latex_table(desc, by=c.by, metrics=metrics,
+                           caption=f"{args.experiment}: mean [95 % t-interval] over "
+                                   f"{len(c.manifest.get('seeds', {}).get('replications', []))}"
+                                   " replications")
+        write = lambda p: p.write_text(text)  # noqa: E731
+    elif args.format == "csv":
+        write = lambda p: desc.to_csv(p, index=False)  # noqa: E731
+    else:
+        write = lambda p: desc.to_parquet(p, index=False)  # noqa: E731
+    if args.out:
+        out = Path(args.out)
+        if st.root.resolve() in out.resolve().parents:
+            raise UsageError(f"--out {out}: inside the store; leave --out out to write there")
+        if out.exists() or out.is_symlink():
+            raise UsageError(f"--out {out}: exists; the tool never replaces a file it did not "
+                             "write (choose a new name)")
+        if not out.parent.is_dir():
+            raise UsageError(f"--out {out}: no folder {out.parent}")
+        try:
+            atomic_write(out, write)
+        except OSError as err:
+            raise UsageError(f"--out {out}: cannot write there ({err.strerror})") from None
+        print(f"wrote {out}")
+        return
+    with st:
+        print(f"wrote {st.put_file(args.experiment, EXPORTS[args.format], write)}")

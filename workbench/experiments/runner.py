@@ -1,0 +1,269 @@
+"""Layer 6: run an experiment (:mod:`workbench.designs`) through the results store
+(:mod:`workbench.store`), and read stored experiments back.
+
+Each run is stored the moment it finishes, under the hash of what determines it; running
+the experiment again computes only the runs not yet stored, so a sweep killed part-way
+(SIGKILL included) resumes where it stopped and ends with the same tables. The experiment's
+tables are then assembled from the stored runs, in the design's order, and written with
+their provenance.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ..core.version import __version__
+from ..core.config import ConfigError, as_overrides, load_calibration
+from .designs import factor_column, load_experiment, points
+from .engines import imap_jobs
+from .comparison import Comparison, _one, _policy_sets, _tag
+from ..core.scenarios import load_scenario
+from .store import Store, now, provenance, run_key
+
+
+def run_spec(cfg, pset, seed: int, replication: int, calibration, version=None,
+             record: str = "ops") -> dict:
+    """Everything that determines one run (what :func:`workbench.store.run_key` hashes).
+    A run kept at level ``summary`` (no ops) is stored apart from one with its ops."""
+    spec = {"scenario": cfg.model_dump(mode="json"), "policy": pset.spec(), "seed": seed,
+            "replication": replication, "calibration": calibration.model_dump(mode="json"),
+            "version": version or __version__}
+    if record != "ops":
+        spec["record"] = record
+    return spec
+
+
+def _other_versions(st: Store, jobs: list, record: str = "ops") -> None:
+    """Warn, in one line, when runs to be computed are stored for another package version
+    (the version is part of a run's key: they are kept apart, never mixed in)."""
+    import warnings
+    versions = st.run_versions() - {__version__}
+    if not versions or not jobs:
+        return
+    cals, found = {}, {}
+    for cfg, pset, seed, rep, _ in jobs:
+        ck = json.dumps([cfg.calibration, cfg.timings], sort_keys=True)
+        if ck not in cals:
+            cals[ck] = load_calibration(cfg.calibration, cfg.timings)[0]
+        for v in versions:
+            if st.has_run(run_key(run_spec(cfg, pset, seed, rep, cals[ck], v, record))):
+                found[v] = found.get(v, 0) + 1
+    if found:
+        warnings.warn(f"{sum(found.values())} of the {len(jobs)} runs to compute are stored for "
+                      f"version {', '.join(sorted(found))}, not this {__version__}; they are "
+                      "kept apart and not reused", stacklevel=3)
+
+
+def plan(experiment, *, reps=None, seed=None, sets=None, n_reps: int | None = None,
+         record: str = "ops"):
+    """The experiment (overrides applied) and its runs in design order:
+    ``(exp, [(job, key, factor columns)])``; ``n_reps`` replications when the experiment
+    chooses them itself (``reps: auto``)."""
+    exp = load_experiment(experiment)
+    changes = {}
+    if reps is not None:
+        changes["reps"] = reps
+        if reps != "auto":
+            changes["precision"] = None   # a fixed number replaces reps: auto
+    if seed is not None:
+        changes["seed"] = seed
+    if sets:
+        changes["sets"] = {**exp.sets, **as_overrides(sets)}
+    if changes:
+        exp = load_experiment({**exp.model_dump(), **changes})
+    n = exp.reps if exp.reps != "auto" else (n_reps or exp.precision.batch)
+    psets = _policy_sets(exp.policies, n)
+    base = load_scenario(exp.scenario, exp.sets)
+    cals, out = {}, []
+    for pt in points(exp):
+        cfg = load_scenario(base, pt) if pt else base
+        ck = json.dumps([cfg.calibration, cfg.timings], sort_keys=True)
+        if ck not in cals:
+            cals[ck] = load_calibration(cfg.calibration, cfg.timings)[0]
+        cols = {factor_column(k): v for k, v in pt.items()}
+        for p in psets:
+            for r in range(n):
+                key = run_key(run_spec(cfg, p, exp.seed, r, cals[ck], record=record))
+                out.append(((cfg, p, exp.seed, r, {}), key, cols))
+    return exp, out
+
+
+def run_experiment(experiment, *, store=None, reps=None, seed=None, sets=None,
+                   engine: str | None = None, workers: int | None = None, client=None,
+                   progress: bool | None = None, record: str = "ops") -> Comparison:
+    """Run an experiment (name, YAML path, mapping or :class:`~workbench.designs.Experiment`)
+    into the store (``store``: a folder; default ``data/results/`` or
+    ``$WORKBENCH_RESULTS``), skipping stored runs, and return its :class:`Comparison`.
+    ``reps`` (a number or ``"auto"``), ``seed`` and ``sets`` override the experiment's own
+    (and are recorded). ``progress``: a tqdm bar (None: only on a terminal or in Jupyter).
+    ``record``: ``ops`` stores each run's summary and ops, ``summary`` only its summary."""
+    from .comparison import _compare_record
+    _compare_record(record)
+    started = now()
+    exp, _ = plan(experiment, reps=reps, seed=seed, sets=sets)
+    st = store if isinstance(store, Store) else Store(store)
+    kw = dict(reps=reps, seed=seed, sets=sets, engine=engine, workers=workers, client=client,
+              progress=progress, started=started, record=record)
+    with st:
+        if exp.reps != "auto":
+            return _run(st, experiment, None, **kw)
+        p = exp.precision
+        n, computed = p.batch, 0
+        while True:
+            c = _run(st, experiment, n, **kw)
+            computed += c.manifest["runs_computed"]
+            done, worst = precise_enough(c, p)
+            if done or n >= p.max_reps:
+                break
+            n = min(n + p.batch, p.max_reps)
+        c.manifest["precision"] = {**p.model_dump(), "reps": n, "reached": done,
+                                   "worst_rel_half_width": worst}
+        c.manifest["runs_computed"] = computed
+        c.manifest["runs_from_store"] = len(set(c.manifest["runs"])) - computed
+        write_experiment(st, exp.name, c)
+    return c
+
+
+def precise_enough(c: Comparison, p) -> tuple[bool, float]:
+    """Whether every group's interval of ``p.metric`` has a half-width under ``p.rel`` of
+    its mean, and the worst relative half-width (a metric that never varies is precise)."""
+    import numpy as np
+    if p.metric not in c.summary.columns:
+        raise ConfigError(f"precision: {p.metric!r} is not a metric of the runs")
+    s = c.stats([p.metric])
+    half = (s["ci_high"] - s["ci_low"]) / 2
+    rel = np.where(half == 0, 0.0, half / s["mean"].abs())
+    rel = np.where(np.isfinite(rel), rel, np.inf)
+    worst = float(rel.max()) if len(rel) else 0.0
+    return worst <= p.rel, worst
+
+
+def _run(st, experiment, n_reps, *, reps, seed, sets, engine, workers, client, progress,
+         started, record="ops") -> Comparison:
+    from functools import partial
+    exp, runs = plan(experiment, reps=reps, seed=seed, sets=sets, n_reps=n_reps,
+                     record=record)
+    one = _one if record == "ops" else partial(_one, record=record)
+    todo, seen = [], set()
+    for i, (_, key, _) in enumerate(runs):
+        if key not in seen and not st.has_run(key):
+            todo.append(i)
+        seen.add(key)
+    skipped = len(seen) - len(todo)
+    _other_versions(st, [runs[i][0] for i in todo], record)
+    git = {k: v for k, v in provenance().items() if k.startswith("git")}
+    # longest first (vCPUs x simulated time): a pool ends with short runs, not one long
+    todo.sort(key=lambda i: -_cost(runs[i][0][0]))
+    bar = _bar(len(todo), skipped, exp.name, progress)
+    try:
+        for j, (summary, ops, _) in imap_jobs(one, [runs[i][0] for i in todo], engine,
+                                           workers, client):
+            job, key, _ = runs[todo[j]]
+            st.put_run(key, summary, ops, {"run_id": summary["run_id"].iloc[0],
+                                           "version": __version__, **git,
+                                           "finished": now()})
+            bar.update(1)
+    finally:
+        bar.close()
+    c = assemble(st, exp, runs)
+    c.manifest = manifest(exp, runs, n_reps or exp.reps,
+                          overrides={"reps": reps, "seed": seed, "sets": as_overrides(sets)},
+                          prov=provenance(engine, workers, started),
+                          computed=len(todo), skipped=skipped, metas=c.manifest)
+    write_experiment(st, exp.name, c)
+    return c
+
+
+def _cost(cfg) -> float:
+    return cfg.n_vcpus * cfg.horizon_scaled_us
+
+
+def _bar(total, skipped, name, progress):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=f"{name}: runs ({skipped} already stored)", unit="run",
+                disable=None if progress is None else not progress, dynamic_ncols=True)
+
+
+def assemble(st: Store, exp, runs) -> Comparison:
+    """The experiment's tables from the stored runs, in design order."""
+    summaries, opss, commits = [], [], set()
+    for _, key, cols in runs:
+        s, o, meta = st.get_run(key)
+        summaries.append(_tag(s, cols))
+        opss.append(_tag(o, cols))
+        commits.add((meta.get("version"), meta.get("git_commit"), meta.get("git_dirty")))
+    factors = tuple(factor_column(k) for k in exp.factors)
+    return Comparison(pd.concat(summaries, ignore_index=True),
+                      pd.concat(opss, ignore_index=True), factors=factors,
+                      manifest={"made_by": sorted(commits, key=str)})
+
+
+def manifest(exp, runs, n_reps, overrides, prov, computed, skipped, metas) -> dict:
+    from .store import FORMAT
+    text = Path(exp.source).read_text() if exp.source and Path(exp.source).exists() else None
+    made_by = [dict(zip(("version", "git_commit", "git_dirty"), m))
+               for m in metas.get("made_by", [])]
+    return {"format": FORMAT, "name": exp.name, "experiment": exp.model_dump(mode="json"),
+            "experiment_file": exp.source or None, "experiment_text": text,
+            "overrides": {k: v for k, v in overrides.items() if v not in (None, {})},
+            "factors": {k: factor_column(k) for k in exp.factors},
+            "seeds": {"root": exp.seed, "replications": list(range(n_reps))},
+            "runs": [key for _, key, _ in runs], "runs_computed": computed,
+            "runs_from_store": skipped, "runs_made_by": made_by, "provenance": prov}
+
+
+def write_experiment(st: Store, name: str, c: Comparison) -> None:
+    st.put_file(name, "summary.parquet", lambda p: c.summary.to_parquet(p, index=False))
+    st.put_file(name, "ops.parquet", lambda p: c.ops.to_parquet(p, index=False))
+    st.put_file(name, "table.csv", lambda p: c.table.to_csv(p, index=False))
+    st.put_file(name, "stats.csv", lambda p: c.stats().to_csv(p, index=False))
+    st.put_file(name, "manifest.json",
+                lambda p: p.write_text(json.dumps(c.manifest, indent=1, default=str)))
+
+
+def load_stored(name: str, store=None) -> Comparison:
+    """A stored experiment's :class:`Comparison`, checked."""
+    st = store if isinstance(store, Store) else Store(store)
+    m = st.manifest(name)
+    summary = st.table(name, "summary.parquet")
+    ops = st.table(name, "ops.parquet")
+    factors = tuple((m.get("factors") or {}).values())
+    missing = [f for f in ("policy", "replication", *factors) if f not in summary.columns]
+    if missing:
+        raise ConfigError(f"{st.experiment_dir(name) / 'summary.parquet'}: no column "
+                          f"{missing[0]!r}")
+    return Comparison(summary, ops, factors=factors, manifest=m)
+
+
+TABLES = ("summary", "ops", "table", "stats", "latency", "tails")
+
+
+def results(experiment: str | None = None, *, store=None, table: str = "summary"
+            ) -> pd.DataFrame:
+    """A tidy DataFrame from the store: without ``experiment``, one row per stored
+    experiment; else its ``table``: ``summary`` (one row per run, a column per factor),
+    ``ops``, ``table`` (means per group), ``stats`` (mean, sd, t-interval per metric),
+    ``latency`` or ``tails`` (bootstrap intervals of p99/p99.9)."""
+    st = store if isinstance(store, Store) else Store(store)
+    if experiment is None:
+        rows = []
+        for name in st.experiments():
+            m = st.manifest(name)
+            e = m.get("experiment", {})
+            rows.append({"experiment": name, "scenario": e.get("scenario"),
+                         "factors": ", ".join(m.get("factors") or {}) or "-",
+                         "policies": len(e.get("policies") or []),
+                         "reps": len((m.get("seeds") or {}).get("replications") or []),
+                         "runs": len(m["runs"]),
+                         "finished": (m.get("provenance") or {}).get("finished")})
+        return pd.DataFrame(rows, columns=["experiment", "scenario", "factors", "policies",
+                                           "reps", "runs", "finished"])
+    if table not in TABLES:
+        raise ConfigError(f"table must be one of {', '.join(TABLES)}, not {table!r}")
+    c = load_stored(experiment, st)
+    if table in ("summary", "ops"):
+        return getattr(c, table)
+    return c.stats() if table == "stats" else getattr(c, table)() if table == "tails" \
+        else getattr(c, table)

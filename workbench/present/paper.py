@@ -1,0 +1,171 @@
+"""The paper's figures and tables, rebuilt from the results store (``notebooks/05-paper``,
+``make paper``): each experiment is run through the store (only the runs not yet stored
+are computed), then every figure is written as HTML and PNG and every table as CSV and
+LaTeX, with a ``paper.json`` that lists them and the lock file they were built under."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from importlib import metadata
+from pathlib import Path
+
+from ..core.version import __version__
+from . import plots
+from ..experiments.designs import factor_column, load_experiment
+from ..core.safeio import ConfigError, out_path
+
+MAIN = {"name": "paper-main", "scenario": "malicious-accept",
+        "policies": ["upstream", "zero-tolerance", "patch-09-21", "host-priority-retry"],
+        "reps": 3, "seed": 0, "sets": {"horizon_us": 20000}}
+# the 2 MB and UPM scenarios (docs/findings.md §9): scenario -> (policies, the op whose
+# latency is drawn); an outcome chart and a latency chart each
+SCENARIOS = {
+    "hugepage-split": (["upstream", "non-blocking-resize", "split-read-lock", "patch-09-21"],
+                       "conversion"),
+    "zap-under-read-lock": (["upstream", "split-read-lock", "non-blocking-resize",
+                             "zero-tolerance", "patch-09-21"], "conversion"),
+    "upm-parallel": (["upstream", "zero-tolerance", "patch-09-21", "sean-per-path"],
+                     "fault_wait"),
+}
+# stored experiment -> (metric, x factor, facet factor or None[, one figure per value of
+# this factor]) of each figure
+SWEEPS = {"zero-step-window": [("zero_step_armings", "timings.sept_add_us", None),
+                               ("fault_wait_p99_us", "timings.sept_add_us", None)],
+          "hp-what-if": [("zap_4k_p99_us", "vcpus.1.per_page", "module.host_priority"),
+                         ("accept_throughput_per_ms", "vcpus.1.per_page",
+                          "module.host_priority")],
+          "scale": [("zap_4k_p99_us", "vcpus.1.count", None),
+                    ("host_retry_cpu_us", "vcpus.1.count", None)],
+          "lazy-accept-scaling": [
+              (m, "vcpus.0.count", "shared.off", "memory_mb")
+              for m in ("accept_throughput_per_ms", "accept_4K_p99_us")]}
+# experiments whose x factor doubles (1 to 64 vCPUs): a log x axis
+LOG_X = {"lazy-accept-scaling"}
+TABLE_METRICS = ["zap_4k_p99_us", "fault_wait_p99_us", "conversion_p99_us",
+                 "accept_throughput_per_ms", "jain_work", "kicks", "error_exits", "vm_bugged",
+                 "td_failed", "zero_step_armings"]
+_PIN = re.compile(r"^([A-Za-z0-9_.\-\[\],]+)==([^\s;#]+)")
+
+
+def experiments(reps=None, horizon_us: float = 0.0, values_per_factor: int = 0) -> list[dict]:
+    """The paper's experiments as mappings, named ``paper-*`` so that smaller variants
+    never replace an experiment of the same name in the store. ``reps``, a shorter
+    ``horizon_us`` and the first ``values_per_factor`` values of each factor make a quick
+    version (0: as designed)."""
+    out = [dict(MAIN)]
+    out += [{"name": f"paper-{s}", "scenario": s, "policies": pols, "reps": 3, "seed": 0}
+            for s, (pols, _) in SCENARIOS.items()]
+    for name in SWEEPS:
+        e = load_experiment(name).model_dump(mode="json", exclude={"source"})
+        out.append({**{k: v for k, v in e.items() if v is not None}, "name": f"paper-{name}"})
+    for e in out:
+        if reps:
+            e["reps"], e["precision"] = reps, None
+        if horizon_us:
+            e["sets"] = {**(e.get("sets") or {}), "horizon_us": horizon_us}
+        if values_per_factor:
+            e["factors"] = {k: v[:values_per_factor] if isinstance(v, list) else v
+                            for k, v in (e.get("factors") or {}).items()}
+        if e.get("precision") is None:
+            e.pop("precision", None)
+    return out
+
+
+def lock_record(lock) -> dict:
+    """Which lock file the paper was built under: its path and sha256, and every pinned
+    package whose installed version differs (empty: the environment matches the lock)."""
+    p = Path(lock)
+    if not p.is_file():
+        return {"lock": str(p), "sha256": None, "note": "no lock file (make lock writes one)"}
+    text = p.read_text()
+    differ = {}
+    for line in text.splitlines():
+        m = _PIN.match(line.strip())
+        if not m:
+            continue
+        name = m.group(1).split("[")[0]
+        try:
+            have = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            have = None
+        if have != m.group(2):
+            differ[name] = {"locked": m.group(2), "installed": have}
+    return {"lock": str(p), "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "pins": sum(bool(_PIN.match(x.strip())) for x in text.splitlines()),
+            "differs_from_installed": differ}
+
+
+def figures(name: str, c, per_vcpu=None) -> dict:
+    """The figures of one stored experiment (``per_vcpu``: a Comparison with ``vcpus`` of
+    the same runs, for the per-vCPU figures the store does not keep)."""
+    short = name.removeprefix("paper-")
+    if short == "main":
+        op = plots.main_op(c.ops)
+        figs = {"main-dashboard": plots.dashboard(per_vcpu or c),
+                "main-tail": plots.latency_ccdf(c.ops, op),
+                "main-percentiles": plots.percentile_bars(c.ops, op),
+                "main-jain": plots.jain_interval(c.summary), "main-outcomes": plots.outcomes(c.table)}
+        if per_vcpu is not None:
+            figs["main-useful-work"] = plots.fairness(per_vcpu.vcpus)
+            figs["main-time-breakdown"] = plots.time_breakdown(per_vcpu.vcpus)
+        return figs
+    if short in SCENARIOS:
+        return {f"{short}-outcomes": plots.outcomes(c.table),
+                f"{short}-latency": plots.percentile_bars(c.ops, SCENARIOS[short][1])}
+    stats, figs = c.stats(), {}
+    for metric, x, f, *split in SWEEPS[short]:
+        name = f"{short}-{metric.replace('_', '-')}"
+        parts = _split(stats, split[0]) if split else {"": stats}
+        for suffix, s in parts.items():
+            fig = plots.interval_lines(s, metric, factor_column(x),
+                                       facet=factor_column(f) if f else None,
+                                       log_x=x.startswith("timings.") or short in LOG_X)
+            figs[name + suffix] = fig
+    return figs
+
+
+def _split(stats, factor: str) -> dict:
+    """One stats table per value of ``factor`` (``-memory-mb-256``)."""
+    col = factor_column(factor)
+    tag = factor.replace("_", "-").replace(".", "-")
+    return {f"-{tag}-{v}": stats[stats[col] == v] for v in dict.fromkeys(stats[col])}
+
+
+def tables(name: str, c, folder: Path) -> list[Path]:
+    from ..experiments.stats import latex_table
+    desc = c.stats([m for m in TABLE_METRICS if m in c.summary.columns])
+    short = name.removeprefix("paper-")
+    csv, tex = folder / f"{short}-table.csv", folder / f"{short}-table.tex"
+    desc.to_csv(csv, index=False)
+    tex.write_text(latex_table(desc, by=list(c.by), caption=f"{short}: mean and 95 % "
+                               "t-interval over replications"))
+    return [csv, tex]
+
+
+def check_out(folder=None) -> Path:
+    """The figures folder (default ``data/figures`` of this checkout): new, or one this
+    tool wrote (it holds a ``paper.json``)."""
+    from ..core.paths import output_root
+    p = out_path(folder or output_root() / "figures", "out")
+    if p.exists() and (not p.is_dir() or (any(p.iterdir()) and not (p / "paper.json").exists())):
+        raise ConfigError(f"out {p}: holds files this tool did not write (no paper.json); "
+                          "choose a new or empty folder")
+    return p
+
+
+def record(folder: Path, written: list[Path], lock: dict, params: dict) -> Path:
+    from ..experiments.store import provenance
+    versions = {}
+    for pkg in ("pandas", "plotly", "numpy", "simpy", "scipy", "kaleido"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    m = {"workbench": __version__, "params": params, "lock": lock, "versions": versions,
+         "provenance": provenance(),
+         "files": sorted({p.name for p in written} | ({"plotly.min.js"} & {
+             p.name for p in folder.iterdir()}))}
+    path = folder / "paper.json"
+    path.write_text(json.dumps(m, indent=1, default=str))
+    return path

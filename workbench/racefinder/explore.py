@@ -1,0 +1,211 @@
+"""Layer 6: the race finder. Explores the schedules of a small TD (its choice sequences,
+:mod:`workbench.model.choices`) until one makes a policy bug the VM, panic the guest, kill
+the TD, livelock, starve an operation or break a model invariant; shrinks that schedule
+(:mod:`workbench.shrink`, deterministic) to a smaller one that fails the same way; prints it as a
+numbered trace and saves it as a replay file (:mod:`workbench.replay`).
+
+Strategies (how schedule ``i`` of a search is drawn):
+
+- ``random``: every choice uniform, so ties in random order and durations, workload draws
+  as the seeded model draws them (a zig-zag coded uniform value is a half-normal magnitude
+  with a fair sign);
+- ``pct``: probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010) carried over
+  to a timed model: each SimPy process gets a random priority, a higher one runs its
+  jittered durations faster and goes first among events due at one instant; at ``depth - 1``
+  random choice points the running process drops below every other. In the paper's
+  setting (threads, no time) a bug of depth d is hit with probability at least
+  ``1 / (n k^(d-1))`` per schedule (n threads, k steps); here time is continuous and the
+  bound is not proven, so the tests state the budget they use instead;
+- ``bounded``: the default schedule (SimPy's order, median durations) and every schedule
+  that departs from it at up to ``depth`` choice points (a tie run last, a duration at its
+  2.5 % or 97.5 % quantile), fewest departures first: preemption bounding as in CHESS,
+  exhaustive when the budget covers the bound; the verdict says how much it covered.
+
+Every strategy counts the distinct lock-acquisition interleavings it saw: the sequence of
+(caller, call, BUSY status with its lock) of a run, i.e. which call met which held lock in
+which order; schedules that differ only in timing without changing who met a held lock
+count once.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+
+from ..core.config import ConfigError
+from ..model.choices import Choices, stop_at_failure
+from ..model.td import Td
+from .schedule import (FAST, LAST, SLOW, Outcome, PctSource, make_target, prefix_source,
+                       random_source, run_schedule)
+
+STRATEGIES = ("random", "pct", "bounded")
+BATCH = 8                          # schedules per engine job
+KEEP_FAILURES = 8                  # failures looked at before the shortest is shrunk
+
+
+# ------------------------------------------------------------------ batches of schedules
+def _source_for(strategy, seed, i, depth, plan):
+    if strategy == "random":
+        return random_source(seed * 1_000_003 + i)
+    if strategy == "pct":
+        return PctSource(seed * 1_000_003 + i, depth, plan["k"])
+    return prefix_source(plan["deviations"][i])
+
+
+def run_batch(args) -> list:
+    """Engine job: schedules ``indices`` of a search; a tuple per schedule (index,
+    failure, signature, choices when it failed, stopped_at)."""
+    target, strategy, seed, depth, plan, indices = args
+    out = []
+    for i in indices:
+        src = _source_for(strategy, seed, i, depth, plan)
+        o = run_schedule(target, src)
+        out.append((i, o.failure, o.signature, o.choices if o.failure else None, o.stopped_at))
+    return out
+
+
+# ------------------------------------------------------------------ the search
+@dataclass
+class Verdict:
+    """What a search found: a counterexample (shrunk) or none in ``schedules``."""
+    scenario: str
+    policy: str
+    strategy: str
+    depth: int
+    schedules: int
+    seconds: float
+    interleavings: int
+    failure: tuple | None = None
+    choices: list | None = None
+    found_at: int | None = None
+    failures: int = 0
+    shrunk: Outcome | None = None
+    covered: tuple | None = None       # bounded: (deviation sets run, in the bound)
+    shrink_runs: int = 0
+    target: object = None
+
+    @property
+    def rate(self) -> float:
+        return self.schedules / self.seconds if self.seconds else float("inf")
+
+    def text(self) -> str:
+        head = (f"{self.scenario} / {self.policy}: {self.strategy}"
+                + (f" depth {self.depth}" if self.strategy != "random" else "")
+                + f", {self.schedules} schedules in {self.seconds:.1f} s "
+                  f"({self.rate:.1f}/s), {self.interleavings} distinct lock-acquisition "
+                  "interleavings" + (f", {self.failures} failing" if self.failures else ""))
+        if self.covered:
+            head += f", {self.covered[0]} of {self.covered[1]} schedules within the bound"
+        if self.failure is None:
+            return f"No counterexample. {head}."
+        return (f"COUNTEREXAMPLE ({self.failure[0]}): {self.failure[1]}\n{head}; "
+                f"the shortest is schedule {self.found_at}, shrunk from {len(self.choices)} to "
+                f"{len(self.shrunk.choices)} choices in {self.shrink_runs} runs")
+
+
+def explore(scenario, policy="upstream", *, schedules: int = 200, strategy: str = "random",
+            depth: int = 3, seed: int = 0, oracles=None, predicate=None, sets=None,
+            livelock_us=None, starve_us=None, shrink: bool = True, shrink_seconds: float = 15.0,
+            engine=None, workers=None,
+            client=None, progress=None) -> Verdict:
+    """Search ``schedules`` schedules of ``scenario`` under ``policy`` for one that fails
+    an oracle; once one fails, look a little further (up to ``KEEP_FAILURES`` failures or
+    twice the schedules it took) and shrink the failing schedule with the fewest choices.
+    Returns a :class:`Verdict`."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
+    for name, v, lo in (("schedules", schedules, 1), ("depth", depth, 1), ("seed", seed, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ConfigError(f"{name} must be a whole number >= {lo}, not {v!r}")
+    if not (isinstance(shrink_seconds, (int, float)) and shrink_seconds >= 0):
+        raise ConfigError(f"shrink_seconds must be a number >= 0, not {shrink_seconds!r}")
+    target = make_target(scenario, policy, sets=sets, oracles=oracles, predicate=predicate,
+                         livelock_us=livelock_us, starve_us=starve_us)
+    t0 = time.monotonic()
+    plan, covered = _plan(target, strategy, depth, schedules)
+    n = len(plan["deviations"]) if strategy == "bounded" else schedules
+    found, seen, done, failures, first_at = None, set(), 0, 0, None
+    jobs = [(target, strategy, seed, depth, plan, list(range(a, min(n, a + BATCH))))
+            for a in range(0, n, BATCH)]
+    if predicate is not None:
+        engine = "serial"        # a user's callable need not pickle
+    bar = _bar(n, f"{target.cfg.name} / {target.pset.name}", progress)
+    from ..experiments.engines import imap_jobs
+    try:
+        for _, rows in imap_jobs(run_batch, jobs, engine, workers, client):
+            for i, failure, sig, chs, _ in rows:
+                done += 1
+                seen.add(sig)
+                if failure:
+                    failures += 1
+                    first_at = done if first_at is None else first_at
+                    # the failure with the fewest choices: it fails earliest, shrinks best
+                    if found is None or (len(chs), i) < (len(found[2]), found[0]):
+                        found = (i, failure, chs)
+            bar.update(len(rows))
+            bar.set_postfix(per_s=f"{done / max(1e-9, time.monotonic() - t0):.1f}")
+            if found and (failures >= KEEP_FAILURES or done >= 2 * first_at + 2 * BATCH):
+                break
+    finally:
+        bar.close()
+    v = Verdict(target.cfg.name, target.pset.name, strategy, depth, done,
+                time.monotonic() - t0, len(seen), failures=failures,
+                covered=(done, covered) if strategy == "bounded" else None)
+    if found:
+        v.found_at, v.failure, v.choices = found
+        if shrink:
+            from .shrink import shrink_choices
+            v.shrunk, v.shrink_runs = shrink_choices(target, v.choices, v.failure[0],
+                                                     max_seconds=shrink_seconds)
+            v.failure = v.shrunk.failure
+        else:
+            v.shrunk = run_schedule(target, prefix_source(v.choices), keep=True)
+    v.target = target
+    return v
+
+
+def _plan(target, strategy, depth, budget) -> tuple[dict, int]:
+    """pct: the length k of a run's choice sequence (from the default schedule);
+    bounded: the deviation vectors within ``depth`` departures, fewest first, up to the
+    budget, and how many the bound holds."""
+    if strategy == "random":
+        return {"deviations": []}, 0
+    base = run_schedule(target, prefix_source(()))
+    k = len(base.choices)
+    if strategy == "pct":
+        return {"k": k, "deviations": []}, 0
+    alts = {"tie": (LAST,), "normal": (FAST, SLOW), "unit": ()}
+    kinds = _kinds(target)
+    points = [(i, a) for i in range(k) for a in alts[kinds[i]]]
+    total = sum(math.comb(len(points), d) for d in range(depth + 1))
+    out = []
+    for d in range(depth + 1):
+        for combo in itertools.combinations(points, d):
+            if len({i for i, _ in combo}) < d:
+                continue
+            vec = [0] * (max((i for i, _ in combo), default=-1) + 1)
+            for i, a in combo:
+                vec[i] = a
+            out.append(vec)
+            if len(out) >= budget:
+                return {"deviations": out}, total
+    return {"deviations": out}, total
+
+
+def _kinds(target) -> list:
+    c = Choices(lambda kind, i: 0)
+    td = Td(target.cfg, target.pset, target.cal, 0, 0, choices=c)
+    stop_at_failure(td)
+    td.run()
+    return c.kinds
+
+
+def _bar(total, name, progress):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=f"{name}: schedules", unit="sched",
+                disable=None if progress is None else not progress, dynamic_ncols=True)
+
+
+__all__ = ["explore", "run_schedule", "make_target", "Verdict", "Outcome", "STRATEGIES",
+           "prefix_source", "random_source", "PctSource"]
