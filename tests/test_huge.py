@@ -1,5 +1,5 @@
 """2 MB private leaves, DEMOTE, Dynamic PAMT and module versions (domain.md §10): the module
-leaves driven directly (statuses as the 1.5.08 source gives them), then whole runs of the
+leaves driven directly (statuses as the per-version sources give them), then whole runs of the
 new scenarios with short horizons."""
 from __future__ import annotations
 

@@ -1,25 +1,28 @@
 """Layer 3 (model): the module's huge-page and Dynamic PAMT leaves (domain.md §10.5-10.6):
 TDH.MEM.PAGE.DEMOTE, TDH.PHYMEM.PAMT.ADD and TDH.PHYMEM.PAMT.REMOVE.
 
-A mixin of :class:`workbench.model.module.TdxModule`, like ``seamcalls.py``. Locks and
-statuses follow the public copy of module 1.5.08 (murrowow/tdx-concurrency):
+A mixin of :class:`workbench.model.module.TdxModule`, like ``seamcalls.py``. Locks, their
+order and the statuses follow the per-version sources (murrowow/tdx-concurrency; DEMOTE
+checked in 1.5.01 c6f9877 and 1.5.25 c71d4f6, PAMT.ADD from 1.5.16, checked in 1.5.25;
+docs/model.md §5.2-5.3 and §10.1):
 
-- DEMOTE (``tdh_mem_page_demote.c``): TDR shared, the S-EPT tree *shared*
-  (``lock_sept_check_and_walk_private_gpa(..., TDX_LOCK_SHARED)``; domain §9.8 says the same of
-  1.5.01), the 2 MB entry's host lock, then the leaf must be BLOCKED
-  (TDX_GPA_RANGE_NOT_BLOCKED) and TLB-tracked (TDX_TLB_TRACKING_NOT_DONE, both with RCX);
-  ``check_host_interrupt_and_hp_bit(tree, false)`` returns TDX_INTERRUPTED_RESTARTABLE if a
-  host interrupt is pending, TDX_INTERRUPTED_BUSY if the tree's HOST_PRIORITY bit is set;
-  ``pamt_demote`` takes the 2 MB PAMT entry exclusive (``acquire_sharex_lock_hp_ex``; BUSY
-  with RCX). The new 4 KB leaves keep the state of the 2 MB leaf, unblocked.
-- PAMT.ADD (``tdh_phymem_pamt_add.c``): ``pamt_walk(..., TDX_LOCK_EXCLUSIVE, PT_2MB)``: the
-  2 MB PAMT entry exclusive (BUSY with RCX); TDX_HPA_RANGE_NOT_FREE if the range already has
-  its 4 KB PAMT pages. PAMT.REMOVE is modelled with the same lock.
+- DEMOTE (``tdh_mem_page_demote.c``): TDR, op_state and the S-EPT tree shared, the 2 MB
+  entry's host lock; the leaf must be a leaf (TDX_EPT_ENTRY_STATE_INCORRECT), BLOCKED
+  (TDX_GPA_RANGE_NOT_BLOCKED) and TLB-tracked (TDX_TLB_TRACKING_NOT_DONE), all with RCX;
+  ``sept_split_entry``; the host-interrupt check (TDX_INTERRUPTED_RESTARTABLE; from 1.5.20
+  ``check_host_interrupt_and_hp_bit`` also TDX_INTERRUPTED_BUSY while the tree's
+  HOST_PRIORITY bit is set); then ``pamt_demote`` takes the 2 MB PAMT entry exclusive
+  (``acquire_sharex_lock_hp_ex``; BUSY with RCX) and writes the 512 4 KB PAMT entries
+  under it. The new 4 KB leaves keep the state of the 2 MB leaf, unblocked.
+- PAMT.ADD (``tdh_phymem_pamt_add.c``): ``pamt_walk(..., TDX_LOCK_EXCLUSIVE, PT_2MB)`` (the
+  1 GB entry shared, the 2 MB entry exclusive: BUSY with RCX); TDX_HPA_RANGE_NOT_FREE
+  unless the 2 MB entry is PT_NDA: the range has its 4 KB PAMT pages already (PT_PAMT) or
+  is a 2 MB TD page (PT_REG). PAMT.REMOVE is modelled with the same walk.
 - With Dynamic PAMT a 4 KB AUG in a range without PAMT pages fails with
   TDX_MISSING_PAMT_PAGE_PAIR (``helpers.c``: the walk stops at a 2 MB entry of type NDA).
 
 Model choices (docs/model.md §5.2): guest-physical and host-physical 2 MB ranges coincide
-(one PAMT range per 2 MB of GPA); an interrupted DEMOTE is charged its entry and exit only;
+(one PAMT range per 2 MB of GPA); an interrupted DEMOTE is charged its entry, split and exit;
 the "non-blocking resize" what-if (a call form no module has) skips the BLOCKED and
 TLB-tracking checks.
 """
