@@ -157,6 +157,7 @@ class SharedResources:
         transfer is the exception: it is booked right after the previous access, ahead of
         time, and paid in one wait with the next lock's (docs/model.md §10.1)."""
         env, cpu = self.env, cpu_of(owner)
+        v = self.vcpus.get(cpu)
         pending = 0.0
         n = 0
         for lock, mode in locks:
@@ -164,8 +165,14 @@ class SharedResources:
             if line is not None:
                 pending += line.access(env._now + pending, cpu)[0]
             if mode is not None:
-                if pending > 0.0:
-                    yield from self._hot_wait(cpu, pending)
+                if pending > 0.0:           # _hot_wait, in place (the hottest wait)
+                    if v is None:
+                        yield env.timeout(pending)
+                    else:
+                        prev = v.state
+                        v.set_state("hot_line")
+                        yield env.timeout(pending)
+                        v.set_state(prev)
                     pending = 0.0
                 st = lock.try_acquire(owner, mode, side)
                 if st:
