@@ -227,7 +227,7 @@ def headline_holds(samples: int = 16, *, seed: int = 0, reps: int = 1, sets=None
     rows = []
     for scenario, hs in by_scenario.items():
         cfg = load_scenario(scenario, sets)
-        cal = design(_unpinned(cfg, ranges(names=timings), timings), samples, seed)
+        cal = design(_unpinned(cfg, ranges(cfg.calibration, timings), timings), samples, seed)
         policies = list(dict.fromkeys(p for h in hs for p in h[3:5]))
         values = simulate(cfg, policies, [h[2] for h in hs], cal, reps=reps, seed=seed,
                           workers=workers)
