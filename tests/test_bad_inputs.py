@@ -657,3 +657,692 @@ def test_a_yaml_text_parsed_once_still_gives_each_caller_its_own_copy(tmp_path):
         load_yaml_text("a: [1,\n")
     with pytest.raises(ConfigError):
         load_yaml_text("a: [1,\n")
+
+
+# =========================================================================== third round
+# (issue 24) data never names code; the store and --out never follow a link nor touch what
+# they did not write; data files never name paths outside their folder; sizes are bounded
+# before the first run; every error a user can cause is one line with exit 2.
+import json  # noqa: E402
+import shutil  # noqa: E402
+
+from workbench.core.outdir import MARKER, check_out_dir  # noqa: E402
+from workbench.experiments.store import Store  # noqa: E402
+
+TINY = ["--set", "horizon_us=300"]
+EXP = "name: {name}\nscenario: touch-storm\nsets: {{horizon_us: 300}}\nreps: 1\n"
+GRID = ",".join(map(str, range(1, 3001)))
+R3_FILES = {
+    "exp-import.yaml": EXP.format(name="imp") + "policies: ['pwn24:X']\n",
+    "exp-grid.yaml": EXP.format(name="grid") + f"factors:\n  vcpus.0.count: [{GRID}]\n"
+                                               "  size: [1, 2]\n",
+    "exp-lhs.yaml": EXP.format(name="lhs").replace("reps: 1\n", "reps: 1\ndesign: lhs\n"
+                                                   "samples: 100000\n")
+    + "factors:\n  timings.sept_add_us: {low: 1, high: 10}\n",
+    "exp-auto.yaml": EXP.format(name="auto").replace("reps: 1\n", "reps: auto\n")
+    + "precision: {metric: busy_rate, max_reps: 10000}\n",
+    "exp-policy-set.yaml": "name: ps\nscenario: touch-storm\nreps: 1\n"
+                           "sets: {horizon_us: 300, policy: zero-tolerance}\n",
+    "exp-horizon.yaml": "name: hz\nscenario: touch-storm\nreps: 1\nsets: {horizon_us: 1.0e+12}\n",
+    "exp-longname.yaml": EXP.format(name="n" * 250),
+    "pwn24.py": "open('PWNED', 'w').write('x')\nX = None\n",
+    "cal-measured.yaml": "name: c\nquantities: {measured: {value: {sept_add_us: "
+                         "['/etc/os-release', '0']}, status: exact}}\n",
+}
+CLI_CASES_3 = [
+    ["sweep", "{d}/exp-import.yaml", "--store", "{d}/st"],
+    ["sweep", "{d}/exp-grid.yaml", "--store", "{d}/st"],
+    ["sweep", "{d}/exp-lhs.yaml", "--store", "{d}/st"],
+    ["sweep", "{d}/exp-auto.yaml", "--store", "{d}/st"],
+    ["sweep", "{d}/exp-policy-set.yaml", "--store", "{d}/st"],
+    ["sweep", "{d}/exp-horizon.yaml", "--store", "{d}/st"],
+    ["sweep", "{d}/exp-longname.yaml", "--store", "{d}/st"],
+    ["robustness", "malicious-accept", "--policies", "upstream,zero-tolerance", "--samples",
+     "100000", "--store", "{d}/st"],
+    ["robustness", "malicious-accept", "--policies", "upstream,zero-tolerance", "--samples",
+     "3000", "--store", "{d}/st"],
+    ["robustness", "malicious-accept", "--policies", "upstream,zero-tolerance", "--name",
+     "n" * 300, "--store", "{d}/st"],
+    ["explore", "malicious-accept-small", "--schedules", "100000000", "--out", "{d}/x.json"],
+    ["explore", "malicious-accept-small", "--set", "horizon_us=1e9", "--out", "{d}/x.json"],
+    ["explore", "malicious-accept-small", "--out", "{d}/afile"],
+    ["run", "fault-storm", "--set", "vcpus.0.count=512", "--set", "shared.idle_share=0.6"],
+    ["run", "fault-storm", "--set", "horizon_us=true"],
+    ["run", "fault-storm", "--set", "calibration={d}/cal-measured.yaml"],
+    ["compare", "fault-storm", "--policies", "upstream", "--warmup-us", "-5"],
+    ["compare", "fault-storm", "--policies", "upstream", "--warmup-us", "nan"],
+    ["replay", "{d}/brackets.json"],
+    ["replay", "{d}/afile"],
+]
+
+
+@pytest.fixture(scope="module")
+def sandbox3(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad3")
+    _write_sandbox(d)
+    for name, text in R3_FILES.items():
+        (d / name).write_text(text)
+    (d / "brackets.json").write_text("[" * 100_000)
+    return d
+
+
+@pytest.mark.parametrize("argv", CLI_CASES_3, ids=_ids(CLI_CASES_3))
+def test_cli_bad_input_is_one_line_third_round(argv, sandbox3, monkeypatch):
+    monkeypatch.chdir(sandbox3)
+    monkeypatch.syspath_prepend(str(sandbox3))        # pwn24.py would run if imported
+    argv = [a.replace("{d}", str(sandbox3)) for a in argv]
+    before = _snapshot(sandbox3)
+    with _deadline():
+        rc, out, err = run_main(argv)
+    assert_one_line_error(rc, out, err)
+    assert not (sandbox3 / "PWNED").exists()
+    assert _snapshot(sandbox3) == before            # no store, marker or lock created
+
+
+# ----------------------------------------------------------------- the store and links
+@pytest.fixture(scope="module")
+def a_store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("store") / "st"
+    workbench.run_experiment({"name": "e", "scenario": "touch-storm", "reps": 1,
+                              "sets": {"horizon_us": 300}}, store=d, progress=False)
+    return d
+
+
+def _linked(kind, st: Path, victim: Path):
+    if kind == "lock":
+        (st / ".lock").unlink()
+        (st / ".lock").symlink_to(victim / "precious.txt")
+    elif kind == "marker":
+        (st / "workbench-store.json").rename(victim / "workbench-store.json")
+        (st / "workbench-store.json").symlink_to(victim / "workbench-store.json")
+    elif kind == "experiment":
+        shutil.rmtree(st / "experiments" / "e")
+        (st / "experiments" / "e").symlink_to(victim)
+    elif kind == "run":
+        run = next((st / "runs").iterdir())
+        shutil.rmtree(run)
+        run.symlink_to(victim)
+    elif kind == "root":
+        return victim.parent / "link-to-store"
+    elif kind == "file-in-run":
+        f = next((st / "runs").iterdir()) / "run.json"
+        f.unlink()
+        f.symlink_to(victim / "precious.txt")
+    elif kind == "fifo":
+        f = st / "experiments" / "e" / "table.csv"
+        f.unlink()
+        os.mkfifo(f)
+    return st
+
+
+@pytest.mark.parametrize("kind", ["lock", "marker", "experiment", "run", "root",
+                                  "file-in-run", "fifo"])
+def test_the_store_never_follows_a_link(kind, a_store, tmp_path):
+    st = tmp_path / "st"
+    shutil.copytree(a_store, st, symlinks=True)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("years of work")
+    (victim / "table.csv").write_text("x,y\n")
+    (victim / ".tmp-table.csv.1").write_text("mine")
+    if kind == "root":
+        (tmp_path / "link-to-store").symlink_to(st)
+    root = _linked(kind, st, victim)
+    before = _snapshot(victim)
+    with _deadline(), pytest.raises(ConfigError, match="store"):
+        with Store(root):
+            pass
+    with _deadline():
+        rc, out, err = run_main(["results", "--store", str(root)])
+    assert_one_line_error(rc, out, err)
+    assert _snapshot(victim) == before
+
+
+def test_store_debris_is_cleaned_only_when_provably_ours(a_store, tmp_path):
+    st = tmp_path / "st"
+    shutil.copytree(a_store, st, symlinks=True)
+    ours = st / "runs" / f".tmp-{'a' * 64}.123"
+    ours.mkdir()
+    (ours / "summary.parquet").write_bytes(b"half")
+    (st / "experiments" / "e" / ".tmp-table.csv.99").write_text("half")
+    with Store(st):
+        pass
+    assert not ours.exists() and not (st / "experiments" / "e" / ".tmp-table.csv.99").exists()
+    theirs = st / "runs" / ".tmp-notes"
+    theirs.mkdir()
+    (theirs / "thesis.tex").write_text("years of work")
+    with pytest.raises(ConfigError, match="not a store entry"):
+        Store(st)
+    assert (theirs / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_full_disk_in_the_store_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "e.yaml").write_text(EXP.format(name="full"))
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    rc, out, err = run_main(["sweep", str(tmp_path / "e.yaml"), "--store",
+                             str(tmp_path / "st")])
+    assert_one_line_error(rc, out, err)
+    assert "No space left" in err
+    assert not [p for p in (tmp_path / "st").rglob(".tmp-*")]
+
+
+# ----------------------------------------------------------------- --out and its marker
+def _result(tmp_path, small_result, name="r") -> Path:
+    return small_result.save(tmp_path / name)
+
+
+@pytest.mark.parametrize("content", [{"table.csv": "x,y\n"}, {"manifest.json": "{}"},
+                                     {"manifest.json": "{}", "table.csv": "x\n"}])
+def test_out_replaces_only_a_folder_with_its_own_marker(content, tmp_path, monkeypatch):
+    mine = tmp_path / "mydata"
+    mine.mkdir()
+    for n, text in content.items():
+        (mine / n).write_text(text)
+    before = _snapshot(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_main(["run", "fault-storm", *TINY, "--out", str(mine)])
+    assert_one_line_error(rc, out, err)
+    assert "not a workbench result" in err and _snapshot(tmp_path) == before
+
+
+def test_out_at_a_link_or_holding_a_link_is_refused(tmp_path, small_result):
+    real = _result(tmp_path, small_result, "real")
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        check_out_dir(tmp_path / "link")
+    assert (tmp_path / "link").is_symlink()
+    (real / "calls.parquet").unlink()
+    (real / "calls.parquet").symlink_to(tmp_path / "elsewhere.parquet")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        check_out_dir(real)
+    marker = json.loads((_result(tmp_path, small_result, "r2") / MARKER).read_text())
+    assert marker["format"] == 1
+
+
+def test_out_inside_the_store_is_refused(a_store, tmp_path, small_result):
+    run = next((a_store / "runs").iterdir())
+    with pytest.raises(ConfigError, match="inside the results store"):
+        small_result.save(run)
+    with pytest.raises(ConfigError, match="inside the results store"):
+        small_result.save(a_store / "experiments" / "new")
+    Store(a_store)          # still opens
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_kill_between_the_two_renames_is_restored_next_time(tmp_path):
+    """SIGKILL after the old result moved aside and before the new one moved in: the next
+    call for that --out puts the old one back, says so, and removes the debris."""
+    out = tmp_path / "r"
+    script = f"""
+import os, signal
+from pathlib import Path
+import workbench
+r = workbench.run('fault-storm', sets=['horizon_us=200'])
+r.save({str(out)!r})
+real = Path.rename
+def killed(self, target):
+    real(self, target)
+    if '.old.' in str(target):
+        os.kill(os.getpid(), signal.SIGKILL)
+Path.rename = killed
+r.save({str(out)!r})
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert not out.exists() and list(tmp_path.glob(".r.old.*/prev"))
+    with pytest.warns(UserWarning, match="put it back"):
+        check_out_dir(out)
+    assert (out / MARKER).is_file() and RunResult.load(out).summary.shape[0] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_debris_that_is_not_provably_ours_is_reported_not_deleted(tmp_path):
+    d = tmp_path / f".r.new.{_dead_pid()}.0123abcd"
+    d.mkdir()
+    (d / "thesis.tex").write_text("years of work")
+    with pytest.warns(UserWarning, match="left as it is"):
+        check_out_dir(tmp_path / "r")
+    assert (d / "thesis.tex").read_text() == "years of work"
+    ours = tmp_path / f".r.new.{_dead_pid()}.4567abcd"
+    ours.mkdir()
+    (ours / "summary.parquet").write_bytes(b"half")
+    with pytest.warns(UserWarning):
+        check_out_dir(tmp_path / "r")
+    assert not ours.exists() and d.exists()
+
+
+# ------------------------------------------------------------------ loaders
+def _damage(kind, folder: Path):
+    if kind == "list-manifest":
+        (folder / "manifest.json").write_text("[]")
+    elif kind == "calls-as-ops":
+        shutil.copy(folder / "calls.parquet", folder / "ops.parquet")
+    elif kind == "bad-calls":
+        (folder / "calls.parquet").write_bytes(b"PAR1 not really")
+    elif kind == "fifo-events":
+        (folder / "events.parquet").unlink()
+        os.mkfifo(folder / "events.parquet")
+    elif kind == "link-summary":
+        (folder / "summary.parquet").unlink()
+        (folder / "summary.parquet").symlink_to("/dev/zero")
+
+
+@pytest.mark.parametrize("kind", ["list-manifest", "calls-as-ops", "bad-calls",
+                                  "fifo-events", "link-summary"])
+def test_a_damaged_run_folder_is_one_line(kind, tmp_path, small_result):
+    folder = _result(tmp_path, small_result)
+    _damage(kind, folder)
+    with _deadline(), pytest.raises(ConfigError, match="not a readable result|link|regular"):
+        RunResult.load(folder)
+    with _deadline():
+        rc, out, err = run_main(["trace", str(folder), "--out", str(tmp_path / "t.json")])
+    assert_one_line_error(rc, out, err)
+
+
+def test_a_sweep_folder_without_its_param_is_refused(tmp_path):
+    c = workbench.sweep("fault-storm", "size", [1], reps=1, sets=["horizon_us=200"])
+    folder = c.save(tmp_path / "s")
+    assert Comparison.load(folder).param == "size"
+    m = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**m, "param": None}))
+    with pytest.raises(ConfigError, match="param"):
+        Comparison.load(folder)
+    (folder / "manifest.json").write_text("[]")
+    with pytest.raises(ConfigError, match="mapping"):
+        Comparison.load(folder)
+    (folder / "manifest.json").write_text(json.dumps(m))
+    pd.read_parquet(folder / "summary.parquet")[["run_id", "policy", "seed", "replication",
+                                                 "scenario", "horizon_us", "value"]
+                                                ].to_parquet(folder / "summary.parquet")
+    with pytest.raises(ConfigError, match="vm_bugged"):
+        Comparison.load(folder)
+
+
+def test_a_dead_worker_is_one_line(monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    def dead(*a, **k):
+        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+    monkeypatch.setattr("workbench.experiments.comparison.imap_jobs", dead)
+    rc, out, err = run_main(["compare", "fault-storm", "--policies", "upstream", *TINY])
+    assert_one_line_error(rc, out, err)
+    assert "worker process died" in err
+
+
+# ------------------------------------------------- data files name no path outside
+def _calibration(folder: Path, samples: str) -> Path:
+    import yaml
+    cal = yaml.safe_load((Path(workbench.__file__).parent.parent
+                          / "data/calibration/default.yaml").read_text())
+    cal["quantities"]["page_aug_us"].update(status="measured", samples=samples)
+    p = folder / "cal.yaml"
+    p.write_text(yaml.safe_dump(cal))
+    return p
+
+
+@pytest.mark.parametrize("samples", ["/etc/os-release", "../outside.csv", "link.csv",
+                                     "fifo.csv", "zero.csv", "sub/../../outside.csv"])
+def test_calibration_samples_stay_in_the_calibration_folder(samples, tmp_path):
+    folder = tmp_path / "cal"
+    folder.mkdir()
+    (tmp_path / "outside.csv").write_text("quantity,us\n" + "page_aug_us,1\n" * 25)
+    (folder / "link.csv").symlink_to(tmp_path / "outside.csv")
+    os.mkfifo(folder / "fifo.csv")
+    (folder / "zero.csv").symlink_to("/dev/zero")
+    p = _calibration(folder, samples)
+    from workbench.core.config import load_calibration
+    with _deadline(), pytest.raises(ConfigError) as info:
+        load_calibration(str(p))
+    assert "\n" not in str(info.value)
+
+
+def test_an_error_never_quotes_a_line_of_the_file(tmp_path):
+    (tmp_path / "s.csv").write_text("TOPSECRET-LINE,more\n" + "a,b\n" * 30)
+    rc, out, err = run_main(["calibrate", "--from", str(tmp_path / "s.csv"), "--out",
+                             str(tmp_path / "c.yaml")])
+    assert_one_line_error(rc, out, err)
+    assert "TOPSECRET" not in err
+
+
+@pytest.mark.parametrize("value", ["1e-300", "1e308", "0", "-1", "nan"])
+def test_calibrate_refuses_impossible_samples_and_leaves_no_file(value, tmp_path):
+    (tmp_path / "s.csv").write_text("quantity,us\n" + f"page_aug_us,{value}\n" * 25)
+    rc, out, err = run_main(["calibrate", "--from", str(tmp_path / "s.csv"), "--out",
+                             str(tmp_path / "c.yaml")])
+    assert_one_line_error(rc, out, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
+
+
+def test_a_failed_calibrate_leaves_nothing_and_a_rerun_works(tmp_path):
+    (tmp_path / "s.csv").write_text("quantity,us\n" + "page_aug_us,2.5\n" * 25)
+    argv = ["calibrate", "--from", str(tmp_path / "s.csv"), "--out", str(tmp_path / "c.yaml")]
+    rc, out, err = run_main([*argv, "--source", "x" * 100_000])
+    assert_one_line_error(rc, out, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
+    assert run_main(argv)[0] == 0
+    assert (tmp_path / "c.samples.parquet").is_file()
+
+
+# --------------------------------------------------------------------------- replay
+@pytest.fixture(scope="module")
+def a_replay(tmp_path_factory):
+    from workbench.racefinder.replay import save
+    from workbench.racefinder.schedule import make_target, prefix_source, run_schedule
+    t = make_target("malicious-accept-small", "upstream")
+    o = run_schedule(t, prefix_source(()), keep=True)
+    return save(tmp_path_factory.mktemp("replay") / "ok.replay.json", t, o)
+
+
+def _replay_doc(a_replay):
+    return json.loads(a_replay.read_text())
+
+
+@pytest.mark.parametrize("measured", [{"page_aug_us": ["/etc/os-release", "0" * 64]},
+                                      {"page_aug_us": ["../x.csv", "0" * 64]},
+                                      {"page_aug_us": "x"}, [1]])
+def test_a_replay_file_names_no_file_outside_its_folder(measured, a_replay, tmp_path):
+    doc = _replay_doc(a_replay)
+    doc["calibration"]["measured"] = measured
+    (tmp_path / "r.json").write_text(json.dumps(doc))
+    with _deadline():
+        rc, out, err = run_main(["replay", str(tmp_path / "r.json")])
+    assert_one_line_error(rc, out, err)
+
+
+def test_what_explore_writes_replays_and_its_size_is_bounded(a_replay, tmp_path):
+    from workbench.racefinder import replay as rp
+    assert a_replay.stat().st_size < rp.MAX_REPLAY_BYTES
+    assert rp.replay(a_replay)[1]
+    doc = _replay_doc(a_replay)
+    doc["pad"] = "x" * rp.MAX_REPLAY_BYTES
+    (tmp_path / "big.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="larger than"):
+        rp.load(tmp_path / "big.json")
+
+
+def always_fails(tables):
+    """A predicate for the replay test: every run 'fails'."""
+    return "always"
+
+
+def test_a_predicate_counterexample_replays_only_with_its_predicate(tmp_path):
+    from workbench.racefinder.explore import explore
+    from workbench.racefinder.replay import replay, save
+    v = explore("malicious-accept-small", "upstream", schedules=1, predicate=always_fails,
+                oracles=[], shrink=False)
+    assert v.failure[0] == "predicate"
+    p = save(tmp_path / "p.json", v.target, v.shrunk)
+    assert json.loads(p.read_text())["predicate"].endswith(":always_fails")
+    with pytest.raises(ConfigError, match="give it again"):
+        replay(p)
+    assert replay(p, always_fails)[1]
+
+
+def test_a_full_disk_leaves_no_truncated_replay_file(a_replay, tmp_path, monkeypatch):
+    from workbench.racefinder import replay as rp
+    from workbench.racefinder.schedule import make_target, prefix_source, run_schedule
+    t = make_target("malicious-accept-small", "upstream")
+    o = run_schedule(t, prefix_source(()), keep=True)
+
+    def full(self, *a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(ConfigError, match="No space left"):
+        rp.save(tmp_path / "r.json", t, o)
+    assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------ one line for every error
+def test_out_of_memory_is_one_line(monkeypatch):
+    def oom(*a, **k):
+        raise MemoryError
+    monkeypatch.setattr("workbench.experiments.comparison.run", oom)
+    rc, out, err = run_main(["run", "fault-storm"])
+    assert_one_line_error(rc, out, err)
+    assert "out of memory" in err
+
+
+def test_a_user_policy_that_raises_names_their_code(tmp_path, monkeypatch):
+    (tmp_path / "raising24.py").write_text(
+        "from workbench.policies import Policy, Site, register\n"
+        "@register\nclass Boom(Policy):\n    name = 'boom-issue24'\n    origin = 'test'\n"
+        "    sites = (Site.FAULT,)\n    def on_busy(self, ctx, rng):\n"
+        "        raise KeyError('my bug')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rc, out, err = run_main(["run", "fault-storm", "--policy", "raising24:Boom",
+                             "--set", "horizon_us=2000", "--quiet"])
+    assert_one_line_error(rc, out, err)
+    assert "raising24.py" in err and "KeyError" in err
+
+
+@pytest.mark.parametrize("value", ["x" * 300, "/" + "d/" * 2100])
+def test_a_bad_workbench_results_is_one_line(value, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_RESULTS", value)
+    rc, out, err = run_main(["results"])
+    assert_one_line_error(rc, out, err)
+    assert "WORKBENCH_RESULTS" in err
+
+
+def _api_cases_3():
+    c = workbench.compare("fault-storm", reps=2, sets=["horizon_us=200"])
+    from workbench.present import trace
+    return {
+        "facet_stats(None)": lambda d: workbench.facet_stats(None, "size", "x"),
+        "run_experiment(5)": lambda d: workbench.run_experiment(5),
+        "results(5)": lambda d: workbench.results(5, store=d / "st"),
+        "results(store=5)": lambda d: workbench.results(store=5),
+        "tails(n_resamples=0)": lambda d: c.tails(n_resamples=0),
+        "stats(level=2)": lambda d: c.stats(level=2),
+        "stats(level=95)": lambda d: c.stats(level=95),
+        "write_trace(None)": lambda d: trace.write_trace(None, d / "t.json"),
+        "Store(5)": lambda d: Store(5),
+    }
+
+
+def test_api_wrong_types_are_config_errors(tmp_path):
+    for name, case in _api_cases_3().items():
+        with pytest.raises((ConfigError, PolicyError)) as info:
+            case(tmp_path)
+        assert "\n" not in str(info.value), name
+    assert not any(tmp_path.iterdir())
+
+
+# --------------------------------------------------------- silently wrong, now refused
+def test_validate_refuses_an_op_without_latency(tmp_path):
+    src = Path(workbench.__file__).parent.parent / "data" / "validation"
+    entry = next(src.glob("*.yaml")).read_text()
+    import yaml
+    doc = yaml.safe_load(entry)
+    doc["model"] = {"op": "no_such_op"}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(doc))
+    from workbench.analysis.validation import entries
+    with pytest.raises(ConfigError, match="no_such_op"):
+        entries(tmp_path)
+
+
+def test_robustness_draws_over_the_ranges_of_the_scenarios_calibration(tmp_path, monkeypatch):
+    import yaml
+
+    from workbench.analysis import robustness as rb
+    cal = yaml.safe_load((Path(workbench.__file__).parent.parent
+                          / "data/calibration/default.yaml").read_text())
+    for q in cal["quantities"].values():
+        if q.get("range"):
+            q["range"] = [7.0, 7.5]
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(cal))
+    seen = {}
+
+    def fake(cfg, policies, metric, cals, **kw):
+        seen["calibration"] = cfg.calibration
+        return pd.DataFrame([{"sample": i, "policy": p, metric: 1.0}
+                             for i in cals.index for p in policies])
+    monkeypatch.setattr(rb, "simulate", fake)
+    r = rb.robustness("malicious-accept", ["upstream", "zero-tolerance"], samples=4,
+                      sets=[f"calibration={tmp_path / 'mine.yaml'}"])
+    assert ((r.calibrations >= 7.0) & (r.calibrations <= 7.5)).all().all()
+    assert seen["calibration"].endswith("mine.yaml")
+    r.spec["scenario"] = "_" + "s" * 400
+    from workbench.experiments.store import MAX_NAME, NAME
+    name = rb.default_name(r)
+    assert NAME.match(name) and len(name) <= MAX_NAME
+
+
+def test_sweep_and_compare_say_how_far_they_are_when_not_on_a_terminal(monkeypatch):
+    monkeypatch.setattr("workbench.core.limits.PROGRESS_S", 0.0)
+    rc, out, err = run_main(["compare", "fault-storm", "--policies", "upstream", "--reps",
+                             "2", *TINY])
+    assert rc == 0
+    lines = err.splitlines()
+    assert lines and all(x.startswith("workbench: ") and "runs done" in x for x in lines)
+    assert lines[-1].startswith("workbench: 2 of 2 runs done")
+
+
+def test_numpy_runtime_warnings_stay_off_stderr(monkeypatch):
+    import warnings
+    real = workbench.experiments.comparison.run
+
+    def noisy(*a, **k):
+        warnings.warn("Mean of empty slice", RuntimeWarning)
+        return real(*a, **k)
+    monkeypatch.setattr("workbench.experiments.comparison.run", noisy)
+    rc, out, err = run_main(["run", "fault-storm", *TINY, "--quiet"])
+    assert rc == 0 and err == ""
+
+
+# ------------------------------------------------------------------------- fuzzing
+ENTRY_KINDS = st.sampled_from(["file", "dir", "link-file", "link-dir", "fifo", "dangling"])
+STORE_NAMES = st.sampled_from(["workbench-store.json", ".lock", "runs", "experiments",
+                               "robustness", "runs/" + "a" * 64, "runs/.tmp-x",
+                               "experiments/e", "experiments/e/table.csv",
+                               "experiments/e/.tmp-table.csv.1", "experiments/.tmp-e",
+                               "notes.txt", ".hidden"])
+
+
+def _make(root: Path, rel: str, kind: str, victim: Path) -> None:
+    p = root / rel
+    if os.path.lexists(p) or not p.parent.is_dir() or p.parent.is_symlink():
+        return
+    if kind == "file":
+        p.write_text('{"format": 1}' if p.name == "workbench-store.json" else "x")
+    elif kind == "dir":
+        p.mkdir()
+    elif kind == "link-file":
+        p.symlink_to(victim / "precious.txt")
+    elif kind == "link-dir":
+        p.symlink_to(victim)
+    elif kind == "fifo":
+        os.mkfifo(p)
+    else:
+        p.symlink_to(root / "nowhere")
+
+
+@FUZZ
+@given(entries=st.lists(st.tuples(STORE_NAMES, ENTRY_KINDS), max_size=8))
+def test_fuzz_store_trees_never_follow_a_link(entries, tmp_path_factory):
+    d = tmp_path_factory.mktemp("fuzzstore", numbered=True)
+    victim = d / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("years of work")
+    (victim / ".tmp-a.1").write_text("mine")
+    root = d / "st"
+    root.mkdir()
+    for rel, kind in entries:
+        _make(root, rel, kind, victim)
+    before = _snapshot(victim)
+    with _deadline():
+        try:
+            with Store(root):
+                pass
+        except ConfigError as err:
+            assert "\n" not in str(err)
+        rc, out, err = run_main(["results", "--store", str(root)])
+    _assert_clean(rc, out, err)
+    assert _snapshot(victim) == before
+
+
+RESULT_NAMES = st.sampled_from([MARKER, "manifest.json", "table.csv", "calls.parquet",
+                                "thesis.tex", ".hidden", "sub"])
+
+
+@FUZZ
+@given(entries=st.lists(st.tuples(RESULT_NAMES, ENTRY_KINDS), max_size=6))
+def test_fuzz_out_folders_replace_only_their_own(entries, tmp_path_factory):
+    d = tmp_path_factory.mktemp("fuzzout", numbered=True)
+    victim = d / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("years of work")
+    out = d / "out"
+    out.mkdir()
+    for rel, kind in entries:
+        _make(out, rel, kind, victim)
+    before = _snapshot(d)
+    try:
+        check_out_dir(out)
+        accepted = True
+    except ConfigError:
+        accepted = False
+    assert _snapshot(d) == before
+    names = set(os.listdir(out))
+    if accepted and names:
+        assert MARKER in names and all(
+            os.path.isfile(out / n) and not os.path.islink(out / n) for n in names)
+        assert names <= {MARKER, "manifest.json", "table.csv", "calls.parquet"}
+
+
+@FUZZ
+@given(field=st.sampled_from(["scenario", "calibration", "policy", "choices", "oracles",
+                              "params", "until_us", "expect", "format", "predicate"]),
+       value=st.recursive(YAML_ATOMS, lambda kids: st.one_of(
+           st.lists(kids, max_size=3), st.dictionaries(st.text(max_size=8), kids,
+                                                       max_size=3)), max_leaves=8))
+def test_fuzz_replay_documents(field, value, a_replay, tmp_path_factory):
+    doc = _replay_doc(a_replay)
+    doc[field] = value
+    d = tmp_path_factory.mktemp("fuzzreplay", numbered=True)
+    (d / "r.json").write_text(json.dumps(doc))
+    with _deadline():
+        rc, out, err = run_main(["replay", str(d / "r.json")])
+    _assert_clean(rc, out, err)
+
+
+def test_a_replay_with_measured_samples_replays_beside_them_only(tmp_path):
+    from workbench.experiments.calibrate import calibrate
+    from workbench.racefinder.replay import replay, save
+    from workbench.racefinder.schedule import make_target, prefix_source, run_schedule
+    (tmp_path / "s.csv").write_text("quantity,us\n" + "".join(
+        f"page_aug_us,{2 + i / 10}\n" for i in range(25)))
+    calibrate(tmp_path / "s.csv", tmp_path / "m.yaml")
+    t = make_target("malicious-accept-small", "upstream", calibration=str(tmp_path / "m.yaml"))
+    o = run_schedule(t, prefix_source(()), keep=True)
+    p = save(tmp_path / "r.json", t, o)
+    measured = json.loads(p.read_text())["calibration"]["measured"]
+    assert measured["page_aug_us"][0] == "m.samples.parquet"
+    assert replay(p)[1]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(p, elsewhere / "r.json")
+    with pytest.raises(ConfigError, match="m.samples.parquet"):
+        replay(elsewhere / "r.json")
+
+
+def test_a_killed_single_file_write_is_cleaned_when_provably_ours(tmp_path):
+    from workbench.core.safeio import atomic_write
+    dead = _dead_pid()
+    ours = tmp_path / f".tmp-out.csv.{dead}"
+    ours.write_text("half")
+    (tmp_path / "elsewhere").write_text("years of work")
+    link = tmp_path / f".tmp-out.csv.{_dead_pid()}"
+    link.symlink_to(tmp_path / "elsewhere")
+    atomic_write(tmp_path / "out.csv", lambda p: p.write_text("x,y\n"))
+    assert not ours.exists() and link.is_symlink()
+    assert (tmp_path / "elsewhere").read_text() == "years of work"
+    assert (tmp_path / "out.csv").read_text() == "x,y\n"

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import ConfigError, as_overrides, load_calibration
+from ..core.limits import MAX_SAMPLES, check_runs
+from ..core.safeio import short
 from ..core.scenarios import load_scenario
 
 
@@ -38,8 +40,10 @@ def ranges(calibration: str = "default", names=None) -> dict[str, tuple[float, f
 def design(bounds: dict, samples: int, seed: int = 0) -> pd.DataFrame:
     """A seeded Latin hypercube over ``bounds``: one row per calibration."""
     from scipy.stats import qmc
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 4:
-        raise ConfigError(f"samples must be a whole number >= 4, not {samples!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or not \
+            4 <= samples <= MAX_SAMPLES:
+        raise ConfigError(f"samples must be a whole number from 4 to {MAX_SAMPLES:,}, not "
+                          f"{short(samples)}")
     names = list(bounds)
     u = qmc.LatinHypercube(d=len(names), seed=seed).random(samples)
     cols = {}
@@ -168,15 +172,22 @@ def _unpinned(cfg, bounds: dict, named) -> dict:
 
 def robustness(scenario, policies, metric: str | None = None, *, samples: int = 16,
                timings=None, reps: int = 1, seed: int = 0, sets=None, engine=None,
-               workers=None, calibration: str = "default",
+               workers=None, calibration: str | None = None,
                lower_is_better: bool = True) -> Robustness:
-    """Draw ``samples`` calibrations over the guessed ranges (or only ``timings``) and rank
+    """Draw ``samples`` calibrations over the guessed ranges (or only ``timings``) of
+    ``calibration`` (default: the scenario's, e.g. ``--set calibration=X``) and rank
     ``policies`` on ``metric`` (default: the scenario's headline) under each."""
     cfg = load_scenario(scenario, sets)
     metric = metric or cfg.headline
-    if len(list(policies or [])) < 2:
-        raise ConfigError("robustness needs at least two policies")
+    if isinstance(policies, str) or len(list(policies or [])) < 2:
+        raise ConfigError("robustness needs a list of at least two policies")
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        raise ConfigError(f"reps must be a whole number >= 1, not {short(reps)}")
+    calibration = calibration or cfg.calibration
     cal = design(_unpinned(cfg, ranges(calibration, timings), timings), samples, seed)
+    check_runs(samples * len(list(policies)) * reps)     # samples x policies x reps
+    if calibration != cfg.calibration:    # run under the calibration drawn over
+        cfg = load_scenario(cfg, {"calibration": calibration})
     values = simulate(cfg, list(policies), metric, cal, reps=reps, seed=seed, engine=engine,
                       workers=workers)
     spec = {"scenario": cfg.name, "policies": [str(p) for p in policies], "samples": samples,
@@ -216,7 +227,7 @@ def headline_holds(samples: int = 16, *, seed: int = 0, reps: int = 1, sets=None
     rows = []
     for scenario, hs in by_scenario.items():
         cfg = load_scenario(scenario, sets)
-        cal = design(_unpinned(cfg, ranges(names=timings), timings), samples, seed)
+        cal = design(_unpinned(cfg, ranges(cfg.calibration, timings), timings), samples, seed)
         policies = list(dict.fromkeys(p for h in hs for p in h[3:5]))
         values = simulate(cfg, policies, [h[2] for h in hs], cal, reps=reps, seed=seed,
                           workers=workers)
@@ -262,8 +273,11 @@ def default_name(r: Robustness) -> str:
     from ..experiments.store import canonical
     spec = r.spec or {}
     h = hashlib.sha256(canonical([spec, r.metric, r.lower_is_better]).encode()).hexdigest()
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", str(spec.get("scenario", "robustness")))
-    return f"{stem}-{r.metric}-{h[:8]}"
+
+    def part(text) -> str:       # what NAME accepts, short enough for a folder name
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", str(text))[:80]
+    stem = part(spec.get("scenario", "robustness")).lstrip("_.-") or "robustness"
+    return f"{stem}-{part(r.metric)}-{h[:8]}"
 
 
 def save(r: Robustness, name: str | None = None, store=None) -> str:
@@ -271,10 +285,11 @@ def save(r: Robustness, name: str | None = None, store=None) -> str:
     ``name``; returns the name. The analysis is recomputed from them on :func:`load`."""
     import json
 
-    from ..experiments.store import FORMAT, NAME, Store, provenance
+    from ..experiments.store import FORMAT, MAX_NAME, NAME, Store, provenance
     name = name or default_name(r)
-    if not NAME.match(name):
-        raise ConfigError(f"robustness name {name!r}: letters, digits, '.', '_' and '-' only")
+    if not isinstance(name, str) or not NAME.match(name) or len(name) > MAX_NAME:
+        raise ConfigError(f"robustness name {short(name)}: letters, digits, '.', '_' and '-' "
+                          f"only, at most {MAX_NAME} characters")
     st = store if isinstance(store, Store) else Store(store)
     manifest = {"format": FORMAT, "kind": "robustness", "name": name, "metric": r.metric,
                 "lower_is_better": r.lower_is_better, **(r.spec or {}),

@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from ..core.config import DATA, ConfigError, Frozen, read_yaml, validate as build
 from ..core.safeio import check_path, short
+from ..experiments.metrics import LATENCY_OPS
 
 VALIDATION_DIR = DATA / "validation"
 SMALL_HORIZON_US = 2000.0
@@ -40,6 +41,9 @@ class ModelQuantity(Frozen):
     def _one(self):
         if sum(x is not None for x in (self.quantity, self.op, self.summary)) != 1:
             raise ValueError("give exactly one of quantity, op, summary")
+        if self.op is not None and self.op not in LATENCY_OPS:
+            raise ValueError(f"op {short(self.op)} is not an op with a latency (one of "
+                             f"{', '.join(LATENCY_OPS)})")
         return self
 
 

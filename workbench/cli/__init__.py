@@ -22,8 +22,10 @@ reports what it simulated (``stopped = "budget"``).
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
+import warnings
 
 from .common import UsageError
 
@@ -38,6 +40,12 @@ VERBS = {  # verb -> the module of this package that runs it (imported on use: -
 
 def main(argv=None) -> int:
     from ..core.errors import ConfigError, PolicyError
+    saved, warnings.formatwarning = warnings.formatwarning, _warning   # one line each
+    saved_filters = warnings.filters[:]
+    reserve = bytearray(4 << 20)   # given back on MemoryError, so the message can be printed
+    # NumPy's "Mean of empty slice", "invalid value encountered": numerical noise whose
+    # result (NaN) the tables show; never a line on stderr
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
     try:
         from .parser import build_parser
         args = build_parser().parse_args(argv)
@@ -51,14 +59,51 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except MemoryError as err:
+        del reserve
+        import traceback
+        traceback.clear_frames(err.__traceback__)    # free the run the frames still hold
+        print("workbench: error: out of memory; ask for less (a shorter horizon_us, fewer "
+              "vCPUs, replications or workers, --record summary)", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in _ENVIRONMENT:
+            return _internal(err)
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"workbench: error: {_one_line(err.strerror or err)}{where}", file=sys.stderr)
+        return 2
     except Exception as err:    # a bug of ours: still one line (WORKBENCH_TRACEBACK=1 shows it)
-        import os
-        if os.environ.get("WORKBENCH_TRACEBACK"):
-            raise
-        print(f"workbench: internal error: {type(err).__name__}: {_one_line(err)} "
-              "(please report; WORKBENCH_TRACEBACK=1 shows where)", file=sys.stderr)
-        return 1
+        if _dead_worker(err):
+            print("workbench: error: a worker process died (out of memory?); ask for less "
+                  "or use fewer --workers", file=sys.stderr)
+            return 2
+        return _internal(err)
+    finally:
+        warnings.formatwarning = saved
+        warnings.filters[:] = saved_filters
     return 0
+
+
+# a full disk, a quota, a read-only file system: the machine's state, not a bug of ours
+_ENVIRONMENT = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _dead_worker(err) -> bool:
+    from concurrent.futures.process import BrokenProcessPool
+    return isinstance(err, BrokenProcessPool)
+
+
+def _internal(err) -> int:
+    import os
+    if os.environ.get("WORKBENCH_TRACEBACK"):
+        raise err
+    print(f"workbench: internal error: {type(err).__name__}: {_one_line(err)} "
+          "(please report; WORKBENCH_TRACEBACK=1 shows where)", file=sys.stderr)
+    return 1
+
+
+def _warning(message, category, filename, lineno, line=None) -> str:
+    return f"workbench: warning: {_one_line(message)}\n"
 
 
 def _one_line(err, limit: int = 400) -> str:

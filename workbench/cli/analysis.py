@@ -36,12 +36,13 @@ def cmd_calibrate(args) -> None:
 
 def cmd_robustness(args) -> None:
     from ..analysis.robustness import robustness, save
-    from ..experiments.store import NAME, Store
+    from ..experiments.store import MAX_NAME, NAME, Store
     from ..policies.registry import split_specs
     if args.reps < 1:
         raise UsageError("--reps must be at least 1")
-    if args.name is not None and not NAME.match(args.name):
-        raise UsageError(f"--name {args.name!r}: letters, digits, '.', '_' and '-' only")
+    if args.name is not None and (not NAME.match(args.name) or len(args.name) > MAX_NAME):
+        raise UsageError(f"--name {args.name[:60]!r}: letters, digits, '.', '_' and '-' "
+                         f"only, at most {MAX_NAME} characters")
     st = Store(args.store)     # refused before the work if it is not a store
     timings = [t.strip() for t in args.timings.split(",") if t.strip()] if args.timings else None
     r = robustness(args.scenario, split_specs(args.policies), args.metric,

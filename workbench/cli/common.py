@@ -48,15 +48,30 @@ def _session(cmd):
 
     @functools.wraps(cmd)
     def wrapped(args):
+        import sys
         import warnings
+
+        from ..core.limits import BATCH_PROGRESS
         saved, warnings.formatwarning = warnings.formatwarning, _warning
+        # no bar on a log or a pipe: one line every few seconds instead
+        token = BATCH_PROGRESS.set(None if _terminal(sys.stderr) else _say)
         try:
             return cmd(args)
         finally:
+            BATCH_PROGRESS.reset(token)
             warnings.formatwarning = saved
             if getattr(args, "client", None) is not None:
                 args.client.close()
     return wrapped
+
+
+def _terminal(stream) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def _say(line: str) -> None:
+    import sys
+    print(f"workbench: {line}", file=sys.stderr, flush=True)
 
 
 # the metrics a sweep prints with intervals (those the runs have: names may change)

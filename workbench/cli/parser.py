@@ -164,5 +164,8 @@ def _add_explore(sub) -> None:
     r = sub.add_parser("replay", help="rerun a counterexample's replay file bit for bit")
     r.add_argument("file")
     r.add_argument("--steps", type=int, default=60, help="trace steps to print (0: all)")
+    r.add_argument("--predicate", metavar="MODULE:FUNCTION",
+                   help="the predicate the counterexample was found with (a replay file "
+                        "names it, never imports it)")
     r.add_argument("--import", dest="imports", action="append", default=[],
                    metavar="MODULE", help="import a module that registers policies")

@@ -15,8 +15,9 @@ def _predicate(text):
 @_session
 def cmd_explore(args) -> None:
     from ..racefinder.explore import explore
-    from ..racefinder.replay import format_trace, save
+    from ..racefinder.replay import check_out, format_trace, save
     _imports(args)
+    check_out(args.out)          # before the search, not after it
     oracles = [o.strip() for a in args.oracle for o in a.split(",") if o.strip()] or None
     v = explore(args.scenario, _policy_arg(args.policy), schedules=args.schedules,
                 strategy=args.strategy, depth=args.depth, seed=args.seed, oracles=oracles,
@@ -33,7 +34,7 @@ def cmd_explore(args) -> None:
 def cmd_replay(args) -> None:
     from ..racefinder.replay import format_trace, replay
     _imports(args)
-    o, same = replay(args.file)
+    o, same = replay(args.file, _predicate(args.predicate))
     print(format_trace(o, args.steps or 10**9))
     what = f"{o.failure[0]}: {o.failure[1]}" if o.failure else "no failure"
     if not same:

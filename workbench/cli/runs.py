@@ -1,6 +1,7 @@
 """``workbench run``, ``trace``, ``compare`` and ``sweep SCENARIO``: runs and their reports."""
 from __future__ import annotations
 
+import math
 import sys
 
 from .common import (
@@ -130,6 +131,9 @@ def cmd_compare(args) -> None:
     _imports(args)
     if args.reps < 1:
         raise UsageError("--reps must be at least 1")
+    if args.warmup_us is not None and not (math.isfinite(args.warmup_us)
+                                           and args.warmup_us >= 0):
+        raise UsageError(f"--warmup-us must be a finite number >= 0, not {args.warmup_us}")
     _check_out(args)
     policies = [_policy_arg(p) for p in split_specs(args.policies)]
     if args.baseline:

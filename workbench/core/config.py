@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from .paths import DATA
 from .safeio import (MAX_TEXT_CHARS, ConfigError, check_path, load_yaml_text, read_yaml_file,
@@ -23,6 +24,15 @@ __all__ = ["ConfigError"]
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v, info):
+        """``horizon_us: true`` is a mistake, not 1 us: a number field refuses a boolean."""
+        field = cls.model_fields.get(info.field_name)
+        if isinstance(v, bool) and field is not None and field.annotation in (float, int):
+            raise ValueError(f"expected a number, not {v}")
+        return v
 
 
 us = Field(ge=0.0)
@@ -224,6 +234,13 @@ class ScenarioConfig(Frozen):
         return sum(g.count for g in self.vcpus)
 
     @property
+    def n_idle_vcpus(self) -> int:
+        """The idle vCPUs ``shared.idle_share`` adds beside the busy ones."""
+        opts = self.shared
+        return round(self.n_vcpus * opts.idle_share / (1.0 - opts.idle_share)) \
+            if opts.on("idle_exits") else 0
+
+    @property
     def memory_bytes(self) -> int:
         pages = max(512, int(self.memory_mb * self.size * 256))
         return (pages + 511) // 512 * 512 * 4096
@@ -288,6 +305,10 @@ def load_calibration(name_or_path: str = "default", timings: dict | None = None
     if bad:
         raise ConfigError(f"calibration {where}: {short(bad[0])} needs a value and a status "
                           "exact|published|guess|measured")
+    fixed = next((k for k in quantities if k in ("name", "measured")), None)
+    if fixed is not None:
+        raise ConfigError(f"calibration {where}: {fixed!r} is not a quantity (measured rows "
+                          "name their samples with samples: FILE)")
     values = {k: q.get("value") for k, q in quantities.items()}
     for k, q in quantities.items():
         r = q.get("range")

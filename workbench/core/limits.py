@@ -17,6 +17,7 @@ advances; that check lives with the config models.
 """
 from __future__ import annotations
 
+import contextvars
 import math
 from dataclasses import dataclass, field
 
@@ -29,6 +30,9 @@ MAX_AREA_PAGES = 1 << 18            # pages built before the run (1 GiB: ~4 s, ~
 AREA_ROLES = ("converter", "refaulter")   # roles that get a pre-built area (model.workload)
 MB2 = 2 << 20
 PROGRESS_S = 5.0                    # seconds between two progress reports
+MAX_EXPLORE_HORIZON_US = 1e6        # one schedule: 1 s simulated (small scenarios: 2 ms)
+MAX_SCHEDULES = 100_000             # one explore (at ~6 schedules/s: about 5 hours)
+MAX_SAMPLES = 10_000                # calibrations drawn by one robustness run
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,10 @@ def check_config(cfg) -> None:
     if mem > MAX_MEMORY_BYTES:
         raise ConfigError(f"scenario {name}: memory_mb x size = {mem / 2**20:.4g} MB is above "
                           f"the limit of {MAX_MEMORY_BYTES / 2**20:.0f} MB")
-    if cfg.n_vcpus > MAX_VCPUS:
-        raise ConfigError(f"scenario {name}: {cfg.n_vcpus} vCPUs is above the limit of "
+    n = cfg.n_vcpus + cfg.n_idle_vcpus
+    if n > MAX_VCPUS:
+        idle = f" ({cfg.n_idle_vcpus} of them idle, shared.idle_share)" if cfg.n_idle_vcpus else ""
+        raise ConfigError(f"scenario {name}: {n} vCPUs{idle} is above the limit of "
                           f"{MAX_VCPUS}")
     if cfg.horizon_scaled_us > MAX_HORIZON_US:
         raise ConfigError(f"scenario {name}: horizon_us x size = {cfg.horizon_scaled_us:.4g} "
@@ -126,3 +132,30 @@ def check_sweep(param, values, policies, reps, budget=None) -> None:
     n_pol = 1 if isinstance(policies, (str, dict)) or hasattr(policies, "for_site") \
         else len(policies or [])
     check_runs(len(values) * max(1, n_pol) * (reps if isinstance(reps, int) else 1), budget)
+
+
+# -- progress of a batch of runs when no bar can be drawn ----------------------------------
+# The CLI sets it (stderr not a terminal: a log, a pipe, CI) to a callable taking one line;
+# compare, sweep and an experiment then report how far they are every PROGRESS_S seconds.
+BATCH_PROGRESS: "contextvars.ContextVar" = contextvars.ContextVar("batch_progress",
+                                                                    default=None)
+
+
+class Ticker:
+    """Counts finished runs of a batch and, if :data:`BATCH_PROGRESS` is set, says every
+    :data:`PROGRESS_S` seconds how far the batch is, in one line."""
+
+    def __init__(self, total: int, what: str = ""):
+        import time
+        self.say, self.total, self.what = BATCH_PROGRESS.get(), total, what
+        self.done, self.t0 = 0, time.monotonic()
+        self.next = self.t0 + PROGRESS_S
+
+    def update(self, n: int = 1) -> None:
+        import time
+        self.done += n
+        now = time.monotonic()
+        if self.say is not None and now >= self.next:
+            self.next = now + PROGRESS_S
+            self.say(f"{self.what}{self.done} of {self.total} runs done, "
+                     f"{now - self.t0:.0f} s")

@@ -18,6 +18,7 @@ bytes, no path over 4095 bytes) before the file system sees them.
 from __future__ import annotations
 
 import copy
+import errno
 import functools
 import os
 import stat
@@ -140,13 +141,19 @@ def _parsed(text: str, what: str):
         raise ConfigError(f"{what}: cannot read YAML: {_why(err)}") from None
 
 
-def read_text_file(path, what: str = "file", limit: int = MAX_YAML_BYTES) -> str:
-    """The UTF-8 text of a regular file of at most ``limit`` bytes."""
+def open_regular(path, what: str = "file", limit: int = MAX_YAML_BYTES, *,
+                 follow: bool = True):
+    """``path`` opened for reading in binary, checked before a byte is read: a regular file
+    (never a FIFO, a device such as ``/dev/zero``, a folder) of at most ``limit`` bytes;
+    ``follow=False`` (files a data file or a store names) refuses a symbolic link too."""
     p = check_path(path, what)
     name = short(str(p), 80)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(p, flags if follow else flags | os.O_NOFOLLOW)
     except OSError as err:
+        if not follow and err.errno == errno.ELOOP:
+            raise ConfigError(f"{what} {name}: is a symbolic link; not followed") from None
         raise ConfigError(f"{what} {name}: cannot open ({err.strerror})") from None
     try:
         st = os.fstat(fd)
@@ -154,14 +161,60 @@ def read_text_file(path, what: str = "file", limit: int = MAX_YAML_BYTES) -> str
             raise ConfigError(f"{what} {name}: not a regular file")
         if st.st_size > limit:
             raise ConfigError(f"{what} {name}: larger than {limit} bytes")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(limit + 1)
-    except OSError as err:
-        raise ConfigError(f"{what} {name}: cannot read ({err.strerror})") from None
-    finally:
+        return os.fdopen(fd, "rb")
+    except BaseException:
         os.close(fd)
+        raise
+
+
+def read_bytes(path, what: str = "file", limit: int = MAX_YAML_BYTES, *,
+               follow: bool = True) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (:func:`open_regular`)."""
+    name = short(str(path), 80)
+    with open_regular(path, what, limit, follow=follow) as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as err:
+            raise ConfigError(f"{what} {name}: cannot read ({err.strerror})") from None
     if len(data) > limit:
         raise ConfigError(f"{what} {name}: larger than {limit} bytes")
+    return data
+
+
+def inside(folder, name, what: str = "file") -> Path:
+    """``name``, a path a data file in ``folder`` gives, as a path in that folder: a
+    relative path without ``..`` that stays in ``folder`` once links are resolved. Data
+    never names a file elsewhere on the machine."""
+    if not isinstance(name, str):
+        raise ConfigError(f"{what}: expected a file name, not {short(name)}")
+    rel = check_path(name, what)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ConfigError(f"{what} {short(name, 80)}: must be a file in the same folder "
+                          "(a relative path without '..')")
+    base = Path(folder)
+    p = base / rel
+    try:
+        real, top = p.resolve(), base.resolve()
+    except (OSError, RuntimeError):
+        raise ConfigError(f"{what} {short(name, 80)}: cannot be resolved") from None
+    if top != real and top not in real.parents:
+        raise ConfigError(f"{what} {short(name, 80)}: leads out of its folder (a link)")
+    return p
+
+
+def is_link(p) -> bool:
+    """``p`` is a symbolic link (never followed to find out)."""
+    try:
+        return stat.S_ISLNK(os.lstat(p).st_mode)
+    except OSError:
+        return False
+
+
+def read_text_file(path, what: str = "file", limit: int = MAX_YAML_BYTES, *,
+                   follow: bool = True) -> str:
+    """The UTF-8 text of a regular file of at most ``limit`` bytes."""
+    name = short(str(path), 80)
+    data = read_bytes(path, what, limit, follow=follow)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -220,9 +273,35 @@ def import_user(module: str, what: str, attr: str | None = None):
 TMP = ".tmp-"          # the prefix of a file being written (the store clears them)
 
 
+def _dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def clean_killed_writes(path: Path) -> None:
+    """Remove what a killed :func:`atomic_write` of ``path`` left beside it: only a regular
+    file named ``.tmp-NAME.PID`` whose process is gone (provably ours)."""
+    prefix = f"{TMP}{path.name}."
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix)]
+    except OSError:
+        return
+    for n in names:
+        pid = n[len(prefix):]
+        p = path.parent / n
+        if pid.isdigit() and _dead(int(pid)) and stat.S_ISREG(os.lstat(p).st_mode):
+            p.unlink(missing_ok=True)
+
+
 def atomic_write(path: Path, write) -> None:
     """``write(tmp_path)`` then ``os.replace`` onto ``path``: readers see the old file or
-    the new one, never a part."""
+    the new one, never a part; what a killed earlier write left is removed first."""
+    clean_killed_writes(path)
     tmp = path.with_name(f"{TMP}{path.name}.{os.getpid()}")
     try:
         write(tmp)

@@ -16,9 +16,10 @@ import functools
 import hashlib
 from pathlib import Path
 
-from .safeio import ConfigError, check_path, short
+from .safeio import ConfigError, check_path, inside, open_regular, short
 
 MIN_SAMPLES = 20
+MIN_US, MAX_US = 1e-3, 1e9     # a sample: 1 ns (config.MIN_DURATION_US) to 1,000 s
 MAX_BYTES = 200 * 1024 * 1024
 # Leaves whose whole duration (SEAMCALL to return) a kernel probe measures, and the
 # calibration row of their locked section (workbench/model/seamcalls.py).
@@ -45,39 +46,40 @@ class Measured(float):
 
 
 def sha256(path: Path) -> str:
+    """The sha256 of a samples file: a regular file, no link followed, at most MAX_BYTES."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, "samples", MAX_BYTES, follow=False) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def read_samples(path) -> dict[str, tuple[float, ...]]:
-    """``{quantity: samples in us}`` from a CSV or parquet file; one line for bad input."""
+def read_samples(path, *, follow: bool = True) -> dict[str, tuple[float, ...]]:
+    """``{quantity: samples in us}`` from a CSV or parquet file; one line for bad input.
+    Only a regular file of at most MAX_BYTES is read (``follow=False``: never through a
+    link); an error never quotes a line of the file."""
     import numpy as np
     import pandas as pd
     p = check_path(path, "samples")
     where = short(str(p), 80)
-    if not p.is_file():
-        raise ConfigError(f"samples {where}: not a readable file")
-    if p.stat().st_size > MAX_BYTES:
-        raise ConfigError(f"samples {where}: larger than {MAX_BYTES >> 20} MB")
-    try:
-        df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
-    except Exception as err:     # any unreadable file is bad input
-        raise ConfigError(f"samples {where}: not a readable {'parquet' if p.suffix == '.parquet' else 'CSV'}"
-                          f" file ({type(err).__name__})") from None
+    kind = "parquet" if p.suffix == ".parquet" else "CSV"
+    with open_regular(p, "samples", MAX_BYTES, follow=follow) as f:
+        try:
+            df = pd.read_parquet(f) if kind == "parquet" else pd.read_csv(f)
+        except Exception as err:     # any unreadable file is bad input
+            raise ConfigError(f"samples {where}: not a readable {kind} file "
+                              f"({type(err).__name__})") from None
     unit = "us" if "us" in df.columns else "ns" if "ns" in df.columns else None
     if "quantity" not in df.columns or unit is None:
-        raise ConfigError(f"samples {where}: needs the columns quantity and us (or ns), has "
-                          f"{short(', '.join(map(str, df.columns)), 80)}")
+        raise ConfigError(f"samples {where}: needs the columns quantity and us (or ns)")
     values = pd.to_numeric(df[unit], errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(values) | (values <= 0)
+    values = values / 1000.0 if unit == "ns" else values
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values < MIN_US) | (values > MAX_US)
     if bad.any():
         row = int(np.argmax(bad))
-        raise ConfigError(f"samples {where}: row {row + 2} has {short(df[unit].iloc[row])}, "
-                          "not a positive duration")
-    values = values / 1000.0 if unit == "ns" else values
+        raise ConfigError(f"samples {where}: row {row + 2}: {unit} is not a positive duration "
+                          f"from {MIN_US:g} us (1 ns) to {MAX_US:g} us")
     out = {}
     for q, v in pd.Series(values).groupby(df["quantity"].astype(str).to_numpy(), sort=True):
         if len(v) < MIN_SAMPLES:
@@ -91,7 +93,7 @@ def read_samples(path) -> dict[str, tuple[float, ...]]:
 
 @functools.lru_cache(maxsize=8)
 def _cached(path: str, digest: str) -> dict:
-    return read_samples(path)
+    return read_samples(path, follow=False)
 
 
 def samples_of(measured: dict) -> dict[str, tuple[float, ...]]:
@@ -115,12 +117,13 @@ def attach(cal, quantities: dict, folder: Path, overridden):
     for q, row in quantities.items():
         if not row.get("samples") or q in overridden:
             continue
-        path = check_path(folder / str(row["samples"]), "samples")
-        found = _cached(str(path.resolve()), sha256(path)) if path.is_file() else {}
+        path = inside(folder, row["samples"], f"calibration: {short(q)}: samples")
+        digest = sha256(path)
+        found = _cached(str(path.resolve()), digest)
         if q not in found:
             raise ConfigError(f"calibration: {short(q)}: no samples of it in "
                               f"{short(str(path), 80)}")
-        measured[q] = (str(path.resolve()), sha256(path))
+        measured[q] = (str(path.resolve()), digest)
         tags[q] = Measured(getattr(cal, q), q)
     return cal.model_copy(update={"measured": measured, **tags}) if measured else cal
 

@@ -7,8 +7,10 @@ import math
 import os
 from pathlib import Path
 
-from ..core.config import MIN_DURATION_US, load_calibration
-from ..core.safeio import ConfigError, atomic_write, check_path, short
+from ..core.config import MIN_DURATION_US, load_calibration, validate
+from ..core.safeio import MAX_YAML_BYTES, ConfigError, atomic_write, check_path, short
+
+MAX_SOURCE = 1000        # characters of --source (it is repeated in every measured row)
 from ..core.samples import LEAF_NUMBERS, LEAVES, read_samples
 
 
@@ -55,9 +57,11 @@ def calibrate(source_file, out, *, base: str = "default", source: str | None = N
                               "it did not write (choose a new name)")
     if not out.parent.is_dir():
         raise ConfigError(f"--out {short(str(out))}: no folder {short(str(out.parent))}")
+    if source is not None and (not isinstance(source, str) or len(source) > MAX_SOURCE):
+        raise ConfigError(f"--source: at most {MAX_SOURCE} characters of text")
     cal, meta = load_calibration(base)
     rows = to_rows(read_samples(source_file), cal)
-    source = source or f"measured samples from {Path(source_file).name}"
+    source = source or f"measured samples from {short(Path(source_file).name, 80)[1:-1]}"
     quantities, changes = {}, []
     for q, row in meta.items():
         row = {k: v for k, v in row.items() if k not in ("range", "range_why")} \
@@ -77,12 +81,22 @@ def calibrate(source_file, out, *, base: str = "default", source: str | None = N
             f"# measured draw from {store.name}, the others are those of {base}.\n"
             + yaml.safe_dump({"name": out.stem, "based_on": str(base),
                               "quantities": quantities}, sort_keys=False, width=100))
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"--out {short(str(out))}: the calibration would be over "
+                          f"{MAX_YAML_BYTES} characters; nothing written")
+    validate(type(cal), {"name": out.stem, **{q: r.get("value") for q, r in quantities.items()}},
+             "calibrate")                 # what will be written loads (means, floors)
     try:
         atomic_write(store, lambda p: long.to_parquet(p, index=False))
         atomic_write(out, lambda p: p.write_text(text))
-    except OSError as err:
-        raise ConfigError(f"--out {short(str(out))}: cannot write there ({err.strerror})") from None
-    load_calibration(os.fspath(out))      # what was written loads
+        load_calibration(os.fspath(out))      # what was written loads
+    except BaseException as err:          # both files, or neither: a rerun is not refused
+        for p in (out, store):
+            p.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise ConfigError(f"--out {short(str(out))}: cannot write there "
+                              f"({err.strerror}); nothing written") from None
+        raise
     return pd.DataFrame(changes)
 
 

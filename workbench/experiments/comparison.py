@@ -7,8 +7,7 @@ depends only on (seed, r), so every policy sees the same workload (common random
 from __future__ import annotations
 
 import json
-import secrets
-import shutil
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,86 +22,72 @@ from .metrics import (calls_table, compare_table, latency_table, ops_table, summ
                       vcpus_table)
 from ..model.td import Td
 from ..core.records import RECORD_LEVELS
-from ..core.limits import as_budget, check_config, check_runs, check_sweep
+from ..core.limits import Ticker, as_budget, check_config, check_runs, check_sweep
 from ..policies import PolicySet, resolve_policy
-from ..core.safeio import check_path, out_path, probe_writable, short
+from ..policies.registry import user_policy_error
+from ..core.outdir import check_out_dir, write_folder  # noqa: F401  (re-exported)
+from ..core.safeio import check_path, short
 from ..core.scenarios import load_scenario
 from .store import now as _now, provenance
 
 TABLES = ("calls", "ops", "vcpus", "summary")
 
 
-RESULT_MARKERS = ("manifest.json", "table.csv")
-# every file a result folder of this tool may hold (RunResult.save, Comparison.save)
-RESULT_FILES = {"manifest.json", "table.csv", "latency.csv", "calls.parquet", "ops.parquet",
-                "vcpus.parquet", "summary.parquet", "events.parquet"}
+# the columns a table read back from a result folder must have
+_TAGS = ("run_id", "policy", "seed", "replication")
+NEEDS = {"calls": (*_TAGS, "leaf", "caller", "status"), "ops": (*_TAGS, "op", "latency_us"),
+         "vcpus": (*_TAGS, "vcpu", "role"), "summary": (*_TAGS, "scenario", "horizon_us"),
+         "events": ("t_us", "event", "actor", "detail")}
+MAX_TABLE_BYTES = 4 << 30         # a parquet table of a result folder
+MAX_MANIFEST_BYTES = 64 << 20
 
 
-def check_out_dir(out_dir) -> Path:
-    """Refuse, before any work, a place a result cannot go or must not replace: an existing
-    file, a folder this tool did not write, an unwritable parent."""
-    out = out_path(out_dir)        # a path at all: not empty, '.', NUL, too long (safeio)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file, not a results folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not any((out / m).exists() for m in RESULT_MARKERS):
-            raise ConfigError(f"--out {out}: folder holds files that are not a workbench "
-                              "result; choose a new or empty folder")
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in RESULT_FILES)
-        if foreign:
-            raise ConfigError(f"--out {out}: holds {foreign[0]}, which this tool did not "
-                              "write; replacing the folder would delete it (choose another)")
-    try:
-        probe_writable(out)        # creates nothing: the folder appears only with the result
-    except OSError as err:
-        raise ConfigError(f"--out {out}: cannot write there ({err.strerror})") from None
-    return out
+class _ResultFolder:
+    """Reading a result folder someone may have handed over: the folder and each file
+    must be real (no link, FIFO or device), of bounded size, and well formed; any defect is
+    one line naming the file."""
 
-
-def _mkdir(parent: Path, prefix: str) -> Path:
-    """A new folder with the user's normal permissions (``mkdtemp`` would make it 0700)."""
-    while True:
-        p = parent / f"{prefix}{secrets.token_hex(4)}"
+    def __init__(self, path, what: str):
+        import stat
+        self.path, self.what = Path(check_path(path, what)), what
         try:
-            p.mkdir()
-            return p
-        except FileExistsError:
-            continue
+            st = os.lstat(self.path)
+        except OSError as err:
+            raise ConfigError(f"{what} {short(str(path), 80)}: cannot open ({err.strerror})"
+                              ) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"{what} {short(str(path), 80)}: not a folder (a link or a file)")
 
+    def has(self, name: str) -> bool:
+        return os.path.lexists(self.path / name)
 
-def write_folder(out_dir, write) -> Path:
-    """Call ``write(tmp)`` on a fresh sibling folder, then swap it in for ``out_dir``:
-    an existing result is replaced whole or, if anything fails, left as it was."""
-    out = check_out_dir(out_dir)
-    tmp = old = None
-    keep_old = False     # True if the previous result could not be put back: never delete it
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _mkdir(out.parent, f".{out.name[:200]}.new.")
-        old = _mkdir(out.parent, f".{out.name[:200]}.old.") / "prev"
-        write(tmp)
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-    except BaseException as err:
-        if old is not None and old.exists() and not out.exists():
+    def bad(self, name: str, why: str):
+        raise ConfigError(f"{short(str(self.path), 100)}: not a readable {self.what} "
+                          f"({name}: {why})")
+
+    def table(self, name: str, needs) -> pd.DataFrame:
+        from ..core.safeio import open_regular
+        with open_regular(self.path / name, self.what, MAX_TABLE_BYTES, follow=False) as fh:
             try:
-                old.rename(out)
-            except OSError:
-                keep_old = True
-                raise ConfigError(f"--out {short(str(out), 80)}: cannot write the result, and "
-                                  f"the previous one is kept in {short(str(old), 120)}") from None
-        if isinstance(err, OSError):     # disk full, permissions changed, ...
-            raise ConfigError(f"--out {short(str(out), 80)}: cannot write the result "
-                              f"({err.strerror or type(err).__name__}); nothing was "
-                              "changed") from None
-        raise
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not keep_old:
-            shutil.rmtree(old.parent, ignore_errors=True)
-    return out
+                df = pd.read_parquet(fh)
+            except Exception as err:     # any unreadable file is a corrupt result
+                self.bad(name, type(err).__name__)
+        missing = [c for c in needs if c not in df.columns]
+        if missing:
+            self.bad(name, f"no column {missing[0]!r}")
+        return df
+
+    def manifest(self) -> dict:
+        from ..core.safeio import read_bytes
+        data = read_bytes(self.path / "manifest.json", self.what, MAX_MANIFEST_BYTES,
+                          follow=False)
+        try:
+            m = json.loads(data)
+        except (ValueError, RecursionError):
+            self.bad("manifest.json", "not JSON")
+        if not isinstance(m, dict):
+            self.bad("manifest.json", "not a mapping")
+        return m
 
 
 @dataclass
@@ -127,14 +112,15 @@ class RunResult:
 
     @classmethod
     def load(cls, path) -> "RunResult":
-        path = Path(check_path(path, "result"))
-        try:
-            tables = {n: pd.read_parquet(path / f"{n}.parquet") for n in TABLES}
-            manifest = json.loads((path / "manifest.json").read_text())
-            ev = path / "events.parquet"
-            events = pd.read_parquet(ev) if ev.exists() else None
-        except Exception as err:  # any unreadable file is a corrupt result
-            raise ConfigError(f"{path}: not a readable result ({type(err).__name__})") from None
+        """A folder :meth:`save` wrote, checked: each table has its columns (a calls
+        table is not taken for ops), the manifest is a mapping; no link is followed."""
+        f = _ResultFolder(path, "result")
+        tables = {n: f.table(f"{n}.parquet", NEEDS[n]) for n in TABLES}
+        manifest = f.manifest()
+        events = f.table("events.parquet", NEEDS["events"]) if f.has("events.parquet") \
+            else None
+        if len(tables["summary"]) != 1:
+            f.bad("summary.parquet", "not the one-row summary of a run")
         return cls(**tables, manifest=manifest, events=events)
 
 
@@ -172,7 +158,13 @@ def run(scenario="lazy-accept-boot", *, seed: int = 0, policy=None, replication:
     pset = (resolve_policy(cfg.policy, imports=False) if policy is None
             else resolve_policy(policy))
     cal, _ = load_calibration(calibration or cfg.calibration, cfg.timings)
-    td = Td(cfg, pset, cal, seed, replication, record=record).run(budget)
+    try:
+        td = Td(cfg, pset, cal, seed, replication, record=record).run(budget)
+    except Exception as err:       # a policy of the user's that raises is their error
+        theirs = user_policy_error(pset, err)
+        if theirs is None:
+            raise
+        raise theirs from None
     tags = {"run_id": f"{cfg.name}/{pset.name}/s{seed}/r{replication}", "scenario": cfg.name,
             "policy": pset.name, "seed": seed, "replication": replication}
     calls = calls_table(td.rec.calls, tags)
@@ -201,6 +193,23 @@ def _tag(df: pd.DataFrame, extra: dict) -> pd.DataFrame:
     for k, v in extra.items():
         df[k] = v
     return df
+
+
+def _level(level) -> float:
+    """A confidence level: a number strictly between 0 and 1 (0.95), never 95 or 2."""
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ConfigError(f"level must be a number between 0 and 1 (0.95), not {short(level)}")
+    return float(level)
+
+
+def _metrics(metrics):
+    if metrics is None:
+        return None
+    if isinstance(metrics, str):
+        return [metrics]
+    if not isinstance(metrics, (list, tuple)) or not all(isinstance(m, str) for m in metrics):
+        raise ConfigError(f"metrics: a list of metric names, not {short(metrics)}")
+    return list(metrics)
 
 
 @dataclass
@@ -234,20 +243,29 @@ class Comparison:
         """Tidy: per group, policy and metric, ``n``, ``mean``, ``sd`` and the t-interval
         (``ci_low``, ``ci_high``) over replications. Default: every numeric metric."""
         from .stats import describe
-        return describe(self.summary, by=self.by, metrics=metrics, level=level)
+        return describe(self.summary, by=self.by, metrics=_metrics(metrics),
+                        level=_level(level))
 
     def diff(self, baseline: str, metrics=None, level: float = 0.95) -> pd.DataFrame:
         """Paired per-replication differences of every other policy against ``baseline``
         (common random numbers), with the t-interval and ``excludes_zero``."""
         from .stats import paired_diff
-        return paired_diff(self.summary, baseline, by=self.by, metrics=metrics, level=level)
+        if not isinstance(baseline, str):
+            raise ConfigError(f"baseline: a policy name, not {short(baseline)}")
+        return paired_diff(self.summary, baseline, by=self.by, metrics=_metrics(metrics),
+                           level=_level(level))
 
     def tails(self, seed: int = 0, n_resamples: int = 999, level: float = 0.95) -> pd.DataFrame:
         """p99 and p99.9 latency per policy and op, pooled over replications, with a seeded
         bootstrap interval over replications."""
         from .stats import latency_intervals
+        _check_seed(seed)
+        if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or \
+                not 1 <= n_resamples <= 1_000_000:
+            raise ConfigError(f"n_resamples must be a whole number from 1 to 1,000,000, not "
+                              f"{short(n_resamples)}")
         return latency_intervals(self.ops, by=self.by, seed=seed, n_resamples=n_resamples,
-                                 level=level)
+                                 level=_level(level))
 
     def warmup(self, warmup_us: float) -> "Comparison":
         """A copy without the operations that started before ``warmup_us``; the per-op
@@ -276,17 +294,22 @@ class Comparison:
 
     @classmethod
     def load(cls, path) -> "Comparison":
-        path = Path(check_path(path, "comparison"))
-        try:
-            summary = pd.read_parquet(path / "summary.parquet")
-            ops = pd.read_parquet(path / "ops.parquet")
-            manifest = json.loads((path / "manifest.json").read_text())
-            param, factors = manifest.get("param"), tuple(manifest.get("factors") or ())
-            vcpus = (pd.read_parquet(path / "vcpus.parquet")
-                     if (path / "vcpus.parquet").exists() else None)
-        except Exception as err:
-            raise ConfigError(f"{path}: not a readable comparison ({type(err).__name__})") from None
-        return cls(summary, ops, param, factors, manifest, vcpus)
+        """A folder :meth:`save` wrote, checked: the tables have their columns, a sweep
+        names its ``param`` and has its ``value`` column, every factor is a column."""
+        f = _ResultFolder(path, "comparison")
+        summary = f.table("summary.parquet", (*NEEDS["summary"], "vm_bugged", "guest_panics"))
+        ops = f.table("ops.parquet", NEEDS["ops"])
+        manifest = f.manifest()
+        param, factors = manifest.get("param"), manifest.get("factors") or []
+        if param is not None and not isinstance(param, str) or not isinstance(factors, list):
+            f.bad("manifest.json", "param must be text and factors a list")
+        if (param is None) != ("value" not in summary.columns):
+            f.bad("manifest.json", "a sweep (a value column) without its param, or the reverse")
+        missing = [x for x in factors if x not in summary.columns]
+        if missing:
+            f.bad("summary.parquet", f"no column for factor {short(missing[0])}")
+        vcpus = f.table("vcpus.parquet", NEEDS["vcpus"]) if f.has("vcpus.parquet") else None
+        return cls(summary, ops, param, tuple(factors), manifest, vcpus)
 
 
 def _gather(jobs, engine, workers, client, param=None, manifest=None,
@@ -301,9 +324,11 @@ def _gather(jobs, engine, workers, client, param=None, manifest=None,
     with tqdm(total=len(jobs), unit="run", desc="runs", file=sys.stderr,
               disable=not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())) as bar:
         one = _one if record == "ops" else partial(_one, record=record)
+        ticker = Ticker(len(jobs))
         for i, r in imap_jobs(one, jobs, engine, workers, client):
             results[i] = r
             bar.update(1)
+            ticker.update(1)
     summary, ops, vcpus = (pd.concat([_tag(r[k], j[4]) for r, j in zip(results, jobs)],
                                      ignore_index=True) for k in range(3))
     prov = provenance(engine, workers, started)
@@ -325,7 +350,9 @@ def _check_seed(seed, what: str = "seed") -> None:
         raise ConfigError(f"{what} must be a whole number from 0 to 2**63-1, not {short(seed)}")
 
 
-def _policy_sets(policies, reps) -> list[PolicySet]:
+def _policy_sets(policies, reps, imports: bool = True) -> list[PolicySet]:
+    """The policy sets of a comparison; ``imports=False`` for specs read from data (an
+    experiment file): a ``module:Class`` there is refused, never imported."""
     if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
         raise ConfigError(f"reps must be a whole number >= 1, not {short(reps)}")
     if isinstance(policies, (str, dict, PolicySet)):
@@ -333,7 +360,7 @@ def _policy_sets(policies, reps) -> list[PolicySet]:
     if not isinstance(policies, (list, tuple)) and policies is not None:
         raise ConfigError(f"policies: expected a list of policy specs, not {short(policies)}")
     check_runs(reps * len(policies or []))
-    psets = [resolve_policy(p) for p in (policies or [])]
+    psets = [resolve_policy(p, imports=imports) for p in (policies or [])]
     if not psets:
         raise ConfigError("give at least one policy")
     names = [p.name for p in psets]
@@ -406,6 +433,14 @@ def sweep_facets(scenario, param: str, values, policies=("upstream",), *, facet:
 def facet_stats(sweeps: dict, param: str, facet: str, metrics=None) -> pd.DataFrame:
     """The stats of :func:`sweep_facets`' comparisons in one table, with a column for
     ``param`` and one for ``facet`` (a switch's value reads ``on``/``off``)."""
+    if not isinstance(sweeps, dict) or not sweeps or \
+            not all(isinstance(c, Comparison) for c in sweeps.values()):
+        raise ConfigError(f"facet_stats: expected what sweep_facets returns (a mapping of "
+                          f"facet value to Comparison), not {short(sweeps)}")
+    for what, key in (("param", param), ("facet", facet)):
+        if not isinstance(key, str):
+            raise ConfigError(f"facet_stats: {what} is a dotted scenario key, not {short(key)}")
+
     def label(v):
         return ("on" if v else "off") if isinstance(v, bool) else v
     return pd.concat([c.stats(metrics).rename(columns={"value": param}).assign(**{facet: label(v)})

@@ -24,12 +24,15 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.config import DATA, ConfigError, as_overrides, load_calibration, read_yaml, validate
+from ..core.limits import check_config, check_runs
+from ..core.safeio import check_path, short
 from ..core.scenarios import load_scenario
 
 EXPERIMENT_DIR = DATA / "experiments"
@@ -68,7 +71,7 @@ class Precision(BaseModel):
 class Experiment(BaseModel):
     """A multi-factor experiment; see the module docstring for the YAML form."""
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
     description: str = ""
     scenario: str
     sets: dict[str, Any] = {}
@@ -94,12 +97,15 @@ def load_experiment(name_or_path) -> Experiment:
     """An experiment by name (``"scale"``: ``data/experiments/scale.yaml``), YAML path or
     mapping, checked: a factor that does not exist, that the comparison ignores, with
     duplicate or invalid values, is refused with one line."""
+    if not isinstance(name_or_path, (Experiment, dict, str, os.PathLike)):
+        raise ConfigError(f"experiment: a name, a YAML path or a mapping, not "
+                          f"{short(name_or_path)}")
     if isinstance(name_or_path, Experiment):
         exp = name_or_path
     elif isinstance(name_or_path, dict):
         exp = validate(Experiment, name_or_path, "experiment")
     else:
-        path = Path(name_or_path)
+        path = check_path(name_or_path, "experiment")
         if path.suffix not in (".yaml", ".yml"):
             path = EXPERIMENT_DIR / f"{name_or_path}.yaml"
         if not path.exists():
@@ -143,6 +149,20 @@ def check(exp: Experiment) -> None:
         raise ConfigError(f"{where}: reps: auto needs precision: {{metric: NAME, rel: 0.05}}")
     if exp.precision is not None and exp.reps != "auto":
         raise ConfigError(f"{where}: precision is for reps: auto only")
+    n_points = math.prod(len(v) for v in exp.factors.values() if isinstance(v, list)) * (
+        exp.samples or 1 if exp.design == "lhs" else 1)
+    n_reps = exp.precision.max_reps if exp.reps == "auto" else exp.reps
+    try:
+        check_runs(n_points * len(exp.policies) * n_reps)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {n_points} design points x {len(exp.policies)} policies "
+                          f"x {n_reps} {'max_reps' if exp.reps == 'auto' else 'reps'}: {err}"
+                          ) from None
+    fixed = sorted(k for k in as_overrides(exp.sets) if k.split(".")[0] == "policy")
+    if fixed:
+        top = fixed[0].split(".")[0]
+        raise ConfigError(f"{where}: sets: {fixed[0]} is ignored by the comparison "
+                          f"({IGNORED[top]})")
     clash = set(as_overrides(exp.sets)) & set(exp.factors)
     if clash:
         raise ConfigError(f"{where}: {sorted(clash)[0]} is both fixed in sets and a factor")
@@ -150,6 +170,7 @@ def check(exp: Experiment) -> None:
     for point in points(exp):   # every value must make a valid scenario
         try:
             cfg = load_scenario(base, point)
+            check_config(cfg)           # sizes, before the store is created
             load_calibration(cfg.calibration, cfg.timings)
         except ConfigError as err:
             raise ConfigError(f"{where}: factor value {point}: {err}") from None

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..core.safeio import short
 from ..core.version import __version__
 from ..core.config import ConfigError, as_overrides, load_calibration
 from .designs import factor_column, load_experiment, points
 from .engines import imap_jobs
+from ..core.limits import Ticker
 from .comparison import Comparison, _one, _policy_sets, _tag
 from ..core.scenarios import load_scenario
 from .store import Store, now, provenance, run_key
@@ -74,7 +76,7 @@ def plan(experiment, *, reps=None, seed=None, sets=None, n_reps: int | None = No
     if changes:
         exp = load_experiment({**exp.model_dump(), **changes})
     n = exp.reps if exp.reps != "auto" else (n_reps or exp.precision.batch)
-    psets = _policy_sets(exp.policies, n)
+    psets = _policy_sets(exp.policies, n, imports=False)   # an experiment is data
     base = load_scenario(exp.scenario, exp.sets)
     cals, out = {}, []
     for pt in points(exp):
@@ -157,6 +159,7 @@ def _run(st, experiment, n_reps, *, reps, seed, sets, engine, workers, client, p
     # longest first (vCPUs x simulated time): a pool ends with short runs, not one long
     todo.sort(key=lambda i: -_cost(runs[i][0][0]))
     bar = _bar(len(todo), skipped, exp.name, progress)
+    ticker = Ticker(len(todo), f"{exp.name}: ")
     try:
         for j, (summary, ops, _) in imap_jobs(one, [runs[i][0] for i in todo], engine,
                                            workers, client):
@@ -165,6 +168,7 @@ def _run(st, experiment, n_reps, *, reps, seed, sets, engine, workers, client, p
                                            "version": __version__, **git,
                                            "finished": now()})
             bar.update(1)
+            ticker.update(1)
     finally:
         bar.close()
     c = assemble(st, exp, runs)
@@ -226,6 +230,8 @@ def write_experiment(st: Store, name: str, c: Comparison) -> None:
 def load_stored(name: str, store=None) -> Comparison:
     """A stored experiment's :class:`Comparison`, checked."""
     st = store if isinstance(store, Store) else Store(store)
+    if not isinstance(name, str):
+        raise ConfigError(f"experiment: a stored experiment's name, not {short(name)}")
     m = st.manifest(name)
     summary = st.table(name, "summary.parquet")
     ops = st.table(name, "ops.parquet")
@@ -261,7 +267,7 @@ def results(experiment: str | None = None, *, store=None, table: str = "summary"
         return pd.DataFrame(rows, columns=["experiment", "scenario", "factors", "policies",
                                            "reps", "runs", "finished"])
     if table not in TABLES:
-        raise ConfigError(f"table must be one of {', '.join(TABLES)}, not {table!r}")
+        raise ConfigError(f"table must be one of {', '.join(TABLES)}, not {short(table)}")
     c = load_stored(experiment, st)
     if table in ("summary", "ops"):
         return getattr(c, table)

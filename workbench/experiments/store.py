@@ -27,11 +27,12 @@ import json
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 from ..core.config import ConfigError
 from ..core.paths import output_root
-from ..core.safeio import TMP, atomic_write
+from ..core.safeio import TMP, atomic_write, check_path, read_bytes
 
 FORMAT = 1
 MARKER = "workbench-store.json"
@@ -42,12 +43,46 @@ EXPERIMENT_FILES = {"manifest.json", "summary.parquet", "ops.parquet", "table.cs
 ROBUSTNESS_FILES = {"manifest.json", "calibrations.parquet", "values.parquet"}
 KEY = re.compile(r"^[0-9a-f]{64}$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")   # an experiment's name
+MAX_NAME = 200                      # characters of a name (a folder name: NAME_MAX 255 bytes)
 SUMMARY_NEEDS = {"run_id", "scenario", "policy", "seed", "replication"}
 OPS_NEEDS = {"policy", "seed", "replication", "op", "latency_us"}
 
 
+def _lstat(p: Path):
+    try:
+        return os.lstat(p)
+    except FileNotFoundError:
+        return None
+
+
+def _is(p: Path, kind) -> bool:
+    """``p`` exists and is, itself and not through a link, a ``kind`` (S_ISREG, S_ISDIR)."""
+    st = _lstat(p)
+    return st is not None and kind(st.st_mode)
+
+
+# what atomic_write and put_run leave when their process is killed (safeio.TMP)
+_DEBRIS_FILE = re.compile(r"^\.tmp-(?P<file>[A-Za-z0-9_.-]+)\.[0-9]+$")
+_DEBRIS_RUN = re.compile(r"^\.tmp-[0-9a-f]{64}\.[0-9]+$")
+MAX_JSON_BYTES = 64 << 20          # a manifest of 5,000 runs is ~400 KB
+
+
+def _parquet(path: Path):
+    """A parquet table of the store, opened without following a link."""
+    import pandas as pd
+    from ..core.safeio import open_regular
+    with open_regular(path, path.name, 4 << 30, follow=False) as f:
+        return pd.read_parquet(f)
+
+
+def _json(path: Path, what: str):
+    """A JSON file of the store, read without following a link and with a size bound."""
+    return json.loads(read_bytes(path, what, MAX_JSON_BYTES, follow=False))
+
+
 def default_root() -> Path:
-    return Path(os.environ.get("WORKBENCH_RESULTS") or output_root() / "results")
+    env = os.environ.get("WORKBENCH_RESULTS")
+    return check_path(env, "WORKBENCH_RESULTS") if env else output_root() / "results"
 
 
 def canonical(obj) -> str:
@@ -71,7 +106,7 @@ class Store:
     the debris of a killed writer."""
 
     def __init__(self, root=None):
-        self.root = Path(root) if root is not None else default_root()
+        self.root = check_path(root, "--store") if root is not None else default_root()
         self._lock = None
         self.check()
 
@@ -81,40 +116,56 @@ class Store:
                           "nothing touched (choose another --store)")
 
     def check(self) -> None:
+        """The folder is empty or a store of this format holding only the store's own
+        files: every entry checked with ``lstat``, so no link, FIFO or device is followed
+        or read (an entry that is a link is refused, not resolved)."""
         root = self.root
-        if root.exists() and not root.is_dir():
+        st = _lstat(root)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            self._refuse("is a symbolic link (name the folder it points to)")
+        if st is not None and not stat.S_ISDIR(st.st_mode):
             self._refuse("is a file")
-        if not root.exists() or not any(root.iterdir()):
+        if st is None or not os.listdir(root):
             return
-        marker = root / MARKER
-        if not marker.is_file():
-            self._refuse(f"holds files but no {MARKER}")
+        if not _is(root / MARKER, stat.S_ISREG):
+            self._refuse(f"holds files but no {MARKER} (a regular file)")
         try:
-            meta = json.loads(marker.read_text())
+            meta = json.loads(read_bytes(root / MARKER, MARKER, 4096, follow=False))
             fmt = meta["format"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ConfigError, ValueError, KeyError, TypeError):
             self._refuse(f"{MARKER} is unreadable")
         if fmt != FORMAT:
             raise ConfigError(f"store {root}: format {fmt} is not this workbench's format "
                               f"{FORMAT}; use another --store")
-        for p in root.iterdir():
-            if p.name not in (MARKER, LOCK, "runs", "experiments", "robustness"):
-                self._refuse(f"{p.name} is not a store file")
+        for name in os.listdir(root):
+            kind = {MARKER: stat.S_ISREG, LOCK: stat.S_ISREG, "runs": stat.S_ISDIR,
+                    "experiments": stat.S_ISDIR, "robustness": stat.S_ISDIR}.get(name)
+            if kind is None and _DEBRIS_FILE.match(name):
+                kind = stat.S_ISREG
+            if kind is None:
+                self._refuse(f"{name} is not a store file")
+            if not _is(root / name, kind):
+                self._refuse(f"{name} is not a {'folder' if kind is stat.S_ISDIR else 'file'}"
+                             " (a link, device or FIFO is never followed)")
         for sub, allowed in (("runs", None), ("experiments", EXPERIMENT_FILES),
                              ("robustness", ROBUSTNESS_FILES)):
             d = root / sub
-            if d.exists() and not d.is_dir():
-                self._refuse(f"{sub} is not a folder")
-            for p in (d.iterdir() if d.is_dir() else ()):
-                if p.name.startswith(TMP):
-                    continue
-                if not p.is_dir() or (sub == "runs" and not KEY.match(p.name)):
-                    self._refuse(f"{sub}/{p.name} is not a store entry")
-                for f in p.iterdir():
-                    ok = f.name in (allowed or RUN_FILES) or (
-                        allowed is not None and f.name.startswith(TMP))
-                    if not ok or not f.is_file():
-                        self._refuse(f"{sub}/{p.name}/{f.name} is not a store file")
+            for name in (os.listdir(d) if _is(d, stat.S_ISDIR) else ()):
+                p = d / name
+                if not _is(p, stat.S_ISDIR):
+                    self._refuse(f"{sub}/{name} is not a store entry (a folder, not a link)")
+                if name.startswith(TMP):
+                    if sub != "runs" or not _DEBRIS_RUN.match(name):
+                        self._refuse(f"{sub}/{name} is not a store entry")
+                elif (sub == "runs" and not KEY.match(name)) or \
+                        (sub != "runs" and not NAME.match(name)):
+                    self._refuse(f"{sub}/{name} is not a store entry")
+                for f in os.listdir(p):
+                    ok = f in (allowed or RUN_FILES) or (
+                        _DEBRIS_FILE.match(f) is not None and
+                        _DEBRIS_FILE.match(f)["file"] in (allowed or RUN_FILES))
+                    if not ok or not _is(p / f, stat.S_ISREG):
+                        self._refuse(f"{sub}/{name}/{f} is not a store file")
 
     # -- writing -----------------------------------------------------------------------
     def __enter__(self) -> "Store":
@@ -125,9 +176,13 @@ class Store:
             if not marker.exists():
                 atomic_write(marker, _text(json.dumps({"format": FORMAT,
                                                        "tool": "tdx-contention-workbench"})))
-            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+                         | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as err:
             raise ConfigError(f"store {self.root}: cannot write there ({err.strerror})") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            self._refuse(f"{LOCK} is not a regular file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -147,17 +202,27 @@ class Store:
             self._lock = None
 
     def _clean_debris(self) -> None:
+        """Remove what a killed writer left, under the lock, and only what is provably
+        ours: a ``runs/.tmp-KEY.PID`` folder of run files, an experiment's
+        ``.tmp-FILE.PID`` of one of its files, a ``.tmp-`` marker (never a link)."""
+        for name in os.listdir(self.root):
+            if _DEBRIS_FILE.match(name) and _is(self.root / name, stat.S_ISREG):
+                os.unlink(self.root / name)
         for sub in ("runs", "experiments", "robustness"):
             d = self.root / sub
-            if not d.is_dir():
+            if not _is(d, stat.S_ISDIR):
                 continue
-            for p in d.iterdir():
-                if p.name.startswith(TMP):
-                    shutil.rmtree(p, ignore_errors=True)
+            for name in os.listdir(d):
+                p = d / name
+                if not _is(p, stat.S_ISDIR):
+                    continue
+                if sub == "runs" and _DEBRIS_RUN.match(name) and all(
+                        f in RUN_FILES and _is(p / f, stat.S_ISREG) for f in os.listdir(p)):
+                    shutil.rmtree(p)
                 elif sub != "runs":
-                    for f in p.iterdir():
-                        if f.name.startswith(TMP):
-                            f.unlink()
+                    for f in os.listdir(p):
+                        if _DEBRIS_FILE.match(f) and _is(p / f, stat.S_ISREG):
+                            os.unlink(p / f)
 
     def _need_lock(self):
         if self._lock is None:
@@ -167,14 +232,17 @@ class Store:
         """Store one finished run; a run already stored under ``key`` is kept."""
         self._need_lock()
         runs = self.root / "runs"
-        runs.mkdir(exist_ok=True)
+        try:
+            runs.mkdir(exist_ok=True)
+        except OSError as err:
+            self._write_error(err)
         final = runs / key
         if final.exists():
             return
         tmp = runs / f"{TMP}{key}.{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         try:
+            tmp.mkdir()
             summary.to_parquet(tmp / "summary.parquet", index=False)
             ops.to_parquet(tmp / "ops.parquet", index=False)
             (tmp / "run.json").write_text(json.dumps({"format": FORMAT, "key": key, **meta},
@@ -183,8 +251,14 @@ class Store:
                 with open(tmp / f, "rb") as fh:
                     os.fsync(fh.fileno())
             os.rename(tmp, final)
+        except OSError as err:       # disk full, quota, permissions: nothing half-stored
+            self._write_error(err)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def _write_error(self, err: OSError):
+        raise ConfigError(f"store {self.root}: cannot write ({err.strerror or type(err).__name__})"
+                          "; the runs stored so far are kept, run it again to resume") from None
 
     def experiment_dir(self, name: str) -> Path:
         return self.root / "experiments" / name
@@ -194,11 +268,14 @@ class Store:
         (``write(tmp_path)``)."""
         self._need_lock()
         if filename not in (ROBUSTNESS_FILES if kind == "robustness" else EXPERIMENT_FILES) \
-                or not NAME.match(str(name)):
+                or not NAME.match(str(name)) or len(str(name)) > MAX_NAME:
             raise ValueError(filename)
         d = self.root / kind / name
-        d.mkdir(parents=True, exist_ok=True)
-        atomic_write(d / filename, write)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            atomic_write(d / filename, write)
+        except OSError as err:
+            self._write_error(err)
         return d / filename
 
     # -- reading -----------------------------------------------------------------------
@@ -207,19 +284,18 @@ class Store:
 
     def get_run(self, key: str):
         """``(summary, ops, meta)`` of a stored run, checked; one line naming the bad file."""
-        import pandas as pd
         d = self.root / "runs" / key
         f = d / "run.json"
         try:
-            meta = json.loads(f.read_text())
+            meta = _json(f, "run.json")
             if not isinstance(meta, dict) or meta.get("key") != key:
                 raise ValueError("wrong key")
             f = d / "summary.parquet"
-            summary = pd.read_parquet(f)
+            summary = _parquet(f)
             if not SUMMARY_NEEDS <= set(summary.columns) or len(summary) != 1:
                 raise ValueError("not a one-row summary")
             f = d / "ops.parquet"
-            ops = pd.read_parquet(f)
+            ops = _parquet(f)
             if not OPS_NEEDS <= set(ops.columns):
                 raise ValueError("missing columns")
         except Exception as err:  # any unreadable file is a corrupt result
@@ -233,8 +309,8 @@ class Store:
         d = self.root / "runs"
         for p in (d.iterdir() if d.is_dir() else ()):
             try:
-                out.add(json.loads((p / "run.json").read_text()).get("version"))
-            except (OSError, ValueError, AttributeError):
+                out.add(_json(p / "run.json", "run.json").get("version"))
+            except (OSError, ValueError, AttributeError, TypeError):
                 continue
         return out - {None}
 
@@ -250,20 +326,19 @@ class Store:
 
     def get_robustness(self, name: str):
         """``(manifest, calibrations, values)`` of a stored robustness run."""
-        import pandas as pd
         d = self.root / "robustness" / str(name)
         if not NAME.match(str(name)) or not (d / "manifest.json").is_file():
             known = ", ".join(self.robustness_runs()) or "none"
             raise ConfigError(f"store {self.root}: no robustness run {name!r} (stored: {known})")
         f = d / "manifest.json"
         try:
-            m = json.loads(f.read_text())
+            m = _json(f, "manifest.json")
             if not isinstance(m, dict) or m.get("format") != FORMAT or "metric" not in m:
                 raise ValueError("wrong shape")
             f = d / "calibrations.parquet"
-            cal = pd.read_parquet(f)
+            cal = _parquet(f)
             f = d / "values.parquet"
-            values = pd.read_parquet(f)
+            values = _parquet(f)
             if not {"sample", "policy", m["metric"]} <= set(values.columns):
                 raise ValueError("missing columns")
         except Exception as err:   # any unreadable file is a corrupt result
@@ -277,19 +352,18 @@ class Store:
             known = ", ".join(self.experiments()) or "none"
             raise ConfigError(f"store {self.root}: no experiment {name!r} (stored: {known})")
         try:
-            m = json.loads(f.read_text())
+            m = _json(f, "manifest.json")
             if not isinstance(m, dict) or m.get("format") != FORMAT or \
                     not isinstance(m.get("runs"), list):
                 raise ValueError("wrong shape")
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RecursionError) as err:
             raise ConfigError(f"{f}: not a valid experiment manifest ({err})") from None
         return m
 
     def table(self, name: str, filename: str):
-        import pandas as pd
         f = self.experiment_dir(name) / filename
         try:
-            return pd.read_parquet(f)
+            return _parquet(f)
         except Exception as err:
             raise ConfigError(f"{f}: not a readable table ({type(err).__name__})") from None
 

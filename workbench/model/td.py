@@ -297,10 +297,9 @@ class Td:
 
     def _idle_group(self) -> tuple:
         """The idle vCPUs that ``shared.idle_share`` adds beside the busy ones."""
-        opts = self.config.shared
-        busy = self.config.n_vcpus
-        n = round(busy * opts.idle_share / (1.0 - opts.idle_share)) if opts.on("idle_exits") else 0
-        return (VcpuGroup(role="idle", count=n, think_us=self.cal.idle_tick_work_us),) if n else ()
+        n = self.config.n_idle_vcpus     # groups of at most 512 (VcpuGroup.count)
+        return tuple(VcpuGroup(role="idle", count=min(512, n - i),
+                               think_us=self.cal.idle_tick_work_us) for i in range(0, n, 512))
 
     def _prebuild(self, start: int, size: int) -> None:
         """Memory added and accepted before the run (build time, TDH.MEM.PAGE.ADD)."""

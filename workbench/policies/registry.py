@@ -236,6 +236,30 @@ def _screen(spec, imports: bool) -> None:
                               "from a file or --set")
 
 
+def user_policy_error(pset: "PolicySet", err: BaseException) -> PolicyError | None:
+    """When ``err`` was raised inside the code of a policy the user wrote (its class
+    defined outside this package), one line that names their policy, the exception and
+    the line of their code; else None (a bug of ours)."""
+    if not isinstance(err, Exception) or isinstance(err, (PolicyError,)):
+        return None
+    theirs = {type(getattr(pset, s.value)).__module__ for s in Site}
+    theirs = {m for m in theirs if m and not m.startswith("workbench.") and m != "workbench"}
+    where, seen, e = None, set(), err
+    while e is not None and id(e) not in seen and where is None:   # the simulator re-raises
+        seen.add(id(e))                                          # a copy: its cause has the frames
+        tb = e.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_globals.get("__name__") in theirs:
+                where = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+            tb = tb.tb_next
+        e = e.__cause__ or e.__context__
+    if where is None:
+        return None
+    return PolicyError(f"policy {short(pset.name)}: your code raised {type(err).__name__}: "
+                       f"{short(str(err), 120)[1:-1]} ({short(where[0], 80)[1:-1]}, line "
+                       f"{where[1]})")
+
+
 def policy_label(pol: Policy) -> str:
     """A policy's name, with the parameters that differ from its defaults:
     ``blind-retry(max_retries=None)``. Two different policies never share a label."""

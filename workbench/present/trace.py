@@ -64,6 +64,10 @@ def check_trace_out(path) -> Path:
 
 
 def write_trace(run, path) -> Path:
+    import pandas as pd
+    if not all(isinstance(getattr(run, t, None), pd.DataFrame) for t in ("calls", "ops")):
+        raise ConfigError(f"write_trace: expected a run's result (workbench.run or "
+                          f"RunResult.load), not {short(run)}")
     p = check_trace_out(path)
     tmp = p.with_name(f".{p.name}.tmp")
     try:

@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 
 from ..core.config import ConfigError
+from ..core.limits import MAX_SCHEDULES
 from ..model.choices import Choices, stop_at_failure
 from ..model.td import Td
 from .schedule import (FAST, LAST, SLOW, Outcome, PctSource, make_target, prefix_source,
@@ -118,6 +119,9 @@ def explore(scenario, policy="upstream", *, schedules: int = 200, strategy: str 
     for name, v, lo in (("schedules", schedules, 1), ("depth", depth, 1), ("seed", seed, 0)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ConfigError(f"{name} must be a whole number >= {lo}, not {v!r}")
+    if schedules > MAX_SCHEDULES:
+        raise ConfigError(f"schedules {schedules} is above the limit of {MAX_SCHEDULES:,} "
+                          "(hours of runs); split the search over seeds")
     if not (isinstance(shrink_seconds, (int, float)) and shrink_seconds >= 0):
         raise ConfigError(f"shrink_seconds must be a number >= 0, not {shrink_seconds!r}")
     target = make_target(scenario, policy, sets=sets, oracles=oracles, predicate=predicate,

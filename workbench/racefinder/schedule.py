@@ -12,11 +12,13 @@ import random
 from dataclasses import dataclass, field, replace
 
 from ..core.config import ConfigError, load_calibration
+from ..core.limits import MAX_EXPLORE_HORIZON_US, check_config
 from ..model.choices import TOP, Choices, stop_at_failure
 from ..model.td import Td
 from .oracles import check_oracles, judge
 from ..core.tdx_errno import TDX_OPERAND_BUSY, TDX_OPERAND_BUSY_HOST_PRIORITY, status_class
 from ..policies import resolve_policy
+from ..policies.registry import user_policy_error
 from ..core.scenarios import load_scenario
 
 STRATEGIES = ("random", "pct", "bounded")
@@ -44,6 +46,11 @@ def make_target(scenario, policy="upstream", *, sets=None, oracles=None, predica
                 livelock_us: float | None = None, starve_us: float | None = None,
                 calibration: str | None = None) -> Target:
     cfg = load_scenario(scenario, sets)
+    check_config(cfg)             # a horizon or a TD too large is refused before any run
+    if cfg.horizon_scaled_us > MAX_EXPLORE_HORIZON_US:
+        raise ConfigError(f"scenario {cfg.name!r}: horizon_us x size = "
+                          f"{cfg.horizon_scaled_us:.4g} us is above the {MAX_EXPLORE_HORIZON_US:.0e}"
+                          " us a schedule search may run per schedule (use a small scenario)")
     pset = resolve_policy(policy)
     cal, _ = load_calibration(calibration or cfg.calibration, cfg.timings)
     names = check_oracles(oracles)
@@ -110,7 +117,13 @@ def run_schedule(target: Target, source, *, until: float | None = None,
     if hasattr(source, "bind"):
         source.bind(choices)
     stop_at_failure(td)
-    td.run()
+    try:
+        td.run()
+    except Exception as err:       # a policy of the user's that raises is their error
+        theirs = user_policy_error(target.pset, err)
+        if theirs is None:
+            raise
+        raise theirs from None
     choices.halted = True
     failure = judge(td, target.oracles, target.params, target.predicate)
     return Outcome(failure, choices.made, _hash([(c[3], c[2], c[5]) for c in td.rec.calls
