@@ -87,8 +87,8 @@ def build_parser() -> Parser:
         c.add_argument("--workers", type=int, default=None)
         c.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                        help="run on an existing Dask cluster (implies --engine dask)")
-    rs = sub.add_parser("results", help="where is the results store and what is in it? with an "
-                                        "experiment: what did it show, with intervals")
+    rs = sub.add_parser("results", help="list the stored experiments, or show one with "
+                                        "intervals (the first line says where the store is)")
     rs.add_argument("experiment", nargs="?")
     rs.add_argument("--store", help=STORE)
     rs.add_argument("--baseline", help="also show paired differences against this policy")
@@ -148,9 +148,8 @@ def build_parser() -> Parser:
 
 def _add_explore(sub) -> None:
     """``explore`` and ``replay``: the race finder (workbench.racefinder)."""
-    e = sub.add_parser("explore", help="is there a schedule of a small TD in which a policy "
-                                       "fails? (searches, shrinks and prints the "
-                                       "counterexample)")
+    e = sub.add_parser("explore", help="search the schedules of a small scenario for one "
+                                       "that breaks a policy; print the shrunk counterexample")
     e.add_argument("scenario", help="a scenario, best a small one (malicious-accept-small)")
     e.add_argument("--policy", default="upstream")
     e.add_argument("--schedules", type=int, default=400)
