@@ -15,15 +15,27 @@ def _reps(text: str):
         raise argparse.ArgumentTypeError(f"a whole number or auto, not {text!r}") from None
 
 
+STORE = ("results store folder (default: data/results in a source checkout, the user data "
+         "folder when installed; $WORKBENCH_RESULTS overrides it)")
+
+
 def build_parser() -> Parser:
     p = Parser(prog="workbench", description="Simulate how KVM handles TDX_OPERAND_BUSY.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
-    sub.add_parser("scenarios", help="list the scenarios and the question each answers")
-    sub.add_parser("policies", help="list the presets and the registered policies")
-    sub.add_parser("calibration", help="show the timing parameters and how sure we are")
+    sub.add_parser("scenarios", help="which workloads are there, and what question does each "
+                                     "answer?")
+    sub.add_parser("policies", help="which presets and policies are there, what does each do "
+                                    "with a BUSY, and where in the LKML debate is it from?")
+    sub.add_parser("calibration", help="which timings does the model use, and is each exact, "
+                                       "published or a guess (with its range)?")
+    helps = {"run": "what happens in one run of a scenario under one policy? (its summary; "
+                    "--out keeps every table)",
+             "compare": "how do policies differ on the same replications of a scenario? "
+                        "(means, 95 %% intervals, paired differences with --baseline)",
+             "trace": "where does one run's time go, call by call? (Chrome trace-event JSON "
+                      "for ui.perfetto.dev)"}
     for name in ("run", "compare", "trace"):
-        c = sub.add_parser(name, help=f"{name} a scenario" if name != "trace" else
-                           "one run as Chrome trace-event JSON (Perfetto opens it)")
+        c = sub.add_parser(name, help=helps[name])
         c.add_argument("scenario", help="a scenario name or a YAML path" + (
             ", or a folder written by workbench run --out" if name == "trace" else ""))
         c.add_argument("--seed", type=int, default=0)
@@ -48,14 +60,14 @@ def build_parser() -> Parser:
             "--policy", help="preset, policy name, mod:Class, per site "
                              "(upstream+fault=resume-guest) or a YAML file holding a policy "
                              "mapping")
-    sw = sub.add_parser("sweep", help="run an experiment file into the results store, or "
-                                      "compare policies at each value of one parameter")
+    sw = sub.add_parser("sweep", help="how does a result change with one parameter (--param), "
+                                      "or across an experiment's factors? (an experiment "
+                                      "runs into the results store and resumes)")
     sw.add_argument("scenario", help="an experiment (name in data/experiments or YAML path), "
                                      "or with --param a scenario name or YAML path")
     sw.add_argument("--param", help="e.g. vcpus.1.count or timings.sept_add_us")
     sw.add_argument("--values", help="comma-separated values")
-    sw.add_argument("--store", help="results store folder (default data/results or "
-                                    "$WORKBENCH_RESULTS); experiments only")
+    sw.add_argument("--store", help=STORE + "; experiments only")
     for c in (sub.choices["compare"], sw):
         if c is sw:
             c.add_argument("--seed", type=int, default=None)
@@ -76,18 +88,19 @@ def build_parser() -> Parser:
         c.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                        help="run on an existing Dask cluster (implies --engine dask)")
     rs = sub.add_parser("results", help="list the stored experiments, or show one with "
-                                        "intervals")
+                                        "intervals (the first line says where the store is)")
     rs.add_argument("experiment", nargs="?")
-    rs.add_argument("--store")
+    rs.add_argument("--store", help=STORE)
     rs.add_argument("--baseline", help="also show paired differences against this policy")
-    ex = sub.add_parser("export", help="write a stored experiment's table for a paper")
+    ex = sub.add_parser("export", help="write a stored experiment's table for a paper (CSV, "
+                                       "Parquet or LaTeX)")
     ex.add_argument("experiment")
     ex.add_argument("--format", choices=("csv", "parquet", "latex"), default="csv")
     ex.add_argument("--out", help="file to write (default: in the store beside the results);"
                                   " an existing file is never replaced")
     ex.add_argument("--metrics", help="comma-separated metrics (latex default: the headline "
                                       "ones)")
-    ex.add_argument("--store")
+    ex.add_argument("--store", help=STORE)
     for c in (sub.choices["compare"], rs):
         c.add_argument("--warmup-us", type=float, default=None,
                        help="leave out operations that started before this time")
@@ -109,11 +122,11 @@ def build_parser() -> Parser:
     rb.add_argument("--seed", type=int, default=0)
     rb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     rb.add_argument("--workers", type=int, default=None)
-    rb.add_argument("--store", help="results store to keep the run in (default data/results "
-                                    "or $WORKBENCH_RESULTS)")
+    rb.add_argument("--store", help=STORE + " to keep the run in")
     rb.add_argument("--name", help="name of the stored run (default: scenario-metric-hash)")
-    cb = sub.add_parser("calibrate", help="build a calibration file from measured samples "
-                                          "(CSV or parquet: quantity, us or ns)")
+    cb = sub.add_parser("calibrate", help="turn SEAMCALL durations measured on your machine "
+                                          "into a calibration file (samples: CSV or parquet "
+                                          "with quantity and us or ns, 20 or more each)")
     cb.add_argument("--from", dest="samples", required=True, metavar="SAMPLES",
                     help="measured durations: a column quantity (a calibration row or a leaf "
                          "such as TDH.MEM.PAGE.AUG) and a column us (or ns)")
@@ -121,19 +134,20 @@ def build_parser() -> Parser:
                                                  " the samples go beside it")
     cb.add_argument("--base", default="default", help="calibration the other rows come from")
     cb.add_argument("--source", help="where the samples come from (machine, kernel, probe)")
-    va = sub.add_parser("validate", help="the model against published end-to-end "
-                                         "measurements (data/validation)")
+    va = sub.add_parser("validate", help="how far is the model from published end-to-end "
+                                         "measurements? (measured, model, ratio)")
     va.add_argument("--calibration", help="calibration name or YAML (default: the scenarios')")
     va.add_argument("--small", action="store_true", help="2 ms horizons (a quick check)")
     va.add_argument("--reps", type=int, default=1)
     va.add_argument("--seed", type=int, default=0)
-    va.add_argument("--folder", help="validation entries (default data/validation)")
+    va.add_argument("--folder", help="validation entries (default: the shipped ones, "
+                                     "data/validation)")
     _add_explore(sub)
     return p
 
 
 def _add_explore(sub) -> None:
-    """``explore`` and ``replay``: the race finder (workbench.explore)."""
+    """``explore`` and ``replay``: the race finder (workbench.racefinder)."""
     e = sub.add_parser("explore", help="search the schedules of a small scenario for one "
                                        "that breaks a policy; print the shrunk counterexample")
     e.add_argument("scenario", help="a scenario, best a small one (malicious-accept-small)")
@@ -161,7 +175,8 @@ def _add_explore(sub) -> None:
                    help="wall-clock budget of the shrinking")
     e.add_argument("--import", dest="imports", action="append", default=[],
                    metavar="MODULE", help="import a module that registers policies")
-    r = sub.add_parser("replay", help="rerun a counterexample's replay file bit for bit")
+    r = sub.add_parser("replay", help="does a counterexample still fail? (reruns its replay "
+                                      "file bit for bit)")
     r.add_argument("file")
     r.add_argument("--steps", type=int, default=60, help="trace steps to print (0: all)")
     r.add_argument("--predicate", metavar="MODULE:FUNCTION",
