@@ -222,32 +222,63 @@ class Comparison:
 
     @property
     def table(self) -> pd.DataFrame:
-        """One row per policy (and swept value): outcomes and costs, means over replications."""
-        return compare_table(self.summary, by=self.by)
+        """One row per policy (and swept value): runs and complete runs; outcomes as runs
+        that ended so; costs as means over runs; latency and fairness as means over
+        complete runs; the scenario's headline metric always among them."""
+        head = ((self.manifest or {}).get("scenario") or {}).get("headline")
+        return compare_table(self.summary, by=self.by, extra=[head] if head else ())
 
     @property
     def latency(self) -> pd.DataFrame:
-        """One row per policy and op kind: latency percentiles over all replications."""
-        return latency_table(self.ops, by=self.by)
+        """One row per policy and op kind: latency percentiles of the ops of all complete
+        replications pooled (``pooled_p99_us``, ...)."""
+        return latency_table(self.ops, by=self.by, summary=self.summary)
+
+    def verdicts(self) -> pd.DataFrame:
+        """One row per policy (and group): how its runs ended, and its verdict ``line``."""
+        from .verdicts import verdicts
+        return verdicts(self.summary, self.by)
+
+    def report(self, baseline: str | None = None) -> str:
+        """The comparison as text: verdict lines first, then outcomes, latency, intervals
+        and (given ``baseline``) the paired differences (what ``workbench compare``
+        prints)."""
+        from .report import comparison_report
+        return comparison_report(self, baseline)
+
+    def __repr__(self) -> str:
+        from .verdicts import verdict_lines
+        head = ((self.manifest or {}).get("scenario") or {}).get("name", "?")
+        reps = self.summary.groupby([*self.by, "policy"]).size()
+        return "\n".join([f"<Comparison {head}: {len(reps)} policy groups x "
+                          f"{int(reps.max()) if len(reps) else 0} replications; "
+                          ".report() for the tables>",
+                          *verdict_lines(self.summary, self.by)])
+
+    __str__ = report
 
     def stats(self, metrics=None, level: float = 0.95) -> pd.DataFrame:
-        """Tidy: per group, policy and metric, ``n``, ``mean``, ``sd`` and the t-interval
-        (``ci_low``, ``ci_high``) over replications. Default: every numeric metric."""
+        """Tidy: per group, policy and metric, ``runs``, ``n``, ``mean``, ``sd`` and the
+        interval of the metric's kind (``ci_low``, ``ci_high``, ``interval``): outcomes
+        exact, counts never below 0, latency and fairness over complete runs only.
+        Default: every numeric metric."""
         from .stats import describe
         return describe(self.summary, by=self.by, metrics=metrics, level=level)
 
     def diff(self, baseline: str, metrics=None, level: float = 0.95) -> pd.DataFrame:
         """Paired per-replication differences of every other policy against ``baseline``
-        (common random numbers), with the t-interval and ``excludes_zero``."""
+        (common random numbers; latency and fairness over pairs of complete runs), with
+        the t-interval, ``p``, the Holm-adjusted ``p_holm`` over the table's ``family``
+        and ``star``."""
         from .stats import paired_diff
         return paired_diff(self.summary, baseline, by=self.by, metrics=metrics, level=level)
 
-    def tails(self, seed: int = 0, n_resamples: int = 999, level: float = 0.95) -> pd.DataFrame:
-        """p99 and p99.9 latency per policy and op, pooled over replications, with a seeded
-        bootstrap interval over replications."""
+    def tails(self, level: float = 0.95, **_ignored) -> pd.DataFrame:
+        """p99 and p99.9 latency per policy and op: each complete run's, their mean over
+        replications and its t-interval, where every run had enough ops for its coverage
+        (``enough``; else the interval is NaN and ``min_ops`` says what it needs)."""
         from .stats import latency_intervals
-        return latency_intervals(self.ops, by=self.by, seed=seed, n_resamples=n_resamples,
-                                 level=level)
+        return latency_intervals(self.ops, by=self.by, summary=self.summary, level=level)
 
     def warmup(self, warmup_us: float) -> "Comparison":
         """A copy without the operations that started before ``warmup_us``; the per-op
