@@ -225,14 +225,39 @@ class Comparison:
         """One row per policy (and swept value): runs and complete runs; outcomes as runs
         that ended so; costs as means over runs; latency and fairness as means over
         complete runs; the scenario's headline metric always among them."""
-        head = ((self.manifest or {}).get("scenario") or {}).get("headline")
+        head = self.headline
         return compare_table(self.summary, by=self.by, extra=[head] if head else ())
+
+    @property
+    def headline(self) -> str | None:
+        """The scenario's headline metric (its YAML's ``headline:``), if known."""
+        sc = (self.manifest or {}).get("scenario")
+        if isinstance(sc, dict):
+            return sc.get("headline")
+        name = sc or (self.manifest or {}).get("experiment", {}).get("scenario")
+        if not name and "scenario" in self.summary.columns and len(self.summary):
+            name = self.summary["scenario"].iloc[0]
+        try:
+            return load_scenario(name).headline if name else None
+        except ConfigError:
+            return None
 
     @property
     def latency(self) -> pd.DataFrame:
         """One row per policy and op kind: latency percentiles of the ops of all complete
         replications pooled (``pooled_p99_us``, ...)."""
         return latency_table(self.ops, by=self.by, summary=self.summary)
+
+    def complete_ops(self) -> pd.DataFrame:
+        """The ops of the runs whose latency counts: a policy's complete runs (none where
+        fewer than two remain after some stopped early): what latency figures draw."""
+        from .stats import complete, usable
+        if self.ops is None or not len(self.ops):
+            return self.ops
+        s = self.summary.assign(_ok=complete(self.summary))
+        keep = pd.concat([usable(g["_ok"]) for _, g in
+                          s.groupby([*self.by, "policy"], sort=False)])
+        return self.ops[self.ops["run_id"].isin(set(s.loc[keep[keep].index, "run_id"]))]
 
     def verdicts(self) -> pd.DataFrame:
         """One row per policy (and group): how its runs ended, and its verdict ``line``."""
@@ -248,7 +273,7 @@ class Comparison:
 
     def __repr__(self) -> str:
         from .verdicts import verdict_lines
-        head = ((self.manifest or {}).get("scenario") or {}).get("name", "?")
+        head = self.summary["scenario"].iloc[0] if len(self.summary) else "?"
         reps = self.summary.groupby([*self.by, "policy"]).size()
         return "\n".join([f"<Comparison {head}: {len(reps)} policy groups x "
                           f"{int(reps.max()) if len(reps) else 0} replications; "

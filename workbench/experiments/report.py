@@ -21,7 +21,7 @@ def fmt(df: pd.DataFrame) -> str:
 def headline_of(c) -> str | None:
     """The scenario's headline metric (``headline:`` in its YAML), if the comparison knows
     its scenario."""
-    return ((c.manifest or {}).get("scenario") or {}).get("headline")
+    return getattr(c, "headline", None)
 
 
 def headline_metrics(c) -> list[str]:
