@@ -24,8 +24,8 @@ from scipy import stats as st
 
 from ..core.config import ConfigError
 from .definitions import complete_only, kind
-from .intervals import (count_interval, holm, mean_interval, paired_p_value,
-                        proportion_interval)
+from .intervals import (count_rows, holm, mean_interval, mean_rows, paired_p_value,
+                        proportion_rows)
 
 LEVEL = 0.95
 ALPHA = 0.05        # a paired difference is starred where its Holm-adjusted p is below
@@ -102,29 +102,43 @@ def usable(ok: pd.Series) -> pd.Series:
     return ok if k == len(ok) or k >= MIN_COMPLETE else ok & False
 
 
-def interval(values, metric: str, level: float = LEVEL) -> tuple[int, float, float, float, float]:
-    """``(n, mean, sd, low, high)`` with the interval of the metric's kind."""
+def interval_rows(x, metric: str, level: float = LEVEL):
+    """``(mean, sd, low, high)`` arrays, one per row of ``x`` (replications along the last
+    axis, all finite), with the interval of the metric's kind: Clopper-Pearson for an
+    outcome (its mean is the share of runs), the count hull, a t-interval clipped to the
+    metric's range."""
+    x = np.asarray(x, dtype=float)
     k = kind(metric)
     if k == "outcome":
-        x = np.asarray(values, dtype=float)
-        x = x[np.isfinite(x)]
-        if not len(x):
-            return 0, np.nan, np.nan, np.nan, np.nan
-        lo, hi = proportion_interval(int((x > 0).sum()), len(x), level)
-        return len(x), float((x > 0).mean()), np.nan, lo, hi
+        hits = (x > 0).sum(axis=-1)
+        lo, hi = proportion_rows(hits, x.shape[-1], level)
+        return hits / x.shape[-1], np.full(lo.shape, np.nan), lo, hi
     if k == "count":
-        return count_interval(values, level)
+        return count_rows(x, level)
     if k == "share" or metric in UNIT_FAIRNESS:
-        return mean_interval(values, level, 0.0, 1.0)
-    return mean_interval(values, level, 0.0)
+        return mean_rows(x, level, 0.0, 1.0)
+    return mean_rows(x, level, LOWEST.get(metric, 0.0))
+
+
+def interval(values, metric: str, level: float = LEVEL) -> tuple[int, float, float, float, float]:
+    """``(n, mean, sd, low, high)`` of the finite ``values`` of one group, with the
+    interval of the metric's kind (:func:`interval_rows`)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return 0, np.nan, np.nan, np.nan, np.nan
+    return (len(x), *(float(v) for v in interval_rows(x, metric, level)))
 
 
 UNIT_FAIRNESS = ("jain_work", "host_contested_share")    # fairness metrics in [0, 1]
+LOWEST = {"wait_spread": 1.0}          # the smallest value a metric can take (else 0)
 
 
 def describe(summary: pd.DataFrame, by=(), metrics=None, level: float = LEVEL) -> pd.DataFrame:
     """One row per group (``by`` plus ``policy``) and metric: ``runs`` (replications),
-    ``n`` (the values it is computed over: complete runs only for latency and fairness),
+    ``complete`` (runs that reached the horizon), ``n`` (the values it is computed over:
+    for latency and fairness the complete runs, none if fewer than two remain where some
+    stopped),
     ``mean``, ``sd``, ``ci_low``, ``ci_high`` (the interval of the metric's kind at
     ``level``; an outcome's mean is the share of runs, ``k`` of them) and ``interval``
     (its kind's name)."""
@@ -136,12 +150,13 @@ def describe(summary: pd.DataFrame, by=(), metrics=None, level: float = LEVEL) -
         for m in metrics:
             vals = g.loc[usable(ok[g.index]), m] if complete_only(m) else g[m]
             n, mean, sd, lo, hi = interval(vals.astype(float), m, level)
-            rows.append({**dict(zip(keys, key)), "metric": m, "runs": len(g), "n": n,
+            rows.append({**dict(zip(keys, key)), "metric": m, "runs": len(g),
+                         "complete": int(ok[g.index].sum()), "n": n,
                          "mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi,
                          "k": int(round(mean * n)) if kind(m) == "outcome" and n else np.nan,
                          "interval": INTERVAL_NAMES[kind(m)]})
-    return pd.DataFrame(rows, columns=[*keys, "metric", "runs", "n", "mean", "sd", "ci_low",
-                                       "ci_high", "k", "interval"])
+    return pd.DataFrame(rows, columns=[*keys, "metric", "runs", "complete", "n", "mean", "sd",
+                                       "ci_low", "ci_high", "k", "interval"])
 
 
 INTERVAL_NAMES = {"outcome": "Clopper-Pearson", "count": "t or exact Poisson, >= 0",
@@ -272,9 +287,9 @@ def _cell(r, digits: int, missing: str) -> str:
     interval, ``missing`` without a mean); an outcome as ``k of n [low, high]`` (its
     share's exact interval); a metric over complete runs says how many were, when not
     all."""
-    runs = r.get("runs", r["n"])
-    note = (f" ({int(r['n'])} of {int(runs)} complete)"
-            if complete_only(r["metric"]) and r["n"] < runs else "")
+    runs, done = r.get("runs", r["n"]), r.get("complete", r["n"])
+    note = (f" ({int(done)} of {int(runs)} complete)"
+            if complete_only(r["metric"]) and done < runs else "")
     if not np.isfinite(r["mean"]):
         return missing + note
     if kind(r["metric"]) == "outcome":
