@@ -59,8 +59,8 @@ def dashboard(c, op: str | None = None) -> go.Figure:
              [{} if i < n_bottom else None for i in range(width)]]
     tops = [f"{op_name(op)} tail: share of successes slower than x",
             "useful work per vCPU" if has_v else "useful work: per-vCPU data not in this comparison",
-            "fairness, complete runs: ◆ host's share of acquisitions after a BUSY, "
-            "● Jain's index (95 % interval)"]
+            "fairness over complete runs (95 % interval): filled, Jain's index; open, "
+            "host's share of acquisitions after a BUSY"]
     bottoms = [_wrap(t) for t in (["where vCPU time goes"] if has_v else [])
                + [title(x) for x in cols]]
     fig = make_subplots(rows=2, cols=width, specs=specs, subplot_titles=tops + bottoms,
