@@ -94,6 +94,10 @@ def build_parser() -> Parser:
     sub.choices["compare"].add_argument(
         "--baseline", help="policy to difference the others against, replication by "
                            "replication (paired, common random numbers)")
+    sub.choices["compare"].add_argument(
+        "--victims", action="store_true",
+        help="also run every replication without the hostile vCPUs: victim_slowdown is the "
+             "well-behaved vCPUs' work without the attacker over their work with it")
     rb = sub.add_parser("robustness", help="does a ranking of policies hold across plausible "
                                            "calibrations (the guessed timings' ranges)?")
     rb.add_argument("scenario")

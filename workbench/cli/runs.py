@@ -141,7 +141,8 @@ def cmd_compare(args) -> None:
                              f"({', '.join(names)})")
     engine, client = _cluster(args)
     c = compare(args.scenario, policies, reps=args.reps, seed=args.seed, sets=args.set,
-                engine=engine, workers=args.workers, client=client, record=args.record)
+                engine=engine, workers=args.workers, client=client, record=args.record,
+                victims=args.victims)
     if args.warmup_us is not None:
         c = c.warmup(args.warmup_us)
     print(f"{args.scenario}: {len(policies)} policies x {args.reps} replications "

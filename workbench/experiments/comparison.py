@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..core.version import __version__
@@ -401,20 +402,52 @@ def _policy_sets(policies, reps) -> list[PolicySet]:
 
 def compare(scenario, policies=("upstream",), *, reps: int = 3, seed: int = 0, sets=None,
             engine: str | None = None, workers: int | None = None, client=None,
-            record: str = "ops") -> Comparison:
+            record: str = "ops", victims: bool = False) -> Comparison:
     """Every policy on the same ``reps`` replications (common random numbers). ``engine``:
     serial, processes or dask (default: processes when ``workers`` > 1, else serial).
     ``record``: ``ops`` keeps the summary and ops tables (no calls table is built),
-    ``summary`` only the summary (``ops`` and ``latency`` come back empty)."""
+    ``summary`` only the summary (``ops`` and ``latency`` come back empty).
+    ``victims``: also run every policy and replication without the scenario's hostile
+    vCPUs and add ``victim_slowdown`` (:func:`victim_slowdown`) to the summary."""
     _compare_record(record)
     _check_seed(seed)
     cfg = load_scenario(scenario, sets)
     check_config(cfg)
     psets = _policy_sets(policies, reps)
     jobs = [(cfg, p, seed, r, {}) for p in psets for r in range(reps)]
-    return _gather(jobs, engine, workers, client, record=record, manifest={
+    c = _gather(jobs, engine, workers, client, record=record, manifest={
         "scenario": cfg.model_dump(mode="json"), "overrides": as_overrides(sets),
         "policies": [p.spec() for p in psets], "reps": reps, "seed": seed, "record": record})
+    if victims:
+        free = without_attackers(cfg)
+        alone = _gather([(free, p, seed, r, {}) for p in psets for r in range(reps)],
+                        engine, workers, client, record="summary")
+        c.summary = victim_slowdown(c.summary, alone.summary)
+        c.manifest["victims"] = "victim_slowdown: each run again without the hostile vCPUs"
+    return c
+
+
+def without_attackers(cfg: ScenarioConfig) -> ScenarioConfig:
+    """The same scenario without its hostile vCPU groups (a ConfigError if it has none)."""
+    from ..core.records import HOSTILE_ROLES
+    kept = [g for g in cfg.vcpus if g.role not in HOSTILE_ROLES]
+    if len(kept) == len(cfg.vcpus):
+        raise ConfigError(f"victims: scenario {cfg.name} has no hostile vCPUs "
+                          f"({', '.join(HOSTILE_ROLES)})")
+    return cfg.model_copy(update={"vcpus": tuple(kept)})
+
+
+def victim_slowdown(attacked: pd.DataFrame, alone: pd.DataFrame) -> pd.DataFrame:
+    """``attacked`` with ``victim_slowdown``: per policy and replication, the well-behaved
+    vCPUs' useful work (pages accepted and conversions) in the run without the hostile
+    vCPUs over the same in the run with them (same seed: 1 = no harm, 2 = half the work)."""
+    work = lambda s: s["pages_accepted"] + s["conversions_ok"]   # noqa: E731
+    key = ["policy", "replication", "seed"]
+    free = alone.assign(_free=work(alone))[[*key, "_free"]]
+    out = attacked.merge(free, on=key, how="left")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["victim_slowdown"] = out["_free"] / work(out)
+    return out.drop(columns="_free")
 
 
 def sweep(scenario, param: str, values, policies=("upstream",), *, reps: int = 3,

@@ -244,7 +244,8 @@ HEADLINE = ["policy", "host_busy_rate", "guest_busy_rate", "retries_fault", "ret
             "kicks", "ipis", "host_retry_cpu_us", "accept_throughput_per_ms",
             "wb_private_fault_p50_us", "wb_private_fault_p99_us", "wb_fault_wait_p99_us",
             "zap_4k_p99_us", "conversion_p99_us", "jain_work", "host_contested_share",
-            "longest_wait_us", "wait_spread", "splits", "demote_busy", "pamt_wait_ms"]
+            "longest_wait_us", "wait_spread", "victim_slowdown", "splits", "demote_busy",
+            "pamt_wait_ms"]
 # the metrics of a run that stopped early that still count (outcomes and costs); latency
 # and fairness are over complete runs only (definitions.kind)
 OUTCOME_SUMS = ("vm_bugged", "guest_panics", "td_failed")

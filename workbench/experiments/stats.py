@@ -180,7 +180,9 @@ def paired_diff(summary: pd.DataFrame, baseline: str, by=(), metrics=None,
     metrics = list(metrics) if metrics is not None else metric_columns(summary, by)
     metrics = [m for m in metrics if kind(m) != "outcome"]
     match = [*by, "replication", "seed"]
-    summary = summary.assign(_complete=complete(summary))
+    ok = complete(summary)
+    use = pd.concat([usable(ok[g.index]) for _, g in _groups(summary, [*by, "policy"])])
+    summary = summary.assign(_complete=use.reindex(summary.index))
     base = summary[summary["policy"] == baseline]
     rows = []
     for pol in dict.fromkeys(summary["policy"]):
