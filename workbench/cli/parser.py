@@ -109,7 +109,10 @@ def build_parser() -> Parser:
                                                             "hypercube over the ranges)")
     rb.add_argument("--timings", help="comma-separated quantities to vary (default: every "
                                       "guess with a range)")
-    rb.add_argument("--reps", type=int, default=1)
+    rb.add_argument("--reps", type=int, default=3,
+                    help="replications per policy and calibration: a calibration decides a "
+                         "ranking only beyond its replication interval (default 3; 1 "
+                         "decides nothing)")
     rb.add_argument("--seed", type=int, default=0)
     rb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     rb.add_argument("--workers", type=int, default=None)
