@@ -48,7 +48,8 @@ def dashboard(c, op: str | None = None) -> go.Figure:
         raise ValueError(f"dashboard: give 1 to {MAX_POLICIES} policy sets, not {len(names)}")
     op = op or main_op(c.ops)
     table = c.table
-    cols, zero = nonzero(table, [*OUTCOMES, *STARVATION])
+    head = [getattr(c, "headline", None)] if getattr(c, "headline", None) else []
+    cols, zero = nonzero(table, list(dict.fromkeys([*head, *OUTCOMES, *STARVATION])))
     ops = c.complete_ops() if hasattr(c, "complete_ops") else c.ops
     vcpus = getattr(c, "vcpus", None)
     has_v = vcpus is not None and len(vcpus)
