@@ -3,8 +3,9 @@
 :func:`separation` runs presets on a contested scenario (common random numbers) and, for
 every pair of presets and fairness metric, takes the paired per-replication difference
 over the replications complete for both; a pair is *separated* on a metric where Holm's
-correction over the scenario's whole family (pairs x metrics) leaves p < 0.05. The
-measured table is in docs/metrics.md ("Which presets the fairness metrics separate").
+correction over that metric's family (every pair of presets on the scenario) leaves
+p < 0.05. The measured table is in docs/findings.md ("Fairness that tells presets
+apart"); ``python -m workbench.analysis.fairness`` regenerates it.
 """
 from __future__ import annotations
 
@@ -43,9 +44,18 @@ def pair_table(summary: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
                          "ci_low": lo, "ci_high": hi, "p": paired_p_value(d)})
     out = pd.DataFrame(rows, columns=["a", "b", "metric", "pairs", "diff", "ci_low",
                                       "ci_high", "p"])
-    out["p_holm"] = holm(out["p"].to_numpy(dtype=float)) if len(out) else []
-    out["separated"] = out["p_holm"].lt(ALPHA)
-    return out
+    return with_holm(out)
+
+
+def with_holm(t: pd.DataFrame) -> pd.DataFrame:
+    """``p_holm`` (Holm over each scenario's and metric's pairs) and ``separated``."""
+    t = t.copy()
+    keys = [k for k in ("scenario", "metric") if k in t.columns]
+    t["p_holm"] = np.nan
+    for _, g in t.groupby(keys, sort=False):
+        t.loc[g.index, "p_holm"] = holm(g["p"].to_numpy(dtype=float))
+    t["separated"] = t["p_holm"].lt(ALPHA)
+    return t
 
 
 def separation(scenario: str, presets, *, reps: int = 5, seed: int = 7, sets=None,
@@ -72,4 +82,25 @@ def separated_counts(t: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["pair_table", "separation", "separated_counts", "METRICS"]
+PRESETS = ("upstream", "sean-per-path", "host-priority-retry", "vm-spinlock",
+           "paolo-bounded", "mmu-lock-write", "blind-retry-all")
+SCENARIOS = ("malicious-accept", "conversion-storm", "zero-step", "upm-parallel")
+
+
+def markdown(t: pd.DataFrame) -> str:
+    """The docs table: per scenario and metric, pairs separated and the presets apart."""
+    c = separated_counts(with_holm(t))
+    rows = ["| scenario | metric | pairs separated | presets apart (mean paired difference "
+            "a - b) |", "|---|---|---|---|"]
+    rows += [f"| {r['scenario']} | `{r['metric']}` | {r['separated']} of {r['pairs']} | "
+             f"{r['which'] or '-'} |" for _, r in c.iterrows()]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":     # ~10 min on a loaded 2-core machine
+    table = pd.concat([separation(s, PRESETS, reps=5, seed=7, sets={"horizon_us": 8000})
+                       for s in SCENARIOS], ignore_index=True)
+    print(markdown(table))
+
+
+__all__ = ["pair_table", "separation", "separated_counts", "with_holm", "markdown", "METRICS"]
