@@ -354,27 +354,29 @@ def latex_table(desc: pd.DataFrame, by=(), metrics=None, caption: str = "",
 def warmup_cut(summary: pd.DataFrame, ops: pd.DataFrame, warmup_us: float
                ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Drop the operations that started before ``warmup_us`` and recompute each run's
-    per-op latency columns of the summary (``{op}_n``, ``{op}_{q}_us``, ``{op}_max_us``)
-    from the rest, as :func:`workbench.metrics.summary_row` computes them. Other summary
+    per-op latency columns of the summary (``{op}_n``, ``{op}_{q}_us``, ``{op}_max_us``
+    and their ``wb_`` twins over the well-behaved vCPUs) from the rest, as :func:`workbench.metrics.summary_row` computes them. Other summary
     columns (counters over the whole run) are left as they are."""
-    from .metrics import LATENCY_OPS, QUANTILES
+    from .metrics import HOSTILE_ROLES, LATENCY_OPS, QUANTILES
     if not np.isfinite(warmup_us) or warmup_us < 0:
         raise ConfigError(f"warmup_us must be a finite number >= 0, not {warmup_us!r}")
     kept = ops[ops["t_start_us"] >= warmup_us].reset_index(drop=True)
     s = summary.copy()
-    groups = {k: g["latency_us"] for k, g in kept.groupby(["run_id", "op"], sort=False)}
-    for op in LATENCY_OPS:
-        cols = {"n": f"{op}_n", "max": f"{op}_max_us",
-                **{q: f"{op}_{q}_us" for q in QUANTILES}}
-        if not all(c in s.columns for c in cols.values()):
-            continue
-        for i, run in s["run_id"].items():
-            lat = groups.get((run, op))
-            n = 0 if lat is None else len(lat)
-            s.at[i, cols["n"]] = n
-            s.at[i, cols["max"]] = float(lat.max()) if n else np.nan
-            for q, p in QUANTILES.items():
-                s.at[i, cols[q]] = float(lat.quantile(p)) if n else np.nan
+    wb = kept[~kept["role"].isin(HOSTILE_ROLES)] if "role" in kept.columns else kept
+    for prefix, src in (("", kept), ("wb_", wb)):     # all vCPUs; the well-behaved ones
+        groups = {k: g["latency_us"] for k, g in src.groupby(["run_id", "op"], sort=False)}
+        for op in LATENCY_OPS:
+            cols = {"n": f"{prefix}{op}_n", "max": f"{prefix}{op}_max_us",
+                    **{q: f"{prefix}{op}_{q}_us" for q in QUANTILES}}
+            if not all(c in s.columns for c in cols.values()):
+                continue
+            for i, run in s["run_id"].items():
+                lat = groups.get((run, op))
+                n = 0 if lat is None else len(lat)
+                s.at[i, cols["n"]] = n
+                s.at[i, cols["max"]] = float(lat.max()) if n else np.nan
+                for q, p in QUANTILES.items():
+                    s.at[i, cols[q]] = float(lat.quantile(p)) if n else np.nan
     return s, kept
 
 
