@@ -7,7 +7,8 @@ import pytest
 
 import workbench
 from workbench.experiments.coverage import coverage
-from workbench.experiments.definitions import METRICS, markdown
+from workbench.experiments.definitions import METRICS
+from workbench.experiments.metrics_page import markdown
 from workbench.experiments.metrics import HEADLINE
 from workbench.experiments.stats import INTERVAL_NAMES
 
@@ -36,7 +37,7 @@ def test_every_printed_interval_kind_covers_at_least_93_percent(measured):
 
 def test_the_metrics_page_is_generated_and_current(measured):
     assert DOCS.read_text() == markdown(measured), \
-        "regenerate: python -m workbench.experiments.definitions > docs/metrics.md"
+        "regenerate: python -m workbench.experiments.metrics_page > docs/metrics.md"
 
 
 def test_every_headline_and_table_metric_is_defined_once():

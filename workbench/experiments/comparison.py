@@ -252,7 +252,7 @@ class Comparison:
     def complete_ops(self) -> pd.DataFrame:
         """The ops of the runs whose latency counts: a policy's complete runs (none where
         fewer than two remain after some stopped early): what latency figures draw."""
-        from .stats import complete, usable
+        from .definitions import complete, usable
         if self.ops is None or not len(self.ops):
             return self.ops
         s = self.summary.assign(_ok=complete(self.summary))

@@ -257,7 +257,7 @@ def latency_table(ops: pd.DataFrame, hostile: bool = False, by=(), summary=None)
     ``ok``, ``pooled_p50_us``, ``pooled_p99_us``, ``pooled_p999_us``, ``pooled_max_us``.
     The hostile roles' own operations (an ACCEPT spammer's probes) are left out unless
     ``hostile``."""
-    from .stats import complete, usable
+    from .definitions import complete, usable
     if not hostile and "role" in ops.columns:
         ops = ops[~ops["role"].isin(HOSTILE_ROLES)]
     if summary is not None and len(ops):
@@ -284,7 +284,7 @@ def compare_table(summary: pd.DataFrame, by=(), extra=()) -> pd.DataFrame:
     latency and fairness as means over the complete runs (none when fewer than two
     complete runs remain where some stopped). ``extra``: more metrics (a headline)."""
     from .definitions import complete_only
-    from .stats import complete, usable
+    from .definitions import complete, usable
     cols = [c for c in dict.fromkeys([*HEADLINE, *extra]) if c in summary.columns
             and c != "policy"]
     s = summary.assign(_ok=complete(summary))

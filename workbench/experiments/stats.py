@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import stats as st
 
 from ..core.config import ConfigError
-from .definitions import complete_only, kind
+from .definitions import MIN_COMPLETE, complete, complete_only, kind, usable  # noqa: F401
 from .intervals import (count_rows, holm, mean_interval, mean_rows, paired_p_value,
                         proportion_rows)
 
@@ -83,23 +83,6 @@ def _groups(df: pd.DataFrame, keys: list[str]):
         return
     for key, g in df.groupby(keys, sort=False, dropna=False):
         yield (key if isinstance(key, tuple) else (key,)), g
-
-
-MIN_COMPLETE = 2    # complete runs a policy needs, when some of its runs stopped early
-
-
-def complete(summary: pd.DataFrame) -> pd.Series:
-    """Per run: True where it ran to its horizon (``stopped`` empty)."""
-    if "stopped" not in summary.columns:
-        return pd.Series(True, index=summary.index)
-    return summary["stopped"].fillna("").astype(str).eq("")
-
-
-def usable(ok: pd.Series) -> pd.Series:
-    """The runs of one group whose latency and fairness count: its complete runs, if all
-    of them are, or at least :data:`MIN_COMPLETE` are; else none (not compared)."""
-    k = int(ok.sum())
-    return ok if k == len(ok) or k >= MIN_COMPLETE else ok & False
 
 
 def interval_rows(x, metric: str, level: float = LEVEL):

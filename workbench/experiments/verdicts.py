@@ -18,7 +18,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from .stats import MIN_COMPLETE, complete
+from .definitions import MIN_COMPLETE, complete
 
 REASONS = {"vm_bugged": "VM bugged", "vm_dead": "VM dead", "guest_panic": "guest panic",
            "vmm_stop": "VMM stopped the TD", "test_assert": "selftest assert failed",
