@@ -18,6 +18,8 @@ An interval with fewer than two finite values is NaN.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 from scipy import stats as st
@@ -117,6 +119,32 @@ UNIT_FAIRNESS = ("jain_work", "host_contested_share")    # fairness metrics in [
 LOWEST = {"wait_spread": 1.0}          # the smallest value a metric can take (else 0)
 
 
+_TAIL = re.compile(r"^(?P<who>wb_)?(?P<op>.+)_(?P<q>p99|p999|max)_us$")
+
+
+def ops_needed(metric: str) -> tuple[str, float] | None:
+    """For a run's tail percentile (``zap_4k_p99_us``, ``wb_fault_wait_p999_us``, ``*_max_us``):
+    the summary column counting that run's ops and how many it needs for an interval of
+    tested coverage (:data:`TAIL_MIN_BEYOND` beyond the percentile; a maximum never has
+    one). None for other metrics."""
+    m = _TAIL.match(metric)
+    if not m or kind(metric) != "latency":
+        return None
+    q = {"p99": 0.99, "p999": 0.999, "max": 1.0}[m["q"]]
+    need = np.inf if q == 1.0 else float(np.ceil(TAIL_MIN_BEYOND / (1 - q)))
+    return f"{m['who'] or ''}{m['op']}_n", need
+
+
+def _enough_ops(g: pd.DataFrame, metric: str) -> tuple[bool, float]:
+    """(every run of ``g`` has the ops ``metric``'s interval needs, how many that is)."""
+    need = ops_needed(metric)
+    if need is None:
+        return True, np.nan
+    col, k = need
+    ok = col in g.columns and len(g) and bool((g[col].astype(float) >= k).all())
+    return ok, k
+
+
 def describe(summary: pd.DataFrame, by=(), metrics=None, level: float = LEVEL) -> pd.DataFrame:
     """One row per group (``by`` plus ``policy``) and metric: ``runs`` (replications),
     ``complete`` (runs that reached the horizon), ``n`` (the values it is computed over:
@@ -131,13 +159,18 @@ def describe(summary: pd.DataFrame, by=(), metrics=None, level: float = LEVEL) -
     rows = []
     for key, g in _groups(summary, keys):
         for m in metrics:
-            vals = g.loc[usable(ok[g.index]), m] if complete_only(m) else g[m]
-            n, mean, sd, lo, hi = interval(vals.astype(float), m, level)
+            use = g.loc[usable(ok[g.index])] if complete_only(m) else g
+            n, mean, sd, lo, hi = interval(use[m].astype(float), m, level)
+            enough, need = _enough_ops(use, m)
+            if not enough:
+                lo = hi = np.nan
             rows.append({**dict(zip(keys, key)), "metric": m, "runs": len(g),
                          "complete": int(ok[g.index].sum()), "n": n,
                          "mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi,
                          "k": int(round(mean * n)) if kind(m) == "outcome" and n else np.nan,
-                         "interval": INTERVAL_NAMES[kind(m)]})
+                         "interval": INTERVAL_NAMES[kind(m)] if enough else
+                         f"none: needs >= {need:.0f} ops a run" if np.isfinite(need) else
+                         "none (a maximum)"})
     return pd.DataFrame(rows, columns=[*keys, "metric", "runs", "complete", "n", "mean", "sd",
                                        "ci_low", "ci_high", "k", "interval"])
 
@@ -186,6 +219,10 @@ def paired_diff(summary: pd.DataFrame, baseline: str, by=(), metrics=None,
                     if complete_only(m) else (g, o, b)
                 d = gm[m].astype(float) - gm[f"{m}@base"].astype(float)
                 n, mean, sd, lo, hi = mean_interval(d, level)
+                need = ops_needed(m)
+                if need and not (_enough_ops(om, m)[0] and _enough_ops(bm, m)[0]):
+                    lo = hi = np.nan      # no tested interval: no p either (not in the family)
+                    d = d.iloc[:1]
                 wl, wh = welch_interval(om[m].astype(float), bm[m].astype(float), level)
                 rows.append({**dict(zip(by, key)), "policy": pol, "baseline": baseline,
                              "metric": m, "pairs": len(g), "n": n, "diff": mean, "sd": sd,
@@ -280,6 +317,8 @@ def _cell(r, digits: int, missing: str) -> str:
     if kind(r["metric"]) == "outcome":
         return (f"{int(r['k'])} of {int(r['n'])} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]")
     if not np.isfinite(r["ci_low"]):
+        why = str(r.get("interval", ""))
+        note = note or (f" (no interval: {why[6:]})" if why.startswith("none:") else "")
         return f"{r['mean']:.{digits}g}" + note
     return (f"{r['mean']:.{digits}g} [{r['ci_low']:.{digits}g}, {r['ci_high']:.{digits}g}]"
             + note)
