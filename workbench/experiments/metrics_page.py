@@ -66,7 +66,9 @@ tables use:
 - **Tails** (p99, p99.9): each complete run's own percentile, their mean over
   replications and its t-interval, printed only where every run had at least
   {TAIL_MIN_BEYOND} operations beyond the percentile (500 ops per run for p99, 5,000 for
-  p99.9); below that the value is printed without an interval. The pooled percentile's
+  p99.9), in `Comparison.tails()` as in every table of a run's `*_p99_us` and
+  `*_p999_us` columns and their paired differences; below that the value is printed
+  without an interval, saying how many ops it needs. A run's maximum gets none. The pooled percentile's
   bootstrap over replications, printed before, covered 62 %, 68 %, 81 % and 88 % at 3, 5,
   10 and 20 replications (lognormal latencies with a per-run level) and is no longer
   printed. `Comparison.latency` pools the ops of the complete runs and names its columns
