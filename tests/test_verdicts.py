@@ -62,8 +62,9 @@ def test_the_report_and_repr_open_with_the_verdicts(spam):
 
 
 def test_partly_complete_policies_compare_over_their_complete_runs():
-    c = workbench.compare("malicious-accept", ["upstream", "patch-09-21"], reps=2, seed=0,
-                          sets=SHORT)
+    # seed 2, 0.6 ms: patch-09-21 bugs the VM in one of its two runs
+    c = workbench.compare("malicious-accept", ["upstream", "patch-09-21"], reps=2, seed=2,
+                          sets={"horizon_us": 600})
     v = c.verdicts().set_index("policy")
     assert v.loc["patch-09-21", ["runs", "complete"]].tolist() == [2, 1]
     assert "latency not compared" in v.loc["patch-09-21", "line"]  # one run is too few
