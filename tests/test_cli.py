@@ -51,10 +51,13 @@ def test_compare_prints_one_row_per_policy(tmp_path):
     out = cli("compare", "malicious-accept", "--policies", "upstream,zero-tolerance",
               "--reps", "2", "--set", "horizon_us=2000", "--out", str(tmp_path / "c"))
     assert out.returncode == 0, out.stderr
-    outcomes, latency = out.stdout.split("Latency per operation")
+    verdicts, rest = out.stdout.split("Outcomes (runs that ended so")
+    outcomes, latency = rest.split("Latency per operation")
+    assert [l.split(":")[0].strip() for l in verdicts.splitlines()[2:4]] == [
+        "upstream", "zero-tolerance"]                  # a verdict line per policy first
     rows = [l for l in outcomes.splitlines() if l.strip().startswith(("upstream", "zero-tolerance"))]
     assert len(rows) == 2
-    assert "zap_4k" in latency and "p999_us" in latency
+    assert "zap_4k" in latency and "pooled_p999_us" in latency
     assert len(pd.read_parquet(tmp_path / "c" / "summary.parquet")) == 4
 
 

@@ -33,7 +33,7 @@ def test_sweep_has_one_table_row_per_value_and_policy():
                                                   (7, "upstream"), (7, "vm-spinlock")]
     assert (t["reps"] == 2).all() and set(c.summary["param"]) == {"vcpus.1.count"}
     assert set(c.summary.loc[c.summary["value"] == 7, "vcpus"]) == {8}
-    assert {"value", "policy", "op", "p99_us"} <= set(c.latency.columns)
+    assert {"value", "policy", "op", "pooled_p99_us"} <= set(c.latency.columns)
 
 
 def test_sweep_with_a_bad_value_is_a_clear_error():

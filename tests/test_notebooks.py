@@ -23,7 +23,7 @@ SMALL = {
     "05-paper": {"reps": 1, "horizon_us": 500.0, "values_per_factor": 1,
                  "formats": ["png"] if CHROMIUM.exists() else []},
     "06-race-finder": {"schedules": 8},
-    "07-robustness": {"samples": 4, "horizon_us": 2000.0},
+    "07-robustness": {"samples": 4, "reps": 2, "horizon_us": 2000.0},
 }
 PLOTLY = "application/vnd.plotly.v1+json"
 WIDGET = "application/vnd.jupyter.widget-view+json"

@@ -248,7 +248,7 @@ def test_cli_results_and_export(tmp_path):
     small.write_text(yaml.safe_dump({**SMALL, "factors": {"timings.sept_add_us": [3, 100]}}))
     out = cli("sweep", str(small), env=env)
     assert out.returncode == 0, out.stderr
-    assert "t-interval" in out.stdout and "timings.sept_add_us" in out.stdout
+    assert "95 % interval" in out.stdout and "timings.sept_add_us" in out.stdout
     listing = cli("results", env=env)
     assert listing.returncode == 0 and "small" in listing.stdout
     shown = cli("results", "small", "--baseline", "upstream", env=env)

@@ -4,10 +4,17 @@ calibrations.
 Every ``guess`` row of the calibration has a plausible range (``range: [low, high]``, with
 its reasoning). :func:`robustness` draws ``samples`` calibrations over those ranges (a
 seeded Latin hypercube, log-uniform where a range spans more than a factor of two), runs
-every policy under each with common random numbers, and reports, per pair of policies, the
-share of calibrations in which the ranking on the metric holds (with a Clopper-Pearson
-interval), the timings the difference is most sensitive to (first-order RBD-FAST indices
-from SALib, and Spearman's rank correlation), and where a ranking flips.
+every policy under each with common random numbers, ``reps`` replications each, and
+reports, per pair of policies, the share of calibrations in which the ranking on the
+metric holds (with a Clopper-Pearson interval), the timings the difference is most
+sensitive to (first-order RBD-FAST indices from SALib, and Spearman's rank correlation),
+and where a ranking flips.
+
+A calibration decides a ranking only where the difference exceeds that calibration's own
+replication noise (:func:`decide`): the paired 95 % t-interval of the per-replication
+differences excludes zero (outcomes, 0/1 per run: Fisher's exact test, p < 0.05).
+Otherwise it is **undecided**, counted and shown, never a win for either side. One
+replication per calibration decides nothing. Latency and fairness count complete runs only.
 """
 from __future__ import annotations
 
@@ -54,11 +61,14 @@ def design(bounds: dict, samples: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def simulate(scenario, policies, metric: str, calibrations: pd.DataFrame, *, reps: int = 1,
+def simulate(scenario, policies, metric: str, calibrations: pd.DataFrame, *, reps: int = 3,
              seed: int = 0, sets=None, engine=None, workers=None) -> pd.DataFrame:
-    """The metric's mean over ``reps`` replications for every policy under every
-    calibration (one ``compare`` each: common random numbers within a calibration)."""
+    """The metric of every replication of every policy under every calibration (one
+    ``compare`` each: common random numbers within a calibration): one row per sample,
+    policy and replication; latency and fairness NaN for a run that stopped early."""
     from ..experiments.comparison import compare
+    from ..experiments.definitions import complete_only
+    from ..experiments.stats import complete
     rows, metrics = [], [metric] if isinstance(metric, str) else list(metric)
     for i, timings in calibrations.iterrows():
         overrides = {**as_overrides(sets),
@@ -68,10 +78,60 @@ def simulate(scenario, policies, metric: str, calibrations: pd.DataFrame, *, rep
         unknown = [m for m in metrics if m not in c.summary.columns]
         if unknown:
             raise ConfigError(f"robustness: unknown metric {unknown[0]!r}")
-        means = c.summary.groupby("policy", sort=False)[metrics].mean()
-        rows += [{"sample": i, "policy": p, **{m: float(v[m]) for m in metrics}}
-                 for p, v in means.iterrows()]
+        s, ok = c.summary, complete(c.summary)
+        rows += [{"sample": i, "policy": r["policy"], "replication": int(r["replication"]),
+                  **{m: float(r[m]) if ok[j] or not complete_only(m) else np.nan
+                     for m in metrics}}
+                 for j, r in s.iterrows()]
     return pd.DataFrame(rows)
+
+
+def decide(a, b, metric: str, lower_is_better: bool = True) -> str:
+    """Which of two policies ranks better under one calibration, from their
+    per-replication values (paired by position; NaN: a run that does not count): ``a``,
+    ``b``, ``tie`` (every replication equal) or ``undecided`` (the difference is within
+    the replication noise: the paired 95 % t-interval contains 0, or for an outcome
+    Fisher's exact p >= 0.05; fewer than two usable pairs decide nothing)."""
+    from scipy.stats import fisher_exact
+    from ..experiments.definitions import kind
+    from ..experiments.intervals import mean_interval
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    sign = 1 if lower_is_better else -1
+    if kind(metric) == "outcome":
+        a, b = a[np.isfinite(a)] > 0, b[np.isfinite(b)] > 0
+        if not len(a) or not len(b):
+            return "undecided"
+        if a.sum() * len(b) == b.sum() * len(a):
+            return "tie" if a.all() == b.all() and len(set(a) | set(b)) == 1 else "undecided"
+        p = fisher_exact([[a.sum(), len(a) - a.sum()], [b.sum(), len(b) - b.sum()]]).pvalue
+        if p >= 0.05:
+            return "undecided"
+        return "a" if sign * (a.mean() - b.mean()) < 0 else "b"
+    ok = np.isfinite(a) & np.isfinite(b)
+    d = (a - b)[ok]
+    if len(d) and not d.any():
+        return "tie"
+    n, mean, _, lo, hi = mean_interval(d)
+    if n < 2 or not np.isfinite(lo) or lo <= 0 <= hi:
+        return "undecided"
+    return "a" if sign * mean < 0 else "b"
+
+
+def decisions(values: pd.DataFrame, metric: str, a: str, b: str,
+              lower_is_better: bool = True) -> pd.Series:
+    """Per sample: :func:`decide` for policies ``a`` and ``b`` (values without a
+    ``replication`` column are exact, noise-free: ranked by their sign)."""
+    out = {}
+    for i, g in values.groupby("sample", sort=True):
+        va = g.loc[g["policy"] == a].sort_values("replication" if "replication" in g else "policy")
+        vb = g.loc[g["policy"] == b].sort_values("replication" if "replication" in g else "policy")
+        if "replication" not in values.columns:
+            d = (float(va[metric].mean()) - float(vb[metric].mean())) * (1 if lower_is_better else -1)
+            out[i] = "tie" if d == 0 else "a" if d < 0 else "b" if d > 0 else "undecided"
+        else:
+            out[i] = decide(va[metric].to_numpy(), vb[metric].to_numpy(), metric,
+                            lower_is_better)
+    return pd.Series(out, name="decision")
 
 
 @dataclass
@@ -84,23 +144,30 @@ class Robustness:
     spec: dict | None = None       # what made it: scenario, policies, samples, seed, ...
 
     def wide(self) -> pd.DataFrame:
-        return self.values.pivot(index="sample", columns="policy", values=self.metric)
+        """Per sample and policy: the metric's mean over replications (that count)."""
+        return self.values.pivot_table(index="sample", columns="policy", values=self.metric,
+                                       aggfunc="mean", sort=False, dropna=False)
 
     def rankings(self) -> pd.DataFrame:
-        """Per pair (a, b): how often a ranks better than b, with a 95 % interval."""
+        """Per pair (a, b): in how many calibrations a ranks better, b ranks better, they
+        tie, or the difference is within the replication noise (``undecided``); the
+        share of the decided ones where a ranks better, with a 95 % interval."""
         from scipy.stats import binomtest
-        w, rows = self.wide(), []
-        for a, b in itertools.combinations(w.columns, 2):
-            d = (w[a] - w[b]).dropna()
-            better = int((d < 0).sum() if self.lower_is_better else (d > 0).sum())
-            ties = int((d == 0).sum())
-            n = len(d) - ties
-            ci = binomtest(better, n).proportion_ci() if n else None
-            rows.append({"a": a, "b": b, "samples": len(d), "ties": ties,
-                         "a_better_share": better / n if n else np.nan,
+        pols, rows = list(dict.fromkeys(self.values["policy"])), []
+        for a, b in itertools.combinations(pols, 2):
+            d = decisions(self.values, self.metric, a, b, self.lower_is_better)
+            na, nb = int((d == "a").sum()), int((d == "b").sum())
+            n = na + nb
+            ci = binomtest(na, n).proportion_ci() if n else None
+            rows.append({"a": a, "b": b, "samples": len(d), "ties": int((d == "tie").sum()),
+                         "undecided": int((d == "undecided").sum()), "a_better": na,
+                         "b_better": nb, "a_better_share": na / n if n else np.nan,
                          "ci_low": ci.low if ci else np.nan, "ci_high": ci.high if ci else np.nan,
-                         "holds_everywhere": n > 0 and better in (0, n)})
-        return pd.DataFrame(rows)
+                         "holds_everywhere": n > 0 and na in (0, n)
+                         and not (d == "undecided").any()})
+        return pd.DataFrame(rows, columns=["a", "b", "samples", "ties", "undecided",
+                                           "a_better", "b_better", "a_better_share",
+                                           "ci_low", "ci_high", "holds_everywhere"])
 
     def sensitivity(self) -> pd.DataFrame:
         """Per pair and timing: SALib's first-order RBD-FAST index of the difference a - b,
@@ -171,7 +238,7 @@ def _unpinned(cfg, bounds: dict, named) -> dict:
 
 
 def robustness(scenario, policies, metric: str | None = None, *, samples: int = 16,
-               timings=None, reps: int = 1, seed: int = 0, sets=None, engine=None,
+               timings=None, reps: int = 3, seed: int = 0, sets=None, engine=None,
                workers=None, calibration: str | None = None,
                lower_is_better: bool = True) -> Robustness:
     """Draw ``samples`` calibrations over the guessed ranges (or only ``timings``) of
@@ -215,11 +282,14 @@ HEADLINES = (
 )
 
 
-def headline_holds(samples: int = 16, *, seed: int = 0, reps: int = 1, sets=None,
+def headline_holds(samples: int = 16, *, seed: int = 0, reps: int = 4, sets=None,
                    timings=None, headlines=HEADLINES, workers=None) -> pd.DataFrame:
     """For each headline comparison: in how many of ``samples`` calibrations drawn over the
-    guessed ranges the claimed ranking holds (ties apart), with a 95 % interval. One set of
-    runs per scenario serves every headline on it."""
+    guessed ranges the claimed ranking holds beyond that calibration's replication noise,
+    fails beyond it, ties, or is undecided (:func:`decide`); the share of the decided ones
+    where it holds, with a 95 % interval. One set of runs per scenario serves every
+    headline on it. (4 replications: the fewest at which an outcome seen in every run of
+    one policy and in none of the other's is decided, Fisher's p = 0.029.)"""
     from scipy.stats import binomtest
     by_scenario: dict = {}
     for h in headlines:
@@ -232,13 +302,16 @@ def headline_holds(samples: int = 16, *, seed: int = 0, reps: int = 1, sets=None
         values = simulate(cfg, policies, [h[2] for h in hs], cal, reps=reps, seed=seed,
                           workers=workers)
         for claim, _, metric, better, worse, lower in hs:
-            w = values.pivot(index="sample", columns="policy", values=metric)
-            d = (w[better] - w[worse]) * (1 if lower else -1)
-            holds, n = int((d < 0).sum()), int((d != 0).sum())
+            d = decisions(values, metric, better, worse, lower)
+            holds, fails = int((d == "a").sum()), int((d == "b").sum())
+            n = holds + fails
             ci = binomtest(holds, n).proportion_ci() if n else None
             rows.append({"claim": claim, "scenario": scenario, "metric": metric,
                          "better": better, "worse": worse, "calibrations": len(d),
-                         "ties": len(d) - n, "holds_share": holds / n if n else np.nan,
+                         "holds": holds, "fails": fails,
+                         "undecided": int((d == "undecided").sum()),
+                         "ties": int((d == "tie").sum()),
+                         "holds_share": holds / n if n else np.nan,
                          "ci_low": ci.low if ci else np.nan,
                          "ci_high": ci.high if ci else np.nan})
     return pd.DataFrame(rows)

@@ -61,8 +61,13 @@ def robustness_report(r) -> str:
     out = [f"{s.get('scenario')}: {r.metric} ({better} is better) over {len(r.calibrations)} "
            f"calibrations drawn over {r.calibrations.shape[1]} guessed timings, "
            f"{s.get('reps')} replication(s) each (seed {s.get('seed')})", "",
-           "how often a ranks better than b (95 % Clopper-Pearson interval):",
-           _fmt(r.rankings())]
+           "how often a ranks better than b: a calibration decides only where the paired "
+           "95 % interval over its replications excludes zero (outcomes: Fisher's exact "
+           "test); otherwise undecided. Share of the decided ones, 95 % Clopper-Pearson "
+           "interval:", _fmt(r.rankings())]
+    if "replication" in r.values.columns and r.values["replication"].nunique() < 2:
+        out.append("(one replication per calibration: nothing can be decided; use --reps 3 "
+                   "or more)")
     sens = r.sensitivity()
     if len(sens):
         out += ["", "most sensitive timings per pair (first-order RBD-FAST index of a - b; "

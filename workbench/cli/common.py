@@ -75,10 +75,21 @@ def _say(line: str) -> None:
 
 
 # the metrics a sweep prints with intervals (those the runs have: names may change)
-SWEEP_METRICS = ["busy_rate", "host_busy_rate", "guest_busy_rate", "kicks", "error_exits",
-                 "vm_bugged", "zero_step_armings", "accept_throughput_per_ms",
-                 "private_fault_p99_us", "zap_4k_p99_us", "conversion_p99_us",
-                 "host_retry_cpu_us"]
+SWEEP_METRICS = ["host_busy_rate", "guest_busy_rate", "kicks", "error_exits",
+                 "vm_bugged", "td_failed", "zero_step_armings", "accept_throughput_per_ms",
+                 "wb_fault_wait_p99_us", "zap_4k_p99_us", "conversion_p99_us",
+                 "host_retry_cpu_us", "host_contested_share", "longest_wait_us", "wait_spread"]
+
+
+def _headline_of(c) -> list[str]:
+    """The scenario's headline metric, first in every table (if the comparison knows it)."""
+    return [c.headline] if getattr(c, "headline", None) else []
+
+
+def _verdicts(c) -> list[str]:
+    from ..experiments.verdicts import verdict_lines
+    return ["Verdicts (a run that stopped early is an outcome, never a latency sample):",
+            *(f"  {line}" for line in verdict_lines(c.summary, c.by))]
 
 
 def _headline(summary) -> list[str]:

@@ -107,6 +107,10 @@ def build_parser() -> Parser:
     sub.choices["compare"].add_argument(
         "--baseline", help="policy to difference the others against, replication by "
                            "replication (paired, common random numbers)")
+    sub.choices["compare"].add_argument(
+        "--victims", action="store_true",
+        help="also run every replication without the hostile vCPUs: victim_slowdown is the "
+             "well-behaved vCPUs' work without the attacker over their work with it")
     rb = sub.add_parser("robustness", help="does a ranking of policies hold across plausible "
                                            "calibrations (the guessed timings' ranges)?")
     rb.add_argument("scenario")
@@ -118,7 +122,10 @@ def build_parser() -> Parser:
                                                             "hypercube over the ranges)")
     rb.add_argument("--timings", help="comma-separated quantities to vary (default: every "
                                       "guess with a range)")
-    rb.add_argument("--reps", type=int, default=1)
+    rb.add_argument("--reps", type=int, default=3,
+                    help="replications per policy and calibration: a calibration decides a "
+                         "ranking only beyond its replication interval (default 3; 1 "
+                         "decides nothing)")
     rb.add_argument("--seed", type=int, default=0)
     rb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     rb.add_argument("--workers", type=int, default=None)

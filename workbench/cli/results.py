@@ -3,7 +3,8 @@ results store."""
 from __future__ import annotations
 
 from .analysis import robustness_report
-from .common import SWEEP_METRICS, UsageError, _cluster, _fmt, _headline, _session
+from .common import (SWEEP_METRICS, UsageError, _cluster, _fmt, _headline, _headline_of,
+                     _session, _verdicts)
 
 
 def sweep_experiment(args) -> None:
@@ -44,16 +45,19 @@ def experiment_report(c, baseline=None) -> str:
         head.append("note: the stored runs were made by " + "; ".join(
             f"{x.get('version')} {(x.get('git_commit') or '?')[:10]}"
             f"{' dirty' if x.get('git_dirty') else ''}" for x in made_by))
-    metrics = [x for x in SWEEP_METRICS if x in c.summary.columns
-               and np.isfinite(c.summary[x].astype(float)).any()]
+    metrics = [x for x in dict.fromkeys([*_headline_of(c), *SWEEP_METRICS])
+               if x in c.summary.columns and np.isfinite(c.summary[x].astype(float)).any()]
     wide = with_intervals(c.stats(metrics), by=c.by)
-    out = [*head, "", "Mean [95 % t-interval] over replications:", _fmt(wide)]
+    out = [*head, *_verdicts(c), "", "Mean [95 % interval] over replications (outcomes: k "
+           "of n runs, exact; latency and fairness over complete runs):", _fmt(wide)]
     if baseline:
         d = c.diff(baseline, metrics)
         d["diff [95 % CI]"] = [f"{x:.3g} [{lo:.3g}, {hi:.3g}]{' *' if z else ''}"
                                for x, lo, hi, z in zip(d["diff"], d["ci_low"], d["ci_high"],
-                                                       d["excludes_zero"])]
-        out += ["", f"Paired differences against {baseline} (* excludes zero):",
+                                                       d["star"])]
+        fam = int(d["family"].iloc[0]) if len(d) else 0
+        out += ["", f"Paired differences against {baseline} (* Holm-adjusted p < 0.05 over "
+                    f"this table's family of {fam}):",
                 _fmt(d[[*c.by, "policy", "metric", "n", "diff [95 % CI]"]])]
     return "\n".join(out)
 
@@ -108,7 +112,7 @@ def cmd_export(args) -> None:
     desc = c.stats(metrics)
     if args.format == "latex":
         text = latex_table(desc, by=c.by, metrics=metrics,
-                           caption=f"{args.experiment}: mean [95 % t-interval] over "
+                           caption=f"{args.experiment}: mean [95 % interval] over "
                                    f"{len(c.manifest.get('seeds', {}).get('replications', []))}"
                                    " replications")
         write = lambda p: p.write_text(text)  # noqa: E731

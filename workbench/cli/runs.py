@@ -9,10 +9,11 @@ from .common import (
     UsageError,
     _cluster,
     _fmt,
-    _headline,
+    _headline_of,
     _imports,
     _policy_arg,
     _session,
+    _verdicts,
 )
 from .results import sweep_experiment
 
@@ -144,30 +145,23 @@ def cmd_compare(args) -> None:
                              f"({', '.join(names)})")
     engine, client = _cluster(args)
     c = compare(args.scenario, policies, reps=args.reps, seed=args.seed, sets=args.set,
-                engine=engine, workers=args.workers, client=client, record=args.record)
+                engine=engine, workers=args.workers, client=client, record=args.record,
+                victims=args.victims)
     if args.warmup_us is not None:
         c = c.warmup(args.warmup_us)
     print(f"{args.scenario}: {len(policies)} policies x {args.reps} replications "
           f"(seed {args.seed}, common random numbers)")
     _budget_note(c.summary)
-    print("\nOutcomes and costs per run (mean over replications; vm_bugged and guest_panics "
-          "count replications):")
-    print(_fmt(c.table.drop(columns=[x for x in c.table.columns if x.endswith("_us")
-                                     and "retry" not in x])))
-    print("\nLatency per operation (us, all replications pooled; the hostile vCPUs' own "
-          "TDCALLs left out):")
-    lat = c.latency
-    lat = lat[lat["op"].isin(["private_fault", "fault_wait", "zap_4k", "conversion", "accept_4K", "vp_enter"])]
-    print(_fmt(lat.sort_values(["op", "policy"], kind="stable")))
-    print(interval_report(c, args.baseline))
+    print(c.report(args.baseline))
     if args.out:
         print(f"wrote {c.save(args.out)}")
 
 
-SWEEP_COLUMNS = ["value", "policy", "reps", "host_busy_rate", "guest_busy_rate", "kicks", "error_exits", "vm_bugged",
-                 "guest_panics", "zero_step_armings", "accept_throughput_per_ms",
-                 "private_fault_p99_us", "zap_4k_p99_us", "conversion_p99_us",
-                 "host_retry_cpu_us", "jain_work"]
+SWEEP_COLUMNS = ["value", "policy", "reps", "host_busy_rate", "guest_busy_rate", "kicks",
+                 "error_exits", "vm_bugged", "guest_panics", "td_failed", "zero_step_armings",
+                 "accept_throughput_per_ms", "wb_fault_wait_p99_us", "zap_4k_p99_us",
+                 "conversion_p99_us", "host_retry_cpu_us", "host_contested_share",
+                 "longest_wait_us", "wait_spread"]
 
 
 @_session
@@ -198,41 +192,15 @@ def cmd_sweep(args) -> None:
           f"{reps} replications (seed {seed}, common random numbers)")
     t = c.table
     _budget_note(c.summary)
-    print(_fmt(t[[x for x in SWEEP_COLUMNS if x in t.columns]]))
+    print("\n".join(_verdicts(c)))
+    head = _headline_of(c)
+    print(_fmt(t[[x for x in dict.fromkeys([*SWEEP_COLUMNS[:3], "complete", *head,
+                                            *SWEEP_COLUMNS[3:]]) if x in t.columns]]))
     if reps >= 2:
         from ..experiments.stats import with_intervals
-        metrics = [x for x in SWEEP_METRICS if x in c.summary.columns]
-        print("\nMean [95 % t-interval] over replications:")
+        metrics = [x for x in dict.fromkeys([*head, *SWEEP_METRICS]) if x in c.summary.columns]
+        print("\nMean [95 % interval] over replications (outcomes: k of n runs, exact; "
+              "latency and fairness over complete runs):")
         print(_fmt(with_intervals(c.stats(metrics), by=c.by)))
     if args.out:
         print(f"wrote {c.save(args.out)}")
-
-
-def interval_report(c, baseline=None) -> str:
-    """Means with 95 % t-intervals over replications (one line per metric, one column per
-    policy and group) and, given a ``baseline``, the paired differences against it."""
-    import numpy as np
-
-    from ..experiments.stats import with_intervals
-    metrics = _headline(c.summary)
-    wide = with_intervals(c.stats(metrics), by=c.by)
-    keys = [*c.by, "policy"]
-    cols = [" ".join(str(v) for v in r) for r in wide[keys].itertuples(index=False)]
-    t = wide.drop(columns=keys).T
-    t.columns = cols
-    out = ["", "Mean [95 % t-interval] over replications:", _fmt(t.rename_axis("metric")
-                                                                  .reset_index())]
-    if baseline:
-        d = c.diff(baseline, metrics)
-        fin = np.isfinite(d["ci_low"])
-        d["paired diff [95 % CI]"] = [
-            f"{x:.3g} [{lo:.3g}, {hi:.3g}]{' *' if z else ''}" if f else
-            ("-" if not np.isfinite(x) else f"{x:.3g}")
-            for x, lo, hi, z, f in zip(d["diff"], d["ci_low"], d["ci_high"],
-                                       d["excludes_zero"], fin)]
-        out += ["", f"Paired differences against {baseline} (policy - {baseline}, per "
-                    "replication; * the interval excludes zero):",
-                _fmt(d[[*c.by, "policy", "metric", "n", "paired diff [95 % CI]"]])]
-    return "\n".join(out)
-
-

@@ -22,6 +22,8 @@ RECORD_LEVELS = ("calls", "ops", "summary")
 # ops whose latency distribution the summary row reports (metrics.LATENCY_OPS less the
 # derived fault_wait, which the recorder chains itself in "summary")
 SUMMARY_OPS = ("private_fault", "zap_4k", "conversion", "accept_4K", "vp_enter")
+# the ops a vCPU waits on for progress (longest_wait_us): a fault wait stands for its faults
+WAIT_OPS = ("fault_wait", "accept_4K", "accept_2M", "conversion", "vp_enter")
 CHAINED = ("resumed", "exit_to_userspace")   # a private_fault the next one on its GPA continues
 BUSY_MASK, BUSY_CLASS = 0xFFFF_FFFF_0000_0000, 0x8000_0200_0000_0000   # TDX_OPERAND_BUSY
 
@@ -49,7 +51,12 @@ class Recorder:
                              f"not {self.level!r}")
         # per call class (host, guest, hostile): attempts and BUSY statuses
         self.call_n, self.call_busy, self._class = [0, 0, 0], [0, 0, 0], {}
+        # per call class: acquisitions after a BUSY (a (leaf, caller)'s first non-BUSY
+        # status after one or more BUSY statuses), and the (leaf, caller)s refused last
+        self.contested, self._refused = [0, 0, 0], set()
         self.latencies = {op: [] for op in (*SUMMARY_OPS, "fault_wait")}
+        self.wb_latencies = {op: [] for op in (*SUMMARY_OPS, "fault_wait")}   # not hostile
+        self.longest = {}                         # actor -> its longest op (WAIT_OPS)
         self._episode = {}                        # actor -> open fault_wait episode
         if self.level != "calls":
             self.call = self._count_call
@@ -68,6 +75,10 @@ class Recorder:
         self.call_n[k] += 1
         if status & BUSY_MASK == BUSY_CLASS:
             self.call_busy[k] += 1
+            self._refused.add((leaf, caller))
+        elif self._refused and (leaf, caller) in self._refused:
+            self._refused.discard((leaf, caller))
+            self.contested[k] += 1
 
     def op(self, op: str, actor: str, gpa: int, t_start: float, t_end: float, attempts: int,
            busy: int, outcome: str) -> None:
@@ -77,18 +88,42 @@ class Recorder:
         lat = self.latencies.get(op)
         if lat is not None:
             lat.append(t_end - t_start)
+            if actor not in self.hostile:
+                self.wb_latencies[op].append(t_end - t_start)
+        if op in WAIT_OPS:
+            self._wait(actor, t_end - t_start)
         if op == "private_fault":     # metrics.fault_waits, one fault at a time per actor
             ep = self._episode.get(actor)
             if ep is not None and ep[3] in CHAINED and ep[0] == gpa:
                 ep[1], ep[2], ep[3] = min(ep[1], t_start), max(ep[2], t_end), outcome
                 return
             if ep is not None:
-                self.latencies["fault_wait"].append(ep[2] - ep[1])
+                self._close_episode(actor, ep)
             self._episode[actor] = [gpa, t_start, t_end, outcome]
 
-    def fault_wait_latencies(self) -> list:
-        """The fault_wait latencies, open episodes included (call once the run ended)."""
-        return [*self.latencies["fault_wait"], *(ep[2] - ep[1] for ep in self._episode.values())]
+    def _wait(self, actor: str, lat: float) -> None:
+        if lat > self.longest.get(actor, -1.0):
+            self.longest[actor] = lat
+
+    def _close_episode(self, actor: str, ep: list) -> None:
+        self.latencies["fault_wait"].append(ep[2] - ep[1])
+        if actor not in self.hostile:
+            self.wb_latencies["fault_wait"].append(ep[2] - ep[1])
+        self._wait(actor, ep[2] - ep[1])
+
+    def fault_wait_latencies(self, wb: bool = False) -> list:
+        """The fault_wait latencies (``wb``: of the well-behaved vCPUs), open episodes
+        included (call once the run ended)."""
+        kept = self.wb_latencies if wb else self.latencies
+        return [*kept["fault_wait"], *(ep[2] - ep[1] for a, ep in self._episode.items()
+                                       if not (wb and a in self.hostile))]
+
+    def longest_waits(self) -> dict:
+        """Per actor, its longest op of WAIT_OPS (open fault waits included)."""
+        out = dict(self.longest)
+        for a, ep in self._episode.items():
+            out[a] = max(out.get(a, -1.0), ep[2] - ep[1])
+        return out
 
     def count(self, what: str, n: int = 1) -> None:
         self.counts[what] = self.counts.get(what, 0) + n

@@ -12,6 +12,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..core.version import __version__
@@ -231,40 +232,92 @@ class Comparison:
 
     @property
     def table(self) -> pd.DataFrame:
-        """One row per policy (and swept value): outcomes and costs, means over replications."""
-        return compare_table(self.summary, by=self.by)
+        """One row per policy (and swept value): runs and complete runs; outcomes as runs
+        that ended so; costs as means over runs; latency and fairness as means over
+        complete runs; the scenario's headline metric always among them."""
+        head = self.headline
+        return compare_table(self.summary, by=self.by, extra=[head] if head else ())
+
+    @property
+    def headline(self) -> str | None:
+        """The scenario's headline metric (its YAML's ``headline:``), if known."""
+        sc = (self.manifest or {}).get("scenario")
+        if isinstance(sc, dict):
+            return sc.get("headline")
+        name = sc or (self.manifest or {}).get("experiment", {}).get("scenario")
+        if not name and "scenario" in self.summary.columns and len(self.summary):
+            name = self.summary["scenario"].iloc[0]
+        try:
+            return load_scenario(name).headline if name else None
+        except ConfigError:
+            return None
 
     @property
     def latency(self) -> pd.DataFrame:
-        """One row per policy and op kind: latency percentiles over all replications."""
-        return latency_table(self.ops, by=self.by)
+        """One row per policy and op kind: latency percentiles of the ops of all complete
+        replications pooled (``pooled_p99_us``, ...)."""
+        return latency_table(self.ops, by=self.by, summary=self.summary)
+
+    def complete_ops(self) -> pd.DataFrame:
+        """The ops of the runs whose latency counts: a policy's complete runs (none where
+        fewer than two remain after some stopped early): what latency figures draw."""
+        from .definitions import complete, usable
+        if self.ops is None or not len(self.ops):
+            return self.ops
+        s = self.summary.assign(_ok=complete(self.summary))
+        keep = pd.concat([usable(g["_ok"]) for _, g in
+                          s.groupby([*self.by, "policy"], sort=False)])
+        return self.ops[self.ops["run_id"].isin(set(s.loc[keep[keep].index, "run_id"]))]
+
+    def verdicts(self) -> pd.DataFrame:
+        """One row per policy (and group): how its runs ended, and its verdict ``line``."""
+        from .verdicts import verdicts
+        return verdicts(self.summary, self.by)
+
+    def report(self, baseline: str | None = None) -> str:
+        """The comparison as text: verdict lines first, then outcomes, latency, intervals
+        and (given ``baseline``) the paired differences (what ``workbench compare``
+        prints)."""
+        from .report import comparison_report
+        return comparison_report(self, baseline)
+
+    def __repr__(self) -> str:
+        from .verdicts import verdict_lines
+        head = self.summary["scenario"].iloc[0] if len(self.summary) else "?"
+        reps = self.summary.groupby([*self.by, "policy"]).size()
+        return "\n".join([f"<Comparison {head}: {len(reps)} policy groups x "
+                          f"{int(reps.max()) if len(reps) else 0} replications; "
+                          ".report() for the tables>",
+                          *verdict_lines(self.summary, self.by)])
+
+    __str__ = report
 
     def stats(self, metrics=None, level: float = 0.95) -> pd.DataFrame:
-        """Tidy: per group, policy and metric, ``n``, ``mean``, ``sd`` and the t-interval
-        (``ci_low``, ``ci_high``) over replications. Default: every numeric metric."""
+        """Tidy: per group, policy and metric, ``runs``, ``n``, ``mean``, ``sd`` and the
+        interval of the metric's kind (``ci_low``, ``ci_high``, ``interval``): outcomes
+        exact, counts never below 0, latency and fairness over complete runs only.
+        Default: every numeric metric."""
         from .stats import describe
         return describe(self.summary, by=self.by, metrics=_metrics(metrics),
                         level=_level(level))
 
     def diff(self, baseline: str, metrics=None, level: float = 0.95) -> pd.DataFrame:
         """Paired per-replication differences of every other policy against ``baseline``
-        (common random numbers), with the t-interval and ``excludes_zero``."""
+        (common random numbers; latency and fairness over pairs of complete runs), with
+        the t-interval, ``p``, the Holm-adjusted ``p_holm`` over the table's ``family``
+        and ``star``."""
         from .stats import paired_diff
         if not isinstance(baseline, str):
             raise ConfigError(f"baseline: a policy name, not {short(baseline)}")
         return paired_diff(self.summary, baseline, by=self.by, metrics=_metrics(metrics),
                            level=_level(level))
 
-    def tails(self, seed: int = 0, n_resamples: int = 999, level: float = 0.95) -> pd.DataFrame:
-        """p99 and p99.9 latency per policy and op, pooled over replications, with a seeded
-        bootstrap interval over replications."""
+    def tails(self, level: float = 0.95, **_ignored) -> pd.DataFrame:
+        """p99 and p99.9 latency per policy and op: each complete run's, their mean over
+        replications and its t-interval, where every run had enough ops for its coverage
+        (``enough``; else the interval is NaN and ``min_ops`` says what it needs)."""
         from .stats import latency_intervals
-        _check_seed(seed)
-        if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or \
-                not 1 <= n_resamples <= 1_000_000:
-            raise ConfigError(f"n_resamples must be a whole number from 1 to 1,000,000, not "
-                              f"{short(n_resamples)}")
-        return latency_intervals(self.ops, by=self.by, seed=seed, n_resamples=n_resamples,
+        return latency_intervals(self.ops, by=self.by, summary=self.summary,
                                  level=_level(level))
 
     def warmup(self, warmup_us: float) -> "Comparison":
@@ -372,20 +425,52 @@ def _policy_sets(policies, reps, imports: bool = True) -> list[PolicySet]:
 
 def compare(scenario, policies=("upstream",), *, reps: int = 3, seed: int = 0, sets=None,
             engine: str | None = None, workers: int | None = None, client=None,
-            record: str = "ops") -> Comparison:
+            record: str = "ops", victims: bool = False) -> Comparison:
     """Every policy on the same ``reps`` replications (common random numbers). ``engine``:
     serial, processes or dask (default: processes when ``workers`` > 1, else serial).
     ``record``: ``ops`` keeps the summary and ops tables (no calls table is built),
-    ``summary`` only the summary (``ops`` and ``latency`` come back empty)."""
+    ``summary`` only the summary (``ops`` and ``latency`` come back empty).
+    ``victims``: also run every policy and replication without the scenario's hostile
+    vCPUs and add ``victim_slowdown`` (:func:`victim_slowdown`) to the summary."""
     _compare_record(record)
     _check_seed(seed)
     cfg = load_scenario(scenario, sets)
     check_config(cfg)
     psets = _policy_sets(policies, reps)
     jobs = [(cfg, p, seed, r, {}) for p in psets for r in range(reps)]
-    return _gather(jobs, engine, workers, client, record=record, manifest={
+    c = _gather(jobs, engine, workers, client, record=record, manifest={
         "scenario": cfg.model_dump(mode="json"), "overrides": as_overrides(sets),
         "policies": [p.spec() for p in psets], "reps": reps, "seed": seed, "record": record})
+    if victims:
+        free = without_attackers(cfg)
+        alone = _gather([(free, p, seed, r, {}) for p in psets for r in range(reps)],
+                        engine, workers, client, record="summary")
+        c.summary = victim_slowdown(c.summary, alone.summary)
+        c.manifest["victims"] = "victim_slowdown: each run again without the hostile vCPUs"
+    return c
+
+
+def without_attackers(cfg: ScenarioConfig) -> ScenarioConfig:
+    """The same scenario without its hostile vCPU groups (a ConfigError if it has none)."""
+    from ..core.records import HOSTILE_ROLES
+    kept = [g for g in cfg.vcpus if g.role not in HOSTILE_ROLES]
+    if len(kept) == len(cfg.vcpus):
+        raise ConfigError(f"victims: scenario {cfg.name} has no hostile vCPUs "
+                          f"({', '.join(HOSTILE_ROLES)})")
+    return cfg.model_copy(update={"vcpus": tuple(kept)})
+
+
+def victim_slowdown(attacked: pd.DataFrame, alone: pd.DataFrame) -> pd.DataFrame:
+    """``attacked`` with ``victim_slowdown``: per policy and replication, the well-behaved
+    vCPUs' useful work (pages accepted and conversions) in the run without the hostile
+    vCPUs over the same in the run with them (same seed: 1 = no harm, 2 = half the work)."""
+    work = lambda s: s["pages_accepted"] + s["conversions_ok"]   # noqa: E731
+    key = ["policy", "replication", "seed"]
+    free = alone.assign(_free=work(alone))[[*key, "_free"]]
+    out = attacked.merge(free, on=key, how="left")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["victim_slowdown"] = out["_free"] / work(out)
+    return out.drop(columns="_free")
 
 
 def sweep(scenario, param: str, values, policies=("upstream",), *, reps: int = 3,

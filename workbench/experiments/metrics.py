@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ..model.sept import State
-from ..core.records import CALL_COLUMNS, HOSTILE_ROLES, OP_COLUMNS, VCPU_STATES
+from ..core.records import CALL_COLUMNS, HOSTILE_ROLES, OP_COLUMNS, VCPU_STATES, WAIT_OPS
 from ..core.tdx_errno import OPERAND_NAMES, TDX_OPERAND_BUSY, status_name
 
 LATENCY_OPS = ("private_fault", "fault_wait", "zap_4k", "conversion", "accept_4K", "vp_enter")
@@ -94,13 +94,15 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
     occ.close(horizon)
     row = {"horizon_us": horizon, "vcpus": td.n_vcpus, "stopped": td.stopped or "",
            "module_version": td.module.version.name}
-    for op, lat in op_latencies(td.rec, ops).items():
-        row[f"{op}_n"] = len(lat)
-        for q, p in QUANTILES.items():
-            row[f"{op}_{q}_us"] = float(lat.quantile(p)) if len(lat) else np.nan
-        row[f"{op}_max_us"] = float(lat.max()) if len(lat) else np.nan
+    for prefix, wb in (("", False), ("wb_", True)):
+        for op, lat in op_latencies(td.rec, ops, wb).items():
+            row[f"{prefix}{op}_n"] = len(lat)
+            for q, p in QUANTILES.items():
+                row[f"{prefix}{op}_{q}_us"] = float(lat.quantile(p)) if len(lat) else np.nan
+            row[f"{prefix}{op}_max_us"] = float(lat.max()) if len(lat) else np.nan
     n, nbusy = call_counts(td.rec, calls, vcpus)
     friendly = vcpus[~vcpus["hostile"]]
+    won = contested_wins(td.rec, calls, vcpus)
     row.update(
         calls=sum(n), busy_calls=sum(nbusy),
         # host SEAMCALLs (S-EPT calls and VP.ENTERs) and the well-behaved guest's TDCALLs
@@ -145,6 +147,10 @@ def summary_row(td, calls: pd.DataFrame, ops: pd.DataFrame, vcpus: pd.DataFrame)
         # in the worst role that has two or more well-behaved vCPUs
         jain_work=min((jain(g["useful_work"]) for _, g in friendly.groupby("role")
                        if len(g) > 1), default=1.0),
+        # who wins a contested lock: of the acquisitions right after a BUSY, the host's
+        host_contested_share=won[0] / sum(won) if sum(won) else np.nan,
+        **starvation(longest_waits(td.rec, ops), friendly),
+        stop_detail=stop_detail(td),
         faults_in_flight_mean=td.fault_mean_in_flight,
         # share of the time the TD epoch lock had a shared holder (a VP.ENTER): over the
         # run, and within the windows where a zap holds mmu_lock for write (where TRACKs
@@ -161,13 +167,59 @@ def _share(k: int, n: int) -> float:
     return k / n if n else 0.0
 
 
-def op_latencies(rec, ops: pd.DataFrame | None) -> dict:
-    """Per op kind of the summary, its latencies: from the ops table, or (``ops`` None: a
-    run recorded at level ``summary``) from what the recorder kept."""
+def op_latencies(rec, ops: pd.DataFrame | None, wb: bool = False) -> dict:
+    """Per op kind of the summary, its latencies (``wb``: the well-behaved vCPUs' only):
+    from the ops table, or (``ops`` None: a run recorded at level ``summary``) from what
+    the recorder kept."""
     if ops is not None:
+        if wb:
+            ops = ops[~ops["role"].isin(HOSTILE_ROLES)]
         return {op: ops.loc[ops["op"] == op, "latency_us"] for op in LATENCY_OPS}
-    kept = {**rec.latencies, "fault_wait": rec.fault_wait_latencies()}
+    kept = {**(rec.wb_latencies if wb else rec.latencies),
+            "fault_wait": rec.fault_wait_latencies(wb)}
     return {op: pd.Series(kept[op], dtype="float64") for op in LATENCY_OPS}
+
+
+def contested_wins(rec, calls: pd.DataFrame | None, vcpus: pd.DataFrame) -> list[int]:
+    """Acquisitions after a BUSY of (host, guest, hostile) calls: a (leaf, caller)'s first
+    non-BUSY status after one or more BUSY statuses. From the calls table, or the
+    recorder's counts."""
+    if calls is None:
+        return [int(k) for k in rec.contested]
+    busy = calls["status"] & np.uint64(0xFFFF_FFFF_0000_0000) == np.uint64(TDX_OPERAND_BUSY)
+    prev = busy.groupby([calls["leaf"], calls["caller"]], sort=False).shift(1)
+    won = ~busy & prev.eq(True)
+    host = calls["leaf"].str.startswith("TDH.")
+    hostile = calls["caller"].isin(vcpus.loc[vcpus["hostile"], "vcpu"])
+    return [int(won[m].sum()) for m in (host, ~host & ~hostile, ~host & hostile)]
+
+
+def longest_waits(rec, ops: pd.DataFrame | None) -> dict:
+    """Per actor, its longest operation of ``WAIT_OPS`` (a fault wait, an ACCEPT, a
+    conversion, a retried VP.ENTER): from the ops table, or the recorder's."""
+    if ops is None:
+        return rec.longest_waits()
+    w = ops[ops["op"].isin(WAIT_OPS)]
+    return w.groupby("actor")["latency_us"].max().to_dict()
+
+
+def starvation(longest: dict, friendly: pd.DataFrame) -> dict:
+    """``longest_wait_us``: the longest wait of any well-behaved vCPU; ``wait_spread``:
+    per role of two or more of them, its worst vCPU's longest wait over its best one's,
+    the largest over roles (1: even; a vCPU that waited for nothing is left out)."""
+    w = friendly.assign(wait=friendly["vcpu"].map(longest).astype(float))
+    spread = [g.max() / g.min() for _, g in w[w["wait"] > 0].groupby("role")["wait"]
+              if len(g) > 1]
+    return {"longest_wait_us": float(w["wait"].max()) if w["wait"].notna().any() else np.nan,
+            "wait_spread": float(max(spread)) if spread else np.nan}
+
+
+def stop_detail(td) -> str:
+    """What stopped the run (``TDX_BUG_ON TDH.MEM.RANGE.BLOCK 0x8000...``), or ''."""
+    if not td.stopped:
+        return ""
+    ev = [e for e in td.rec.events if e[1] == td.stopped]
+    return str(ev[0][3]) if ev else td.stopped
 
 
 def call_counts(rec, calls: pd.DataFrame | None, vcpus: pd.DataFrame):
@@ -186,40 +238,66 @@ def summary_table(td, calls, ops, vcpus, tags: dict) -> pd.DataFrame:
     return _tag(pd.DataFrame([summary_row(td, calls, ops, vcpus)]), tags)
 
 
-HEADLINE = ["policy", "host_busy_rate", "guest_busy_rate", "retries_fault", "retries_zap", "retries_vp_enter",
-            "error_exits", "ioctl_errors", "memory_fault_exits", "vm_bugged",
-            "guest_panics", "hp_timeouts", "zero_step_armings", "kicks", "ipis",
-            "host_retry_cpu_us", "accept_throughput_per_ms", "jain_work",
-            "private_fault_p50_us", "private_fault_p99_us", "zap_4k_p99_us",
-            "conversion_p99_us", "td_failed", "splits", "demote_busy", "pamt_wait_ms"]
+HEADLINE = ["policy", "host_busy_rate", "guest_busy_rate", "retries_fault", "retries_zap",
+            "retries_vp_enter", "error_exits", "ioctl_errors", "memory_fault_exits",
+            "vm_bugged", "guest_panics", "td_failed", "hp_timeouts", "zero_step_armings",
+            "kicks", "ipis", "host_retry_cpu_us", "accept_throughput_per_ms",
+            "wb_private_fault_p50_us", "wb_private_fault_p99_us", "wb_fault_wait_p99_us",
+            "zap_4k_p99_us", "conversion_p99_us", "jain_work", "host_contested_share",
+            "longest_wait_us", "wait_spread", "victim_slowdown", "splits", "demote_busy",
+            "pamt_wait_ms"]
+# the metrics of a run that stopped early that still count (outcomes and costs); latency
+# and fairness are over complete runs only (definitions.kind)
+OUTCOME_SUMS = ("vm_bugged", "guest_panics", "td_failed")
 
 
-def latency_table(ops: pd.DataFrame, hostile: bool = False, by=()) -> pd.DataFrame:
-    """Per policy and op kind, over all replications pooled: n, how many did not end
-    ``ok``, p50, p99, p99.9, max. The hostile roles' own operations (an ACCEPT spammer's
-    probes) are left out unless ``hostile``."""
+def latency_table(ops: pd.DataFrame, hostile: bool = False, by=(), summary=None) -> pd.DataFrame:
+    """Per policy and op kind, over the ops of all complete replications pooled (``summary``
+    says which runs are complete; without it every run counts): n, how many did not end
+    ``ok``, ``pooled_p50_us``, ``pooled_p99_us``, ``pooled_p999_us``, ``pooled_max_us``.
+    The hostile roles' own operations (an ACCEPT spammer's probes) are left out unless
+    ``hostile``."""
+    from .definitions import complete, usable
     if not hostile and "role" in ops.columns:
         ops = ops[~ops["role"].isin(HOSTILE_ROLES)]
+    if summary is not None and len(ops):
+        s = summary.assign(_ok=complete(summary))
+        keep = pd.concat([usable(g["_ok"]) for _, g in
+                          s.groupby([*by, "policy"], sort=False)]) if len(s) else s["_ok"]
+        ops = ops[ops["run_id"].isin(set(s.loc[keep[keep].index, "run_id"]))]
     rows, keys = [], [*by, "policy", "op"]
+    cols = ["n", "not_ok", *(f"pooled_{q}_us" for q in QUANTILES), "pooled_max_us"]
     if ops.empty:
-        return pd.DataFrame(columns=[*keys, "n", "not_ok", *(f"{q}_us" for q in QUANTILES),
-                                     "max_us"])
+        return pd.DataFrame(columns=[*keys, *cols])
     for key, g in ops.groupby(keys, sort=False):
         lat = g["latency_us"]
         rows.append({**dict(zip(keys, key)), "n": len(lat),
                      "not_ok": int((g["outcome"] != "ok").sum()),
-                     **{f"{q}_us": float(lat.quantile(p)) for q, p in QUANTILES.items()},
-                     "max_us": float(lat.max())})
-    return pd.DataFrame(rows)
+                     **{f"pooled_{q}_us": float(lat.quantile(p)) for q, p in QUANTILES.items()},
+                     "pooled_max_us": float(lat.max())})
+    return pd.DataFrame(rows, columns=[*keys, *cols])
 
 
-def compare_table(summary: pd.DataFrame, by=()) -> pd.DataFrame:
-    """One row per policy: means over replications of the headline numbers (counts of
-    bugged VMs and panics are summed: how many replications ended that way)."""
-    sums = ["vm_bugged", "guest_panics"]
-    cols = [c for c in HEADLINE if c in summary.columns and c != "policy"]
-    g = summary.groupby([*by, "policy"], sort=False)
-    out = g[cols].mean()
-    out[sums] = g[sums].sum()
-    out.insert(0, "reps", g.size())
-    return out.reset_index()
+def compare_table(summary: pd.DataFrame, by=(), extra=()) -> pd.DataFrame:
+    """One row per policy: ``reps`` and ``complete`` (runs that reached the horizon);
+    outcomes as the number of runs that ended that way; costs as means over all runs;
+    latency and fairness as means over the complete runs (none when fewer than two
+    complete runs remain where some stopped). ``extra``: more metrics (a headline)."""
+    from .definitions import complete_only
+    from .definitions import complete, usable
+    cols = [c for c in dict.fromkeys([*HEADLINE, *extra]) if c in summary.columns
+            and c != "policy"]
+    s = summary.assign(_ok=complete(summary))
+    rows = []
+    for key, g in s.groupby([*by, "policy"], sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        use = usable(g["_ok"])
+        row = {**dict(zip([*by, "policy"], key)), "reps": len(g),
+               "complete": int(g["_ok"].sum())}
+        for c in cols:
+            v = g.loc[use, c] if complete_only(c) else g[c]
+            v = v.astype(float)
+            row[c] = float((v > 0).sum()) if c in OUTCOME_SUMS else (
+                float(v.mean()) if len(v) else np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*by, "policy", "reps", "complete", *cols])

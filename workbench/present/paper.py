@@ -42,9 +42,10 @@ SWEEPS = {"zero-step-window": [("zero_step_armings", "timings.sept_add_us", None
               for m in ("accept_throughput_per_ms", "accept_4K_p99_us")]}
 # experiments whose x factor doubles (1 to 64 vCPUs): a log x axis
 LOG_X = {"lazy-accept-scaling"}
-TABLE_METRICS = ["zap_4k_p99_us", "fault_wait_p99_us", "conversion_p99_us",
-                 "accept_throughput_per_ms", "jain_work", "kicks", "error_exits", "vm_bugged",
-                 "td_failed", "zero_step_armings"]
+TABLE_METRICS = ["zap_4k_p99_us", "wb_fault_wait_p99_us", "conversion_p99_us",
+                 "accept_throughput_per_ms", "host_contested_share", "longest_wait_us",
+                 "wait_spread", "kicks", "error_exits", "vm_bugged", "td_failed",
+                 "zero_step_armings"]
 _PIN = re.compile(r"^([A-Za-z0-9_.\-\[\],]+)==([^\s;#]+)")
 
 
@@ -103,8 +104,8 @@ def figures(name: str, c, per_vcpu=None) -> dict:
     if short == "main":
         op = plots.main_op(c.ops)
         figs = {"main-dashboard": plots.dashboard(per_vcpu or c),
-                "main-tail": plots.latency_ccdf(c.ops, op),
-                "main-percentiles": plots.percentile_bars(c.ops, op),
+                "main-tail": plots.latency_ccdf(c.complete_ops(), op),
+                "main-percentiles": plots.percentile_bars(c.complete_ops(), op),
                 "main-jain": plots.jain_interval(c.summary), "main-outcomes": plots.outcomes(c.table)}
         if per_vcpu is not None:
             figs["main-useful-work"] = plots.fairness(per_vcpu.vcpus)
@@ -112,7 +113,7 @@ def figures(name: str, c, per_vcpu=None) -> dict:
         return figs
     if short in SCENARIOS:
         return {f"{short}-outcomes": plots.outcomes(c.table),
-                f"{short}-latency": plots.percentile_bars(c.ops, SCENARIOS[short][1])}
+                f"{short}-latency": plots.percentile_bars(c.complete_ops(), SCENARIOS[short][1])}
     stats, figs = c.stats(), {}
     for metric, x, f, *split in SWEEPS[short]:
         name = f"{short}-{metric.replace('_', '-')}"
@@ -133,14 +134,26 @@ def _split(stats, factor: str) -> dict:
 
 
 def tables(name: str, c, folder: Path) -> list[Path]:
+    """Per experiment: the intervals (CSV, LaTeX with the verdict lines in the caption)
+    and the verdicts (text): the scenario's headline first, latency and fairness over
+    complete runs only."""
+    from ..experiments.report import headline_of
     from ..experiments.stats import latex_table
-    desc = c.stats([m for m in TABLE_METRICS if m in c.summary.columns])
+    from ..experiments.verdicts import verdict_lines
+    metrics = [m for m in dict.fromkeys([*([headline_of(c)] if headline_of(c) else []),
+                                         *TABLE_METRICS]) if m in c.summary.columns]
+    desc = c.stats(metrics)
     short = name.removeprefix("paper-")
     csv, tex = folder / f"{short}-table.csv", folder / f"{short}-table.tex"
+    txt = folder / f"{short}-verdicts.txt"
+    lines = verdict_lines(c.summary, c.by)
     desc.to_csv(csv, index=False)
-    tex.write_text(latex_table(desc, by=list(c.by), caption=f"{short}: mean and 95 % "
-                               "t-interval over replications"))
-    return [csv, tex]
+    txt.write_text("\n".join(lines) + "\n")
+    tex.write_text(latex_table(desc, by=list(c.by), caption=(
+        f"{short}. " + "; ".join(lines) + ". Mean and 95 % interval over replications "
+        "(outcomes: runs of n, Clopper-Pearson; counts never below 0; latency and fairness "
+        "over complete runs only).")))
+    return [csv, tex, txt]
 
 
 def check_out(folder=None) -> Path:

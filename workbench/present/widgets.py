@@ -358,9 +358,11 @@ class ComparePanel(w.VBox):
         self.output.outputs = (figure_output(fig),)
         self.output.remove_class("wb-stale")
         self.save_button.disabled = self.export_button.disabled = False
+        from ..experiments.verdicts import verdict_lines
         labels = c.manifest["columns"]
         note = identical_note(c.summary)
         self.status.value = (
+            "<br>".join(html.escape(v) for v in verdict_lines(c.summary)) + "<br>"
             f"{html.escape(c.manifest['scenario'])}, seed {c.manifest['seed']}, "
             f"{c.manifest['reps']} replications per column on the same seeds, "
             f"{elapsed:.1f} s: " + "; ".join(html.escape(x["label"]) for x in labels)

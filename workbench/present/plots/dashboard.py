@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from .fairness import breakdown_traces, jain_trace, work_traces
+from .fairness import breakdown_traces, fairness_traces, work_traces
 from .latency import ccdf_traces, op_name
-from .outcomes import bar, nonzero
+from ...experiments.verdicts import verdict_lines
+from .outcomes import OUTCOMES, bar, nonzero
+
+# starvation, beside the outcomes (means over complete runs: Comparison.table)
+STARVATION = ("longest_wait_us", "wait_spread")
 from .style import is_share, policies, themed, title
 
 MAX_POLICIES = 6
@@ -44,7 +48,9 @@ def dashboard(c, op: str | None = None) -> go.Figure:
         raise ValueError(f"dashboard: give 1 to {MAX_POLICIES} policy sets, not {len(names)}")
     op = op or main_op(c.ops)
     table = c.table
-    cols, zero = nonzero(table)
+    head = [getattr(c, "headline", None)] if getattr(c, "headline", None) else []
+    cols, zero = nonzero(table, list(dict.fromkeys([*head, *OUTCOMES, *STARVATION])))
+    ops = c.complete_ops() if hasattr(c, "complete_ops") else c.ops
     vcpus = getattr(c, "vcpus", None)
     has_v = vcpus is not None and len(vcpus)
     n_bottom = len(cols) + bool(has_v)
@@ -54,13 +60,14 @@ def dashboard(c, op: str | None = None) -> go.Figure:
              [{} if i < n_bottom else None for i in range(width)]]
     tops = [f"{op_name(op)} tail: share of successes slower than x",
             "useful work per vCPU" if has_v else "useful work: per-vCPU data not in this comparison",
-            "Jain's index of useful work (95 % interval)"]
+            "fairness over complete runs (95 % interval): filled, Jain's index; open, "
+            "host's share of acquisitions after a BUSY"]
     bottoms = [_wrap(t) for t in (["where vCPU time goes"] if has_v else [])
                + [title(x) for x in cols]]
     fig = make_subplots(rows=2, cols=width, specs=specs, subplot_titles=tops + bottoms,
                         row_heights=[0.58, 0.42], vertical_spacing=0.2,
                         horizontal_spacing=0.06 if width <= 4 else 0.035)
-    for t in ccdf_traces(c.ops, op, group=True):
+    for t in ccdf_traces(ops, op, group=True):
         fig.add_trace(t, row=1, col=1)
     fig.update_xaxes(type="log", title_text="µs (log)", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=1)
@@ -68,7 +75,8 @@ def dashboard(c, op: str | None = None) -> go.Figure:
         for t in work_traces(vcpus, legend=False, group=True):
             fig.add_trace(t, row=1, col=1 + step)
         fig.update_layout(boxmode="group")
-    fig.add_trace(jain_trace(c.summary), row=1, col=1 + 2 * step)
+    for t in fairness_traces(c.summary):
+        fig.add_trace(t, row=1, col=1 + 2 * step)
     fig.update_yaxes(range=[0, 1.05], row=1, col=1 + 2 * step)
     fig.update_xaxes(categoryorder="array", categoryarray=names, tickangle=30, row=1,
                      col=1 + 2 * step)
@@ -92,10 +100,14 @@ def dashboard(c, op: str | None = None) -> go.Figure:
     none = ("<br>" + _wrap("0 for every policy (not drawn): "
                            + ", ".join(title(x) for x in zero), 130, all_lines=True)
             if zero else "")
-    fig.update_layout(margin=dict(t=100 + 16 * none.count("<br>")))
+    stops = [v for v in verdict_lines(c.summary) if "ran to the horizon" not in v]
+    verdicts = ("<br>" + "<br>".join(_wrap(v, 130, all_lines=True) for v in stops)
+                if stops else "")
+    fig.update_layout(margin=dict(t=100 + 16 * (none + verdicts).count("<br>")))
     fig = themed(fig, "Latency, fairness and costs side by side",
                   f"{len(names)} policy sets, {reps} replication(s) each on the same seeds; "
-                  f"failures are named in the legend, never drawn as fast{none}")
+                  f"latency and fairness over complete runs only, failures never drawn as "
+                  f"fast{verdicts}{none}")
     # the subtitle grows downwards from the top, never into the panel titles
     return fig.update_layout(title_yref="container", title_y=1.0, title_yanchor="top",
                              title_pad_t=24)

@@ -99,6 +99,35 @@ def jain_interval(summary: pd.DataFrame) -> go.Figure:
                   "role with two or more vCPUs")
 
 
+# fairness metrics in [0, 1] -> (trace name, marker: filled, or open for the second)
+FAIRNESS = {"jain_work": ("Jain's index", ""),
+            "host_contested_share": ("host's share of acquisitions after a BUSY", "-open")}
+
+
+def fairness_traces(summary: pd.DataFrame, legend: bool = False):
+    """Per fairness metric in [0, 1] (Jain's index: filled markers; the host's share of
+    the acquisitions after a BUSY: open ones; a variant's own symbol): mean and 95 %
+    interval over the complete runs of each policy; a policy whose runs stopped early has
+    no marker (its verdict says why)."""
+    from ...experiments.stats import describe
+    names = policies(summary)
+    d = describe(summary, metrics=[m for m in FAIRNESS if m in summary.columns])
+    out = []
+    for m, (label, fill) in FAIRNESS.items():
+        g = d[(d["metric"] == m)].set_index(d.loc[d["metric"] == m, "policy"].astype(str))
+        g = g.reindex(names)
+        out.append(go.Scatter(
+            x=names, y=g["mean"], mode="markers", name=label, showlegend=legend,
+            marker=dict(size=12, color=[policy_color(p) for p in names],
+                        symbol=[symbol(p, names) + fill for p in names],
+                        line=dict(width=2, color=[policy_color(p) for p in names])),
+            error_y=dict(type="data", array=(g["ci_high"] - g["mean"]).fillna(0),
+                         arrayminus=(g["mean"] - g["ci_low"]).fillna(0), thickness=2),
+            customdata=g["n"], hovertemplate=f"{label}<br>%{{x}}: %{{y:.3f}} "
+            "(complete runs: %{customdata})<extra></extra>"))
+    return out
+
+
 def breakdown_table(vcpus: pd.DataFrame) -> pd.DataFrame:
     """Per policy and state: the share of the well-behaved vCPUs' time spent there."""
     v = _friendly(vcpus)

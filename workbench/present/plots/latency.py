@@ -111,7 +111,7 @@ def percentile_bars(ops: pd.DataFrame, op: str = "zap_4k", seed: int = 0,
     if ok.empty:
         return themed(empty(go.Figure(), f"no successful {op_name(op)} in these runs"), head)
     reps = int(ok.groupby("policy")["replication"].nunique().min()) if "replication" in ok else 1
-    tails = (latency_intervals(ok, seed=seed, n_resamples=n_resamples) if reps >= 2
+    tails = (latency_intervals(ok) if reps >= 2
              else pd.DataFrame(columns=["policy", "quantile", "ci_low", "ci_high"]))
     fig = go.Figure()
     qs = {"p50": 0.5, "p99": 0.99, "p999": 0.999, "max": 1.0}
@@ -122,8 +122,11 @@ def percentile_bars(ops: pd.DataFrame, op: str = "zap_4k", seed: int = 0,
         lo, hi = [], []
         for q, v in zip(qs, y):
             t = tails[(tails["policy"].astype(str) == policy) & (tails["quantile"] == q)]
-            lo.append(v - float(t["ci_low"].iloc[0]) if len(t) else 0.0)
-            hi.append(float(t["ci_high"].iloc[0]) - v if len(t) else 0.0)
+            ok_ci = len(t) and bool(t["enough"].iloc[0])
+            mean = float(t["value_us"].iloc[0]) if ok_ci else v
+            lo.append(mean - float(t["ci_low"].iloc[0]) if ok_ci else 0.0)
+            hi.append(float(t["ci_high"].iloc[0]) - mean if ok_ci else 0.0)
+            y[list(qs).index(q)] = mean
         fig.add_trace(go.Bar(x=["median", "p99", "p99.9", "max"], y=y, name=policy,
                              marker_color=policy_color(policy),
                              marker_pattern_shape=PATTERNS[slot(policy, names)],
@@ -131,7 +134,9 @@ def percentile_bars(ops: pd.DataFrame, op: str = "zap_4k", seed: int = 0,
                                           visible=reps >= 2)))
     fig.update_layout(barmode="group")
     fig.update_yaxes(type="log", title_text="latency of successes (µs, log)")
-    sub = (f"bars: pooled over {reps} replications; whiskers on p99/p99.9: 95 % bootstrap "
-           "interval over replications" if reps >= 2 else
+    sub = (f"median, max: pooled over {reps} replications; p99/p99.9 with whiskers: mean of "
+           "each run's percentile and its 95 % t-interval, only where every run has enough "
+           "ops for its tested coverage (else pooled, no whisker); pass complete runs only "
+           "(Comparison.complete_ops())" if reps >= 2 else
            "one replication: no interval (run more replications for one)")
     return themed(fig, head, sub)

@@ -19,11 +19,12 @@ def holds_chart(table: pd.DataFrame):
         marker_color=[policy_color(p) for p in t["better"]],
         error_x=dict(type="data", symmetric=False, array=100 * (t["ci_high"] - t["holds_share"]),
                      arrayminus=100 * (t["holds_share"] - t["ci_low"])),
-        text=[f"{x:.0%} of {n - k}" for x, n, k in zip(t["holds_share"], t["calibrations"],
-                                                         t["ties"])],
+        text=[f"{x:.0%} of {h + f} decided, {u} undecided"
+              for x, h, f, u in zip(t["holds_share"], t["holds"], t["fails"], t["undecided"])],
         textposition="inside", hovertemplate="%{y}: %{x:.0f} %<extra></extra>"))
-    fig.update_xaxes(range=[0, 105], title_text="holds in % of plausible calibrations "
-                                                "(95 % Clopper-Pearson interval; ties left out)")
+    fig.update_xaxes(range=[0, 105], title_text="holds in % of the plausible calibrations "
+                                                "that decide it beyond their replication noise "
+                                                "(95 % Clopper-Pearson; ties, undecided apart)")
     fig.update_layout(title=dict(text="Which headline conclusions survive the guessed timings"
                                       "<br><sup>calibrations drawn over every guessed timing's "
                                       "range (Latin hypercube)</sup>", x=0.01),

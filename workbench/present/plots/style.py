@@ -50,6 +50,9 @@ LABELS = {
     "vcpus.1.per_page": ("spammers per page", ""), "memory_mb": ("TD memory", "MB"),
     "shared.off": ("shared resource switched off", ""),
     "td_failed": ("runs where the TD failed", "runs"),
+    "host_contested_share": ("host's share of acquisitions after a BUSY", "%"),
+    "longest_wait_us": ("longest wait of a vCPU for one operation", "µs"),
+    "wait_spread": ("longest wait, worst vCPU over best of a role", "ratio"),
     "demote_busy": ("BUSY from TDH.MEM.PAGE.DEMOTE", "per run"),
     "module.host_priority": ("HOST_PRIORITY", ""),
     "module.hp_lock_timeout_us": ("HP_LOCK_TIMEOUT", "µs"),
@@ -71,7 +74,9 @@ def title(name: str) -> str:
         return LABELS[name][0]
     m = _OP_METRIC.match(name)
     if m:
-        return f"{OPS.get(m['op'], m['op'].replace('_', ' '))} {QUANTILE_NAMES[m['q']]}"
+        op = m["op"].removeprefix("wb_")
+        who = " (well-behaved vCPUs)" if m["op"].startswith("wb_") else ""
+        return f"{OPS.get(op, op.replace('_', ' '))} {QUANTILE_NAMES[m['q']]}{who}"
     if name.startswith("timings."):
         return name.split(".", 1)[1].removesuffix("_us").replace("_", " ") + " time"
     return OPS.get(name, name.replace("_", " "))
