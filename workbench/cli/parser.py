@@ -75,6 +75,16 @@ def build_parser() -> Parser:
         c.add_argument("--workers", type=int, default=None)
         c.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                        help="run on an existing Dask cluster (implies --engine dask)")
+    sw.add_argument("--allow-dirty", action="store_true",
+                    help="store runs from a checkout with uncommitted changes (marked dirty)")
+    rp = sub.add_parser("reproduce", help="run a stored experiment again from its manifest "
+                                          "and compare the tables bit for bit")
+    rp.add_argument("manifest", help="an experiment's manifest.json")
+    rp.add_argument("--store", required=True, help="a new results store to run into")
+    rp.add_argument("--engine", choices=("serial", "processes", "dask"), default=None)
+    rp.add_argument("--workers", type=int, default=None)
+    rp.add_argument("--allow-dirty", action="store_true",
+                    help="run from a checkout with uncommitted changes")
     rs = sub.add_parser("results", help="list the stored experiments, or show one with "
                                         "intervals")
     rs.add_argument("experiment", nargs="?")
