@@ -7,7 +7,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -37,6 +37,8 @@ horizon_us = 0.0        # 0: each experiment's own
 values_per_factor = 0   # 0: every value of every factor
 formats = ["png"]
 lock = "requirements.lock"
+allow_dirty = False     # True: store runs from a checkout with uncommitted changes (marked)
+workers = 0             # 0: one per core (the processes engine); 1: serial
 
 # %%
 import workbench
@@ -46,7 +48,10 @@ folder = paper.check_out(out)
 folder.mkdir(parents=True, exist_ok=True)
 exps = paper.experiments(reps=reps or None, horizon_us=horizon_us,
                          values_per_factor=values_per_factor)
-stored = {e["name"]: workbench.run_experiment(e, store=store, progress=False) for e in exps}
+engine = "serial" if workers == 1 else None     # None: run_experiment's default, every core
+batch = dict(engine=engine, workers=workers or None)
+stored = {e["name"]: workbench.run_experiment(e, store=store, progress=False,
+                                              allow_dirty=allow_dirty, **batch) for e in exps}
 {k: (c.manifest["runs_computed"], c.manifest["runs_from_store"]) for k, c in stored.items()}
 
 # %% [markdown]
@@ -56,7 +61,8 @@ stored = {e["name"]: workbench.run_experiment(e, store=store, progress=False) fo
 # %%
 main = exps[0]
 per_vcpu = workbench.compare(main["scenario"], main["policies"], reps=main["reps"],
-                             seed=main["seed"], sets=main["sets"])
+                             seed=main["seed"], sets=main["sets"],
+                             **(batch if engine else dict(engine="processes")))
 figs = {}
 for name, c in stored.items():
     figs.update(paper.figures(name, c, per_vcpu if name == "paper-main" else None))

@@ -42,7 +42,7 @@ def _tree(where: Path) -> Path:
 def _run_in(tree: Path, store: Path, exp=TINY) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(exp), str(store)],
-                         capture_output=True, text=True, env=env, timeout=300)
+                         capture_output=True, text=True, env=env, timeout=300, cwd=tree)
     assert out.returncode == 0, out.stderr[-2000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["file"].startswith(str(tree))
