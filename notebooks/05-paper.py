@@ -18,9 +18,12 @@
 # # The paper's figures and tables, rebuilt
 #
 # Runs every experiment of the paper through the results store (only runs not yet stored
-# are computed), then writes each figure as HTML and PNG and each table as CSV and LaTeX
-# into `out`, with `paper.json` listing them and the lock file the environment was built
-# from. `make paper` runs this notebook headless (papermill) and prints what it wrote.
+# are computed; a process per core), then writes each figure as HTML and PNG, the print
+# set as PDF and SVG at a column's width (3.5 in, `NAME-3.5in.pdf`) and a page's (7 in,
+# `NAME-7in.pdf`) with text of at least 8 pt (figures of more than two panels split into
+# `NAME-1`, `NAME-2`, ...), and each table as CSV and LaTeX into `out`, with `paper.json`
+# listing them and the lock file the environment was built from. `make paper` runs this
+# notebook headless (papermill) and prints what it wrote.
 #
 # The experiments (`workbench.paper.experiments()`): the main comparison on
 # `malicious-accept`; an outcome and a latency chart for each 2 MB / UPM scenario
@@ -35,7 +38,8 @@ out = None              # None: data/figures of this checkout
 reps = 0                # 0: each experiment's own
 horizon_us = 0.0        # 0: each experiment's own
 values_per_factor = 0   # 0: every value of every factor
-formats = ["png"]
+formats = ["png"]       # screen images beside the HTML
+vector = True           # print set: PDF and SVG at 3.5 in and 7 in, text >= 8 pt
 lock = "requirements.lock"
 allow_dirty = False     # True: store runs from a checkout with uncommitted changes (marked)
 workers = 0             # 0: one per core (the processes engine); 1: serial
@@ -67,6 +71,12 @@ figs = {}
 for name, c in stored.items():
     figs.update(paper.figures(name, c, per_vcpu if name == "paper-main" else None))
 written = plots.save_all(figs, folder, formats)
+if vector:    # the print set: many-panel figures split, the dashboard left out
+    prints = {}
+    for name, c in stored.items():
+        prints.update(paper.figures(name, c, per_vcpu if name == "paper-main" else None,
+                                    max_panels=plots.paperfig.MAX_PANELS))
+    written += plots.save_paper(prints, folder)
 written += [p for name, c in stored.items() for p in paper.tables(name, c, folder)]
 
 # %%
