@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 
 import plotly.graph_objects as go
 
@@ -18,7 +19,7 @@ MIN_PT = 8.0
 FONT_PX = math.ceil(MIN_PT * PX_PER_IN / 72)          # 11 px = 8.25 pt
 WIDTHS = {"3.5in": 3.5, "7in": 7.0}
 # height over width: a column figure is nearly square, a page-wide one is a strip
-ASPECT = {"3.5in": 0.8, "7in": 0.45}
+ASPECT = {"3.5in": 0.9, "7in": 0.45}
 MAX_PANELS = 2           # more subplots than this in one figure: split it (paper.figures)
 _TAGS = re.compile(r"</?(sup|sub|b|i|span)[^>]*>")
 
@@ -51,14 +52,60 @@ def for_paper(fig: go.Figure, width: str = "3.5in") -> go.Figure:
     for ax in [*f.select_xaxes(), *f.select_yaxes()]:
         if ax.title and ax.title.text:
             ax.title.text = _flat(ax.title.text).replace("<br>", " ")
-    for a in f.layout.annotations or ():
-        a.text = _flat(a.text)
-        a.font.size = max(a.font.size or FONT_PX, FONT_PX)
+    _log_ticks(f)
+    domains = {tuple(ax.domain or (0, 1)) for ax in f.select_xaxes()}
+    across = len(domains)
+    narrow = min(hi - lo for lo, hi in domains)
+    chars = max(10, int((w - 70) * narrow / (FONT_PX * 0.58)))
+    lines = 1
+    for a in f.layout.annotations or ():     # subplot titles: the font, wrapped to a panel
+        wrapped = textwrap.wrap(_flat(a.text).replace("<br>", " "), chars) or [""]
+        a.text, a.font.size = "<br>".join(wrapped), FONT_PX
+        lines = max(lines, len(wrapped))
+    f.update_layout(margin_t=8 + 15 * lines)
+    if across > 1 and width == "3.5in":
+        # a narrow panel of bars, one per policy: the colours and the legend name them
+        f.for_each_xaxis(lambda ax: ax.update(showticklabels=False)
+                         if ax.type == "category" or _categorical(f, ax) else None)
     for t in f.data:
         tf = getattr(t, "textfont", None)
         if tf is not None and tf.size is not None and not isinstance(tf.size, (tuple, list)):
             tf.size = max(tf.size, FONT_PX)
     return f
+
+
+def _categorical(f: go.Figure, ax) -> bool:
+    ref = "x" + (ax.plotly_name.removeprefix("xaxis"))
+    return any((t.xaxis or "x") == ref and t.type == "bar" and t.orientation != "h"
+               for t in f.data)
+
+
+def _log_ticks(f: go.Figure) -> None:
+    """Explicit 1-2-5 ticks on log axes: the browser draws its own in-between labels of a
+    log axis ("2", "5") smaller than the font, under 8 pt in print."""
+    import numpy as np
+    for letter in "xy":
+        for ax_name in [k for k in f.layout.to_plotly_json() if k.startswith(f"{letter}axis")]:
+            ax = f.layout[ax_name]
+            if ax.type != "log":
+                continue
+            ref = letter + ax_name.removeprefix(f"{letter}axis")
+            vals = [np.asarray(getattr(t, letter), dtype=float) for t in f.data
+                    if (getattr(t, f"{letter}axis", None) or letter) == ref
+                    and getattr(t, letter, None) is not None]
+            v = np.concatenate(vals) if vals else np.array([])
+            v = v[np.isfinite(v) & (v > 0)]
+            if not len(v):
+                continue
+            lo, hi = v.min(), v.max()
+            ticks = [m * 10.0 ** k for k in range(int(np.floor(np.log10(lo))),
+                                                  int(np.ceil(np.log10(hi))) + 1)
+                     for m in (1, 2, 5) if lo / 1.05 <= m * 10.0 ** k <= hi * 1.05]
+            if len(ticks) < 2:
+                ticks = [lo, hi]
+            ax.tickvals = ticks
+            ax.ticktext = [np.format_float_positional(t, precision=3, fractional=False,
+                                                      trim="-") for t in ticks]
 
 
 def font_sizes(fig: go.Figure) -> list[float]:
