@@ -14,6 +14,7 @@
     workbench validate [--calibration C] [--small]
     workbench explore SCENARIO --policy P [--schedules N] [--strategy random|pct|bounded]
     workbench replay FILE
+    workbench findings [--only NAME] [--check] [--store DIR] [--allow-dirty]
     workbench trace SCENARIO|RUN_DIR [--policy P] [--seed N] [--set k=v] --out run.json
 
 Bad input gives one line on stderr and exit status 2; nothing already on disk is touched.
@@ -33,7 +34,7 @@ VERBS = {  # verb -> the module of this package that runs it (imported on use: -
     "run": "runs", "trace": "runs", "compare": "runs", "sweep": "runs",
     "results": "results", "export": "results", "reproduce": "results",
     "robustness": "analysis", "calibrate": "analysis", "validate": "analysis",
-    "explore": "racefinder", "replay": "racefinder",
+    "explore": "racefinder", "replay": "racefinder", "findings": "findings",
 }
 
 

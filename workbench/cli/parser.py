@@ -85,6 +85,18 @@ def build_parser() -> Parser:
     rp.add_argument("--workers", type=int, default=None)
     rp.add_argument("--allow-dirty", action="store_true",
                     help="run from a checkout with uncommitted changes")
+    fi = sub.add_parser("findings", help="run the findings (data/findings) through the store "
+                                         "and write their sections of docs/findings.md")
+    fi.add_argument("--only", action="append", default=[], metavar="NAME",
+                    help="one finding (repeatable; default: all)")
+    fi.add_argument("--check", action="store_true",
+                    help="run nothing: say which sections differ from the stored results")
+    fi.add_argument("--store")
+    fi.add_argument("--docs", help="the document to write (default docs/findings.md)")
+    fi.add_argument("--engine", choices=("serial", "processes", "dask"), default=None)
+    fi.add_argument("--workers", type=int, default=None)
+    fi.add_argument("--allow-dirty", action="store_true",
+                    help="store runs from a checkout with uncommitted changes (marked dirty)")
     rs = sub.add_parser("results", help="list the stored experiments, or show one with "
                                         "intervals")
     rs.add_argument("experiment", nargs="?")

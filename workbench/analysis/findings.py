@@ -1,0 +1,243 @@
+"""Layer 5: findings as code. A finding (``data/findings/NAME.yaml``) is an experiment
+design plus claims written as checks; ``make findings`` (``workbench findings``) runs each
+through the results store and writes its numbers into the marked section of
+``docs/findings.md``::
+
+    <!-- generated: NAME (make findings; do not edit) -->
+    ...
+    <!-- end generated: NAME -->
+
+A claim is one of
+- ``share: {metric, policy}``: the share of runs with ``metric > 0`` (pooled over the
+  groups ``where`` selects), with a 95 % Clopper-Pearson interval;
+- ``mean: {metric, policy}``: per group, the mean with its 95 % t-interval;
+- ``diff: {metric, policy, baseline}``: per group, the mean paired difference
+  ``policy - baseline`` (common random numbers) with its 95 % t-interval;
+with a bound ``at_least: x`` or ``at_most: x`` and an optional ``where: {factor: value}``.
+Its verdict: **holds** when the whole interval meets the bound, **consistent** when the
+estimate meets it but the interval does not (more runs would decide), **fails** when the
+estimate does not. ``check_docs`` regenerates every section from the stored results and
+names each one whose text differs.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..core.config import ConfigError
+from ..core.paths import DATA
+from ..core.safeio import read_yaml
+
+FOLDER = DATA / "findings"
+KINDS = ("share", "mean", "diff")
+BEGIN = "<!-- generated: {name} (make findings; do not edit) -->"
+END = "<!-- end generated: {name} -->"
+SECTION = re.compile(r"<!-- generated: (?P<name>[A-Za-z0-9_.-]+) \(make findings; do not "
+                     r"edit\) -->\n(?P<body>.*?)<!-- end generated: (?P=name) -->", re.S)
+
+
+@dataclass
+class Finding:
+    name: str
+    title: str
+    experiment: dict
+    claims: list = field(default_factory=list)
+    table: list = field(default_factory=list)      # metrics shown as mean [interval]
+    command: str = ""
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in FOLDER.glob("*.yaml"))
+
+
+def load(name_or_path) -> Finding:
+    """A finding from ``data/findings/NAME.yaml`` or a path, checked."""
+    p = Path(name_or_path)
+    if p.suffix not in (".yaml", ".yml"):
+        p = FOLDER / f"{name_or_path}.yaml"
+    if not p.is_file():
+        raise ConfigError(f"finding {name_or_path}: not found (one of {', '.join(names())})")
+    raw = read_yaml(p, "finding")
+    unknown = set(raw) - {"title", "experiment", "claims", "table", "command"}
+    if unknown or not isinstance(raw.get("experiment"), dict):
+        raise ConfigError(f"finding {p.name}: needs 'experiment' (a design); unknown "
+                          f"{sorted(unknown)[0] if unknown else 'nothing'}")
+    for c in raw.get("claims") or []:
+        kinds = [k for k in KINDS if k in c]
+        bounds = [b for b in ("at_least", "at_most") if b in c]
+        if len(kinds) != 1 or len(bounds) != 1 or "text" not in c:
+            raise ConfigError(f"finding {p.name}: a claim needs 'text', one of "
+                              f"{', '.join(KINDS)} and one of at_least, at_most: {c}")
+    exp = {**raw["experiment"], "name": raw["experiment"].get("name") or f"finding-{p.stem}"}
+    return Finding(p.stem, raw.get("title", p.stem), exp, raw.get("claims") or [],
+                   raw.get("table") or [], raw.get("command", ""))
+
+
+def _where(df, where: dict | None):
+    for k, v in (where or {}).items():
+        if k not in df.columns:
+            raise ConfigError(f"where: {k!r} is not a factor of the experiment")
+        df = df[df[k] == v]
+    return df
+
+
+def _verdict(est, lo, hi, claim) -> str:
+    if not np.isfinite(est):
+        return "no data"
+    if "at_least" in claim:
+        b = claim["at_least"]
+        return "holds" if lo >= b else "consistent" if est >= b else "fails"
+    b = claim["at_most"]
+    return "holds" if hi <= b else "consistent" if est <= b else "fails"
+
+
+def evaluate(f: Finding, c) -> list[dict]:
+    """One row per claim (and group, for ``mean`` and ``diff``): ``text``, ``group``,
+    ``estimate``, ``low``, ``high``, ``n``, ``verdict``."""
+    from scipy.stats import binomtest
+    rows = []
+    for claim in f.claims:
+        kind = next(k for k in KINDS if k in claim)
+        spec = claim[kind]
+        s = _where(c.summary, claim.get("where"))
+        if kind == "share":
+            runs = s[s["policy"] == spec["policy"]][spec["metric"]].astype(float)
+            n, k = len(runs), int((runs > 0).sum())
+            lo, hi = (binomtest(k, n).proportion_ci() if n else (np.nan, np.nan))
+            est = k / n if n else np.nan
+            rows.append({"text": claim["text"], "group": "", "estimate": est, "low": float(lo),
+                         "high": float(hi), "n": n, "k": k, "kind": kind,
+                         "verdict": _verdict(est, lo, hi, claim)})
+            continue
+        keys = [b for b in c.by if b not in (claim.get("where") or {})]
+        from ..experiments.stats import describe, paired_diff
+        if kind == "mean":
+            t = describe(s, by=keys, metrics=[spec["metric"]])
+            t = t[t["policy"] == spec["policy"]].rename(columns={"mean": "est"})
+        else:
+            t = paired_diff(s, spec["baseline"], by=keys, metrics=[spec["metric"]])
+            t = t[t["policy"] == spec["policy"]].rename(columns={"diff": "est"})
+        for _, r in t.iterrows():
+            group = ", ".join(f"{k} {r[k]}" for k in keys)
+            rows.append({"text": claim["text"], "group": group, "estimate": float(r["est"]),
+                         "low": float(r["ci_low"]), "high": float(r["ci_high"]),
+                         "n": int(r["n"]), "kind": kind,
+                         "verdict": _verdict(r["est"], r["ci_low"], r["ci_high"], claim)})
+    return rows
+
+
+def _num(x) -> str:
+    from ..experiments.stats import plain_number
+    return plain_number(float(x)) if np.isfinite(x) else "-"
+
+
+def render(f: Finding, c) -> str:
+    """The generated section of a finding: its claims with estimates, intervals and
+    verdicts, the table of means, and where the numbers come from."""
+    from ..experiments.stats import describe
+    m = c.manifest
+    out = ["| claim | where | estimate | 95 % interval | runs | verdict |",
+           "|---|---|---|---|---|---|"]
+    for r in evaluate(f, c):
+        est = (f"{r['k']} of {r['n']} ({_num(r['estimate'])})" if r["kind"] == "share"
+               else _num(r["estimate"]))
+        out.append(f"| {r['text']} | {r['group'] or 'all'} | {est} | {_num(r['low'])} to "
+                   f"{_num(r['high'])} | {r['n']} | **{r['verdict']}** |")
+    if f.table:
+        keys = list(c.by)
+        t = describe(c.summary, by=keys, metrics=f.table)
+        cols = [*(f"`{k}`" for k in keys), "policy", *(f"`{x}`" for x in f.table)]
+        out += ["", "Mean [95 % t-interval] over replications:", "",
+                "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for key, g in t.groupby([*keys, "policy"], sort=False):
+            key = key if isinstance(key, tuple) else (key,)
+            cells = {r["metric"]: f"{_num(r['mean'])} [{_num(r['ci_low'])}, "
+                                  f"{_num(r['ci_high'])}]" for _, r in g.iterrows()}
+            out.append("| " + " | ".join([*map(str, key), *(cells[x] for x in f.table)])
+                       + " |")
+    e = m.get("experiment") or {}
+    reps = len((m.get("seeds") or {}).get("replications") or [])
+    code = (m.get("code") or {}).get("fingerprint") or "?"
+    out += ["", f"({len(m.get('runs') or [])} runs of stored experiment `{m.get('name')}`: "
+                f"`{e.get('scenario')}`, seed {e.get('seed')}, {reps} replications, "
+                f"sets {e.get('sets') or {}}; code {code[:12]}. "
+                f"{f.command or ''}".rstrip() + ")"]
+    return "\n".join(out) + "\n"
+
+
+def section(name: str, body: str) -> str:
+    return f"{BEGIN.format(name=name)}\n{body}{END.format(name=name)}"
+
+
+def replace_sections(text: str, bodies: dict) -> str:
+    """``text`` with the body of each marked section named in ``bodies`` replaced."""
+    def sub(mt):
+        n = mt["name"]
+        return section(n, bodies[n]) if n in bodies else mt.group(0)
+    return SECTION.sub(sub, text)
+
+
+def sections(text: str) -> dict:
+    return {mt["name"]: mt["body"] for mt in SECTION.finditer(text)}
+
+
+def tiny(f: Finding, reps: int = 2, horizon_us: float = 400.0) -> Finding:
+    """The same finding on a quick design (tests): fewer replications, a short horizon."""
+    e = {**f.experiment, "name": f.experiment["name"] + "-tiny", "reps": reps,
+         "sets": {**(f.experiment.get("sets") or {}), "horizon_us": horizon_us}}
+    e.pop("precision", None)
+    return Finding(f.name, f.title, e, f.claims, f.table, f.command)
+
+
+def run(findings=None, *, store=None, docs=None, engine=None, workers=None,
+        allow_dirty: bool = False, quick: bool = False, progress=None) -> dict:
+    """Run each finding (default: all of ``data/findings``) through the store and rewrite
+    its section in ``docs`` (default ``docs/findings.md`` of this checkout). Returns
+    ``{name: rendered body}``."""
+    from ..experiments.runner import run_experiment
+    fs = [x if isinstance(x, Finding) else load(x) for x in (findings or names())]
+    if quick:
+        fs = [tiny(f) for f in fs]
+    bodies = {}
+    for f in fs:
+        c = run_experiment(f.experiment, store=store, engine=engine, workers=workers,
+                           allow_dirty=allow_dirty, progress=progress)
+        bodies[f.name] = render(f, c)
+    path = Path(docs) if docs is not None else _docs()
+    text = path.read_text()
+    missing = [n for n in bodies if n not in sections(text)]
+    if missing:
+        raise ConfigError(f"{path}: no generated section for {missing[0]} (add the markers "
+                          f"{BEGIN.format(name=missing[0])} and {END.format(name=missing[0])})")
+    path.write_text(replace_sections(text, bodies))
+    return bodies
+
+
+def check_docs(docs=None, store=None, quick: bool = False) -> list[str]:
+    """The names of the generated sections of ``docs`` whose text differs from what the
+    stored results render to (a finding never stored counts as differing)."""
+    from ..experiments.runner import load_stored
+    path = Path(docs) if docs is not None else _docs()
+    bad = []
+    for name, body in sections(path.read_text()).items():
+        f = load(name)
+        f = tiny(f) if quick else f
+        try:
+            c = load_stored(f.experiment["name"], store)
+        except ConfigError:
+            bad.append(f"{name} (not in the store)")
+            continue
+        if render(f, c) != body:
+            bad.append(name)
+    return bad
+
+
+def _docs() -> Path:
+    from ..core.paths import source_checkout
+    root = source_checkout()
+    if root is None:
+        raise ConfigError("findings: no docs/findings.md outside a source checkout (--docs)")
+    return root / "docs" / "findings.md"
