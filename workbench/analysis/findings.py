@@ -29,7 +29,7 @@ import numpy as np
 
 from ..core.config import ConfigError
 from ..core.paths import DATA
-from ..core.safeio import read_yaml
+from ..core.config import read_yaml
 
 FOLDER = DATA / "findings"
 KINDS = ("share", "mean", "diff")

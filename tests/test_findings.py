@@ -1,0 +1,79 @@
+"""Findings as code (issue 22): each finding of docs/findings.md with a generated section is
+an experiment plus claims checked with their intervals; `make findings` writes the
+sections from stored results, and a section whose numbers differ is named."""
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from workbench.analysis import findings
+from workbench.core.config import ConfigError
+from workbench.experiments.comparison import Comparison
+from workbench.experiments.runner import plan
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "findings.md"
+
+
+def test_every_finding_loads_plans_and_has_its_section_in_the_docs():
+    in_docs = findings.sections(DOCS.read_text())
+    assert set(in_docs) == set(findings.names()) and len(in_docs) >= 4
+    for name in findings.names():
+        f = findings.load(name)
+        assert f.claims and plan(f.experiment)[1]
+
+
+def _comparison(values: dict) -> Comparison:
+    rows = [{"policy": p, "replication": r, "seed": 0, "m": v}
+            for p, vs in values.items() for r, v in enumerate(vs)]
+    return Comparison(pd.DataFrame(rows), pd.DataFrame(), factors=())
+
+
+@pytest.mark.parametrize("claim, values, verdict", [
+    ({"share": {"metric": "m", "policy": "a"}, "at_least": 0.9}, {"a": [1] * 40}, "holds"),
+    ({"share": {"metric": "m", "policy": "a"}, "at_least": 0.9}, {"a": [1] * 3}, "consistent"),
+    ({"share": {"metric": "m", "policy": "a"}, "at_least": 0.9}, {"a": [1, 0, 0]}, "fails"),
+    ({"share": {"metric": "m", "policy": "a"}, "at_most": 0}, {"a": [0] * 5}, "consistent"),
+    ({"mean": {"metric": "m", "policy": "a"}, "at_least": 1}, {"a": [7, 7.5, 6.5]}, "holds"),
+    ({"mean": {"metric": "m", "policy": "a"}, "at_least": 1}, {"a": [0, 0.5, 3]}, "consistent"),
+    ({"diff": {"metric": "m", "policy": "b", "baseline": "a"}, "at_most": 0},
+     {"a": [10, 11, 12], "b": [5, 6, 6]}, "holds"),
+    ({"diff": {"metric": "m", "policy": "b", "baseline": "a"}, "at_most": 0},
+     {"a": [10, 11, 12], "b": [15, 16, 16]}, "fails"),
+])
+def test_a_claim_is_judged_by_its_interval(claim, values, verdict):
+    f = findings.Finding("x", "x", {}, [{"text": "t", **claim}])
+    (row,) = findings.evaluate(f, _comparison(values))
+    assert row["verdict"] == verdict and row["low"] <= row["estimate"] <= row["high"]
+
+
+def test_a_bad_finding_is_one_line(tmp_path):
+    (tmp_path / "f.yaml").write_text("experiment: {scenario: touch-storm}\n"
+                                     "claims: [{text: t, share: {metric: m, policy: a}}]\n")
+    with pytest.raises(ConfigError, match="one of at_least, at_most"):
+        findings.load(tmp_path / "f.yaml")
+
+
+def test_make_findings_writes_the_docs_and_a_changed_number_is_caught(tmp_path):
+    docs = tmp_path / "findings.md"
+    shutil.copy(DOCS, docs)
+    names = ["resume-arms-zero-step", "serialising-lazy-accept-boot"]
+    store = tmp_path / "st"
+    bodies = findings.run(names, store=store, docs=docs, quick=True, engine="serial")
+    text = docs.read_text()
+    for n in names:
+        assert findings.sections(text)[n] == bodies[n] and "| claim |" in bodies[n]
+        assert re.search(r"\*\*(holds|consistent|fails)\*\*", bodies[n])
+    # outside the generated sections nothing moved
+    strip = lambda t: findings.SECTION.sub("", t)  # noqa: E731
+    assert strip(text) == strip(DOCS.read_text())
+    assert [b for b in findings.check_docs(docs, store, quick=True) if "not in" not in b] == []
+    # one number changed by hand in one section: that section is named
+    body = findings.sections(text)["serialising-lazy-accept-boot"]
+    number = re.search(r"\| (\d+(\.\d+)?) \[", body).group(1)
+    edited = body.replace(f"| {number} [", f"| {number}1 [", 1)
+    docs.write_text(text.replace(body, edited))
+    bad = findings.check_docs(docs, store, quick=True)
+    assert "serialising-lazy-accept-boot" in bad and "resume-arms-zero-step" not in bad
