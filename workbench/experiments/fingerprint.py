@@ -55,10 +55,12 @@ def code_fingerprint(package: Path | None = None) -> str:
 
 
 def environment() -> dict:
-    """The versions of the libraries that decide a run's draws and events."""
-    import numpy
-    import simpy
-    return {"simpy": simpy.__version__, "numpy": numpy.__version__}
+    """The versions of the libraries that decide a run's draws and events (as installed;
+    only the model imports SimPy)."""
+    if "env" not in _CACHE:
+        from importlib import metadata
+        _CACHE["env"] = {d: metadata.version(d) for d in ("simpy", "numpy")}
+    return _CACHE["env"]
 
 
 def repo_root() -> Path | None:

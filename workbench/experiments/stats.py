@@ -241,7 +241,6 @@ def latex_table(desc: pd.DataFrame, by=(), metrics=None, caption: str = "",
     with the mean and its 95 % t-interval, numbers in positional notation (never
     ``1e-05``). ``scale(metric)`` multiplies a metric's numbers (100 for a share shown in
     percent). The packages it needs are named in a comment on its first line."""
-    keys = [*by, "policy"]
     label = label or (lambda m: str(m).replace("_", " "))
     scale = scale or (lambda m: 1.0)
     if metrics is not None:
