@@ -84,6 +84,10 @@ def _where(df, where: dict | None):
     return df
 
 
+def _where_text(claim) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (claim.get("where") or {}).items())
+
+
 def _verdict(est, lo, hi, claim) -> str:
     if not np.isfinite(est):
         return "no data"
@@ -108,7 +112,8 @@ def evaluate(f: Finding, c) -> list[dict]:
             n, k = len(runs), int((runs > 0).sum())
             lo, hi = (binomtest(k, n).proportion_ci() if n else (np.nan, np.nan))
             est = k / n if n else np.nan
-            rows.append({"text": claim["text"], "group": "", "estimate": est, "low": float(lo),
+            rows.append({"text": claim["text"], "group": _where_text(claim),
+                         "estimate": est, "low": float(lo),
                          "high": float(hi), "n": n, "k": k, "kind": kind,
                          "verdict": _verdict(est, lo, hi, claim)})
             continue
@@ -121,7 +126,8 @@ def evaluate(f: Finding, c) -> list[dict]:
             t = paired_diff(s, spec["baseline"], by=keys, metrics=[spec["metric"]])
             t = t[t["policy"] == spec["policy"]].rename(columns={"diff": "est"})
         for _, r in t.iterrows():
-            group = ", ".join(f"{k} {r[k]}" for k in keys)
+            group = ", ".join(x for x in [*(f"{k} {r[k]}" for k in keys),
+                                          _where_text(claim)] if x)
             rows.append({"text": claim["text"], "group": group, "estimate": float(r["est"]),
                          "low": float(r["ci_low"]), "high": float(r["ci_high"]),
                          "n": int(r["n"]), "kind": kind,
@@ -142,7 +148,7 @@ def render(f: Finding, c) -> str:
     out = ["| claim | where | estimate | 95 % interval | runs | verdict |",
            "|---|---|---|---|---|---|"]
     for r in evaluate(f, c):
-        est = (f"{r['k']} of {r['n']} ({_num(r['estimate'])})" if r["kind"] == "share"
+        est = (f"{r['k']} of {r['n']} ({_num(100 * r['estimate'])} %)" if r["kind"] == "share"
                else _num(r["estimate"]))
         out.append(f"| {r['text']} | {r['group'] or 'all'} | {est} | {_num(r['low'])} to "
                    f"{_num(r['high'])} | {r['n']} | **{r['verdict']}** |")
@@ -163,7 +169,8 @@ def render(f: Finding, c) -> str:
     code = (m.get("code") or {}).get("fingerprint") or "?"
     out += ["", f"({len(m.get('runs') or [])} runs of stored experiment `{m.get('name')}`: "
                 f"`{e.get('scenario')}`, seed {e.get('seed')}, {reps} replications, "
-                f"sets {e.get('sets') or {}}; code {code[:12]}. "
+                + "".join(f"`{k}={v}`, " for k, v in (e.get("sets") or {}).items())
+                + f"code {code[:12]}. "
                 f"{f.command or ''}".rstrip() + ")"]
     return "\n".join(out) + "\n"
 
