@@ -247,7 +247,8 @@ def latex_table(desc: pd.DataFrame, by=(), metrics=None, caption: str = "",
         desc = desc[desc["metric"].isin(metrics)]
     order = list(dict.fromkeys(desc["metric"]))
     setting = len(by) > 0
-    head = ([r"\parbox[b]{2.2cm}{\raggedright " + _tex(", ".join(label(b) for b in by)) + "}"]
+    head = ([r"\parbox[b]{2.2cm}{\raggedright " + _breakable(", ".join(label(b) for b in by))
+             + "}"]
             if setting else []) + ["Policy", "Mean", r"95\,\% interval"]
     needs = ", ".join(r"\usepackage{" + p + "}" for p in PACKAGES)
     lines = [f"% needs: {needs}", r"\begin{table}", r"\centering", r"\footnotesize",
@@ -264,7 +265,7 @@ def latex_table(desc: pd.DataFrame, by=(), metrics=None, caption: str = "",
             cells = []
             if setting:
                 where = ", ".join(_value(r[b]) for b in by)
-                cells.append(_tex(where) if where != last else "")
+                cells.append(_breakable(where) if where != last else "")
                 last = where
             ci = (plain_number(r["ci_low"] * k, digits) + "--"
                   + plain_number(r["ci_high"] * k, digits)
@@ -276,6 +277,15 @@ def latex_table(desc: pd.DataFrame, by=(), metrics=None, caption: str = "",
         lines.append(r"\caption{" + _tex(caption) + "}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
+
+
+def _breakable(text) -> str:
+    """``_tex(text)`` that may break after ``_``, ``.`` and ``=`` (a narrow column's
+    ``HOST_PRIORITY`` or ``shared.off``)."""
+    out = _tex(text)
+    for ch in (r"\_", ".", "="):
+        out = out.replace(ch, ch + r"\allowbreak{}")
+    return out
 
 
 def _value(v) -> str:
