@@ -12,8 +12,12 @@ A claim is one of
   groups ``where`` selects), with a 95 % Clopper-Pearson interval;
 - ``mean: {metric, policy}``: per group, the mean with its 95 % t-interval;
 - ``diff: {metric, policy, baseline}``: per group, the mean paired difference
-  ``policy - baseline`` (common random numbers) with its 95 % t-interval;
-with a bound ``at_least: x`` or ``at_most: x`` and an optional ``where: {factor: value}``.
+  ``policy - baseline`` (common random numbers) with its 95 % t-interval; or
+  ``diff: {metric, policy, factor, a, b}``: the policy at ``factor = a`` minus at ``b``;
+with a bound ``at_least: x``, ``at_most: x`` or ``between: [x, y]`` and an optional
+``where: {factor: value}``.
+``variations: {row name: sets}`` runs the design once per row (one-at-a-time changes such
+as a timing moved over its range), side by side under a ``variation`` factor.
 Its verdict: **holds** when the whole interval meets the bound, **consistent** when the
 estimate meets it but the interval does not (more runs would decide), **fails** when the
 estimate does not. ``check_docs`` regenerates every section from the stored results and
@@ -33,6 +37,7 @@ from ..core.config import read_yaml
 
 FOLDER = DATA / "findings"
 KINDS = ("share", "mean", "diff")
+BOUNDS = ("at_least", "at_most", "between")
 BEGIN = "<!-- generated: {name} (make findings; do not edit) -->"
 END = "<!-- end generated: {name} -->"
 SECTION = re.compile(r"<!-- generated: (?P<name>[A-Za-z0-9_.-]+) \(make findings; do not "
@@ -47,6 +52,16 @@ class Finding:
     claims: list = field(default_factory=list)
     table: list = field(default_factory=list)      # metrics shown as mean [interval]
     command: str = ""
+    variations: dict = field(default_factory=dict)  # row name -> sets added to the design
+
+    def experiments(self) -> list[tuple[str | None, dict]]:
+        """The experiment of each variation (``name--1``, ...), or the design alone."""
+        if not self.variations:
+            return [(None, self.experiment)]
+        base = self.experiment
+        return [(v, {**base, "name": f"{base['name']}--{i + 1}",
+                     "sets": {**(base.get("sets") or {}), **(sets or {})}})
+                for i, (v, sets) in enumerate(self.variations.items())]
 
 
 def names() -> list[str]:
@@ -61,19 +76,23 @@ def load(name_or_path) -> Finding:
     if not p.is_file():
         raise ConfigError(f"finding {name_or_path}: not found (one of {', '.join(names())})")
     raw = read_yaml(p, "finding")
-    unknown = set(raw) - {"title", "experiment", "claims", "table", "command"}
+    unknown = set(raw) - {"title", "experiment", "claims", "table", "command", "variations"}
     if unknown or not isinstance(raw.get("experiment"), dict):
         raise ConfigError(f"finding {p.name}: needs 'experiment' (a design); unknown "
                           f"{sorted(unknown)[0] if unknown else 'nothing'}")
     for c in raw.get("claims") or []:
         kinds = [k for k in KINDS if k in c]
-        bounds = [b for b in ("at_least", "at_most") if b in c]
+        bounds = [b for b in BOUNDS if b in c]
         if len(kinds) != 1 or len(bounds) != 1 or "text" not in c:
             raise ConfigError(f"finding {p.name}: a claim needs 'text', one of "
-                              f"{', '.join(KINDS)} and one of at_least, at_most: {c}")
+                              f"{', '.join(KINDS)} and one of {', '.join(BOUNDS)}: {c}")
     exp = {**raw["experiment"], "name": raw["experiment"].get("name") or f"finding-{p.stem}"}
+    variations = raw.get("variations") or {}
+    if not isinstance(variations, dict) or not all(
+            isinstance(v, dict) or v is None for v in variations.values()):
+        raise ConfigError(f"finding {p.name}: variations must map a row's name to sets")
     return Finding(p.stem, raw.get("title", p.stem), exp, raw.get("claims") or [],
-                   raw.get("table") or [], raw.get("command", ""))
+                   raw.get("table") or [], raw.get("command", ""), variations)
 
 
 def _where(df, where: dict | None):
@@ -94,6 +113,9 @@ def _verdict(est, lo, hi, claim) -> str:
     if "at_least" in claim:
         b = claim["at_least"]
         return "holds" if lo >= b else "consistent" if est >= b else "fails"
+    if "between" in claim:
+        a, b = claim["between"]
+        return "holds" if a <= lo and hi <= b else "consistent" if a <= est <= b else "fails"
     b = claim["at_most"]
     return "holds" if hi <= b else "consistent" if est <= b else "fails"
 
@@ -122,6 +144,9 @@ def evaluate(f: Finding, c) -> list[dict]:
         if kind == "mean":
             t = describe(s, by=keys, metrics=[spec["metric"]])
             t = t[t["policy"] == spec["policy"]].rename(columns={"mean": "est"})
+        elif "factor" in spec:     # the policy at factor = a against factor = b
+            t = _factor_diff(s, spec, keys)
+            keys = [k for k in keys if k != spec["factor"]]
         else:
             t = paired_diff(s, spec["baseline"], by=keys, metrics=[spec["metric"]])
             t = t[t["policy"] == spec["policy"]].rename(columns={"diff": "est"})
@@ -133,6 +158,48 @@ def evaluate(f: Finding, c) -> list[dict]:
                          "n": int(r["n"]), "kind": kind,
                          "verdict": _verdict(r["est"], r["ci_low"], r["ci_high"], claim)})
     return rows
+
+
+def _factor_diff(s, spec, keys):
+    """Per group (``keys`` without the factor): the mean of the per-replication differences
+    of ``metric`` between ``factor = a`` and ``factor = b`` for ``policy``, with its
+    t-interval (common random numbers pair the replications)."""
+    import pandas as pd
+
+    from ..experiments.stats import t_interval
+    f, rest = spec["factor"], [k for k in keys if k != spec["factor"]]
+    p = s[s["policy"] == spec["policy"]]
+    a, b = p[p[f] == spec["a"]], p[p[f] == spec["b"]]
+    both = a.merge(b, on=[*rest, "replication", "seed"], suffixes=("", "@b"))
+    rows = []
+    for key, g in (both.groupby(rest, sort=False) if rest else [((), both)]):
+        key = key if isinstance(key, tuple) else (key,)
+        n, mean, _, lo, hi = t_interval(g[spec["metric"]].astype(float)
+                                        - g[spec["metric"] + "@b"].astype(float))
+        rows.append({**dict(zip(rest, key)), "n": n, "est": mean, "ci_low": lo,
+                     "ci_high": hi})
+    return pd.DataFrame(rows, columns=[*rest, "n", "est", "ci_low", "ci_high"])
+
+
+def result(f: Finding, store=None, run: bool = False, **kw):
+    """The finding's Comparison from the store (``run``: through ``run_experiment`` first):
+    with variations, their experiments' runs side by side under a ``variation`` factor."""
+    import pandas as pd
+
+    from ..experiments.comparison import Comparison
+    from ..experiments.runner import load_stored, run_experiment
+    parts = []
+    for v, e in f.experiments():
+        c = run_experiment(e, store=store, **kw) if run else load_stored(e["name"], store)
+        parts.append((v, c))
+    if not f.variations:
+        return parts[0][1]
+    summary = pd.concat([c.summary.assign(variation=v) for v, c in parts], ignore_index=True)
+    m = dict(parts[0][1].manifest)
+    m["name"] = f.experiment["name"]
+    m["runs"] = [k for _, c in parts for k in c.manifest.get("runs") or []]
+    return Comparison(summary, pd.DataFrame(), factors=("variation", *parts[0][1].factors),
+                      manifest=m)
 
 
 def _num(x) -> str:
@@ -164,10 +231,12 @@ def render(f: Finding, c) -> str:
                                   f"{_num(r['ci_high'])}]" for _, r in g.iterrows()}
             out.append("| " + " | ".join([*map(str, key), *(cells[x] for x in f.table)])
                        + " |")
-    e = m.get("experiment") or {}
+    e = f.experiment
     reps = len((m.get("seeds") or {}).get("replications") or [])
     code = (m.get("code") or {}).get("fingerprint") or "?"
-    out += ["", f"({len(m.get('runs') or [])} runs of stored experiment `{m.get('name')}`: "
+    what = "experiments `" + m.get("name") + "--N`" if f.variations else \
+        f"experiment `{m.get('name')}`"
+    out += ["", f"({len(m.get('runs') or [])} runs of stored {what}: "
                 f"`{e.get('scenario')}`, seed {e.get('seed')}, {reps} replications, "
                 + "".join(f"`{k}={v}`, " for k, v in (e.get("sets") or {}).items())
                 + f"code {code[:12]}. "
@@ -196,7 +265,7 @@ def tiny(f: Finding, reps: int = 2, horizon_us: float = 400.0) -> Finding:
     e = {**f.experiment, "name": f.experiment["name"] + "-tiny", "reps": reps,
          "sets": {**(f.experiment.get("sets") or {}), "horizon_us": horizon_us}}
     e.pop("precision", None)
-    return Finding(f.name, f.title, e, f.claims, f.table, f.command)
+    return Finding(f.name, f.title, e, f.claims, f.table, f.command, f.variations)
 
 
 def run(findings=None, *, store=None, docs=None, engine=None, workers=None,
@@ -204,14 +273,13 @@ def run(findings=None, *, store=None, docs=None, engine=None, workers=None,
     """Run each finding (default: all of ``data/findings``) through the store and rewrite
     its section in ``docs`` (default ``docs/findings.md`` of this checkout). Returns
     ``{name: rendered body}``."""
-    from ..experiments.runner import run_experiment
     fs = [x if isinstance(x, Finding) else load(x) for x in (findings or names())]
     if quick:
         fs = [tiny(f) for f in fs]
     bodies = {}
     for f in fs:
-        c = run_experiment(f.experiment, store=store, engine=engine, workers=workers,
-                           allow_dirty=allow_dirty, progress=progress)
+        c = result(f, store, run=True, engine=engine, workers=workers,
+                   allow_dirty=allow_dirty, progress=progress)
         bodies[f.name] = render(f, c)
     path = Path(docs) if docs is not None else _docs()
     text = path.read_text()
@@ -226,14 +294,13 @@ def run(findings=None, *, store=None, docs=None, engine=None, workers=None,
 def check_docs(docs=None, store=None, quick: bool = False) -> list[str]:
     """The names of the generated sections of ``docs`` whose text differs from what the
     stored results render to (a finding never stored counts as differing)."""
-    from ..experiments.runner import load_stored
     path = Path(docs) if docs is not None else _docs()
     bad = []
     for name, body in sections(path.read_text()).items():
         f = load(name)
         f = tiny(f) if quick else f
         try:
-            c = load_stored(f.experiment["name"], store)
+            c = result(f, store)
         except ConfigError:
             bad.append(f"{name} (not in the store)")
             continue

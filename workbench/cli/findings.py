@@ -21,13 +21,8 @@ def cmd_findings(args) -> int:
                           allow_dirty=args.allow_dirty)
     for name in bodies:
         f = findings.load(name)
-        rows = findings.evaluate(f, findings_result(f, args.store))
+        rows = findings.evaluate(f, findings.result(f, args.store))
         verdicts = ", ".join(f"{r['verdict']}" for r in rows)
         print(f"{name}: {f.title}: {verdicts}")
     print(f"wrote {len(bodies)} section(s) of {args.docs or 'docs/findings.md'}")
     return 0
-
-
-def findings_result(f, store):
-    from ..experiments.runner import load_stored
-    return load_stored(f.experiment["name"], store)
