@@ -253,7 +253,7 @@ def latex_table(desc: pd.DataFrame, by=(), metrics=None, caption: str = "",
     needs = ", ".join(r"\usepackage{" + p + "}" for p in PACKAGES)
     lines = [f"% needs: {needs}", r"\begin{table}", r"\centering", r"\footnotesize",
              r"\setlength{\tabcolsep}{3pt}",
-             r"\begin{tabular}{@{}" + ("p{2.2cm}" if setting else "") + "lrr@{}}",
+             r"\begin{tabular}{@{}" + ("p{2.2cm}" if setting else "") + "p{2.3cm}rr@{}}",
              r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
     for i, m in enumerate(order):
         if i:
@@ -270,7 +270,7 @@ def latex_table(desc: pd.DataFrame, by=(), metrics=None, caption: str = "",
             ci = (plain_number(r["ci_low"] * k, digits) + "--"
                   + plain_number(r["ci_high"] * k, digits)
                   if np.isfinite(r["ci_low"]) else "--")
-            cells += [_tex(r["policy"]), plain_number(r["mean"] * k, digits), ci]
+            cells += [_breakable(r["policy"]), plain_number(r["mean"] * k, digits), ci]
             lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if caption:
@@ -280,10 +280,10 @@ def latex_table(desc: pd.DataFrame, by=(), metrics=None, caption: str = "",
 
 
 def _breakable(text) -> str:
-    """``_tex(text)`` that may break after ``_``, ``.`` and ``=`` (a narrow column's
-    ``HOST_PRIORITY`` or ``shared.off``)."""
+    """``_tex(text)`` that may break after ``_ . = + ,`` (a narrow column's
+    ``HOST_PRIORITY``, ``shared.off`` or ``upstream+fault=resume-guest``)."""
     out = _tex(text)
-    for ch in (r"\_", ".", "="):
+    for ch in (r"\_", ".", "=", "+", ","):
         out = out.replace(ch, ch + r"\allowbreak{}")
     return out
 
