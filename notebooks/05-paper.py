@@ -30,7 +30,9 @@
 # (`hugepage-split`, `zap-under-read-lock`, `upm-parallel`, `paper.SCENARIOS`); the sweeps
 # of `data/experiments/` (`zero-step-window`, `hp-what-if`, `scale`, and
 # `lazy-accept-scaling`, one figure per memory size with a panel per switched-off shared
-# resource: 196 runs, about 5 minutes on one core the first time, then from the store).
+# resource; the paper keeps the three `shared.off` variants that move the curve,
+# `paper.PAPER_FACTORS`: 84 runs). 300 runs in all, about 5 CPU-minutes the first time
+# (a process per core), then from the store.
 
 # %% tags=["parameters"]
 store = None            # results store; None: data/results or $WORKBENCH_RESULTS

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from workbench.analysis import findings
+from workbench.cli import main
 from workbench.core.config import ConfigError
 from workbench.experiments.comparison import Comparison
 from workbench.experiments.runner import plan
@@ -19,7 +20,7 @@ DOCS = ROOT / "docs" / "findings.md"
 
 def test_every_finding_loads_plans_and_has_its_section_in_the_docs():
     in_docs = findings.sections(DOCS.read_text())
-    assert set(findings.names()) <= set(in_docs) and len(in_docs) >= 5
+    assert set(findings.names()) == set(in_docs) and len(in_docs) >= 5
     for name in findings.names():
         f = findings.load(name)
         assert f.claims and all(plan(e)[1] for _, e in f.experiments())
@@ -89,3 +90,12 @@ def test_make_findings_writes_the_docs_and_a_changed_number_is_caught(tmp_path):
     docs.write_text(text.replace(body, edited))
     bad = findings.check_docs(docs, store, quick=True)
     assert "serialising-lazy-accept-boot" in bad and "resume-arms-zero-step" not in bad
+
+
+def test_cli_check_names_a_section_out_of_step(tmp_path, capsys):
+    docs = tmp_path / "findings.md"
+    shutil.copy(DOCS, docs)
+    assert main(["findings", "--check", "--docs", str(docs), "--store",
+                 str(tmp_path / "empty")]) == 1
+    out = capsys.readouterr().out
+    assert "patch-09-21-bugs-the-vm (not in the store)" in out and "out of step" in out

@@ -76,6 +76,10 @@ def test_a_calibration_change_recomputes_and_its_content_not_its_path_is_the_key
     first = run_experiment({**exp, "sets": {**exp["sets"], "calibration": str(
         tmp_path / "one.yaml")}}, store=tmp_path / "st", progress=False)
     assert first.manifest["runs_computed"] == 1
+    # batch work runs on every core unless told otherwise
+    cores = os.cpu_count() or 1
+    assert first.manifest["provenance"]["engine"] == ("processes" if cores > 1 else "serial")
+    assert first.manifest["provenance"]["workers"] == (cores if cores > 1 else None)
     same = run_experiment({**exp, "sets": {**exp["sets"], "calibration": str(
         tmp_path / "two.yaml")}}, store=tmp_path / "st", progress=False)
     assert same.manifest["runs_computed"] == 0        # same content, another path
