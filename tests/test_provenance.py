@@ -142,6 +142,10 @@ def test_a_dirty_tree_is_refused_unless_allowed_and_marked_wherever_shown(tmp_pa
     assert code_status(m)["dirty"] and results(store=tmp_path / "st").loc[0, "dirty"]
     assert main(["results", "--store", str(tmp_path / "st")]) == 0
     assert "True" in capsys.readouterr().out
+    # a robustness run is refused before its work too
+    assert main(["robustness", "touch-storm", "--policies", "upstream,sean-per-path",
+                 "--store", str(tmp_path / "st")]) == 2
+    assert "--allow-dirty" in capsys.readouterr().err
 
 
 def test_a_real_checkout_with_a_change_is_refused(tmp_path):

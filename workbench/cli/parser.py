@@ -131,6 +131,8 @@ def build_parser() -> Parser:
     rb.add_argument("--seed", type=int, default=0)
     rb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     rb.add_argument("--workers", type=int, default=None)
+    rb.add_argument("--allow-dirty", action="store_true",
+                    help="store from a checkout with uncommitted changes (marked dirty)")
     rb.add_argument("--store", help="results store to keep the run in (default data/results "
                                     "or $WORKBENCH_RESULTS)")
     rb.add_argument("--name", help="name of the stored run (default: scenario-metric-hash)")
