@@ -46,7 +46,7 @@ def _run_in(tree: Path, store: Path, exp=TINY) -> dict:
     assert out.returncode == 0, out.stderr[-2000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["file"].startswith(str(tree))
-    return r
+    return {**r, "stderr": out.stderr}
 
 
 def test_a_change_to_the_model_code_recomputes_every_run_and_marks_the_store_stale(tmp_path):
@@ -64,6 +64,8 @@ def test_a_change_to_the_model_code_recomputes_every_run_and_marks_the_store_sta
     assert fingerprint.code_fingerprint(b / "workbench") != fingerprint.code_fingerprint()
     changed = _run_in(b, store)
     assert changed["computed"] == 2 and changed["pages"] != a["pages"]
+    assert "tiny: the stored runs were made by other code; 2 runs are computed again" in \
+        changed["stderr"]
     listing = results(store=store)       # the stored runs are the tripled model's now
     assert listing.loc[0, "code"] == "stale" and listing.loc[0, "stale_runs"] == 2
 
