@@ -3,7 +3,10 @@
 # make bench   - run the benchmarks (not part of make test)
 # make lab     - open the notebooks in JupyterLab (installs the notebook and export extras)
 # make present - the notebooks without code (Voila) on localhost, with a token
-# make paper   - rebuild every figure and table of the paper into data/figures/ (headless)
+# make paper   - rebuild every figure and table of the paper into data/figures/ (headless;
+#                every core: WORKERS=1 for serial; ALLOW_DIRTY=True from a tree with changes)
+# make findings - run data/findings/*.yaml through the store and rewrite the generated
+#                sections of docs/findings.md (every core; ALLOW_DIRTY=True as for paper)
 # make lock    - write requirements.lock: exact versions of every dependency (pip-compile)
 PY      ?= python3
 VENV    := .venv
@@ -15,9 +18,11 @@ FIGURES ?= data/figures
 PRESENT ?= notebooks/00-start-here.ipynb
 PORT    ?= 8866
 NB      := $(VENV)/.installed-notebook,export
+WORKERS ?= 0
+ALLOW_DIRTY ?= False
 TOKEN   ?= $(shell $(PY) -c "import secrets; print(secrets.token_hex(16))")
 
-.PHONY: demo test bench lab present paper lock clean
+.PHONY: demo test bench lab present paper findings lock clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -57,10 +62,14 @@ present: $(NB)
 paper: $(if $(wildcard $(LOCK)),$(VENV)/.installed-lock,$(NB))
 	@mkdir -p build
 	$(BIN)/python -m papermill -k python3 --cwd $(CURDIR) notebooks/05-paper.ipynb \
-	    build/05-paper.ipynb -p out $(FIGURES) -p lock $(LOCK) >/dev/null
+	    build/05-paper.ipynb -p out $(FIGURES) -p lock $(LOCK) -p workers $(WORKERS) \
+	    -p allow_dirty $(ALLOW_DIRTY) >/dev/null
 	@$(BIN)/python -c "import json, sys; m = json.load(open('$(FIGURES)/paper.json')); \
 	    [print('wrote $(FIGURES)/' + f) for f in m['files'] + ['paper.json']]; \
 	    print('lock:', m['lock']['lock'], m['lock'].get('sha256') or m['lock'].get('note'))"
+
+findings: $(STAMP)
+	$(BIN)/workbench findings $(if $(filter True true 1,$(ALLOW_DIRTY)),--allow-dirty)
 
 lock: $(VENV)/.installed-dev
 	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --allow-unsafe \

@@ -19,3 +19,11 @@ def sim():
         key = tuple(sorted(f"{k.replace('__', '.')}={v}" for k, v in sets.items()))
         return _cached(scenario, policy, seed, key)
     return run
+
+
+# The suite runs from working trees that may hold uncommitted changes; runs it stores go to
+# temporary stores, so the dirty-tree refusal (workbench/experiments/fingerprint.py) is
+# lifted here. Tests of the refusal itself remove this variable.
+import os  # noqa: E402
+
+os.environ.setdefault("WORKBENCH_ALLOW_DIRTY", "1")

@@ -21,7 +21,8 @@ SMALL = {
     "04-malicious-guest": {"reps": 1, "horizon_us": 1000.0, "per_page": [1, 4],
                            "policies": ["upstream", "zero-tolerance"]},
     "05-paper": {"reps": 1, "horizon_us": 500.0, "values_per_factor": 1,
-                 "formats": ["png"] if CHROMIUM.exists() else []},
+                 "formats": ["png"] if CHROMIUM.exists() else [],
+                 "vector": CHROMIUM.exists()},
     "06-race-finder": {"schedules": 8},
     "07-robustness": {"samples": 4, "reps": 2, "horizon_us": 2000.0},
 }
@@ -89,3 +90,15 @@ def check_paper(folder: Path, formats):
             assert (folder / f"{stem}.{ext}").stat().st_size > 1000, f"{stem}.{ext}"
     assert {"main-table.tex", "scale-table.csv"} <= set(record["files"])
     assert "lock" in record["lock"] and record["versions"]["pandas"]
+    # the print set: PDF and SVG at a column's and a page's width, no dashboard
+    if formats:
+        for stem in ("main-tail", "scale-zap-4k-p99-us", "hugepage-split-latency"):
+            for suffix in ("-3.5in.pdf", "-3.5in.svg", "-7in.pdf", "-7in.svg"):
+                assert stem + suffix in record["files"], stem + suffix
+        assert not any(f.startswith("main-dashboard-") for f in record["files"])
+    from texcheck import PDFLATEX, compile_table, structure
+    for tex in sorted(f for f in record["files"] if f.endswith(".tex")):
+        text = (folder / tex).read_text()
+        structure(text)
+        if PDFLATEX:
+            compile_table(text, folder.parent / "tex" / tex)

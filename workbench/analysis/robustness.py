@@ -353,12 +353,15 @@ def default_name(r: Robustness) -> str:
     return f"{stem}-{part(r.metric)}-{h[:8]}"
 
 
-def save(r: Robustness, name: str | None = None, store=None) -> str:
+def save(r: Robustness, name: str | None = None, store=None, allow_dirty: bool = False) -> str:
     """Store ``r`` (its calibrations, values and what made it) as robustness run
-    ``name``; returns the name. The analysis is recomputed from them on :func:`load`."""
+    ``name``; returns the name. The analysis is recomputed from them on :func:`load`.
+    Refused from a checkout with uncommitted changes unless ``allow_dirty``."""
     import json
 
+    from ..experiments.fingerprint import check_clean
     from ..experiments.store import FORMAT, MAX_NAME, NAME, Store, provenance
+    tree = check_clean(allow_dirty)
     name = name or default_name(r)
     if not isinstance(name, str) or not NAME.match(name) or len(name) > MAX_NAME:
         raise ConfigError(f"robustness name {short(name)}: letters, digits, '.', '_' and '-' "
@@ -366,7 +369,7 @@ def save(r: Robustness, name: str | None = None, store=None) -> str:
     st = store if isinstance(store, Store) else Store(store)
     manifest = {"format": FORMAT, "kind": "robustness", "name": name, "metric": r.metric,
                 "lower_is_better": r.lower_is_better, **(r.spec or {}),
-                "provenance": provenance()}
+                "provenance": {**provenance(), **tree}}
     cal = r.calibrations.rename_axis("sample").reset_index()
     with st:
         st.put_file(name, "calibrations.parquet", lambda p: cal.to_parquet(p, index=False),

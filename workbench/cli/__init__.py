@@ -4,15 +4,17 @@
     workbench policies
     workbench run SCENARIO [--seed N] [--policy P] [--set key=value ...] [--out DIR]
     workbench compare SCENARIO --policies a,b,c [--reps R] [--seed N] [--baseline P] [--out DIR]
-    workbench sweep EXPERIMENT [--store DIR] [--reps R] [--workers W]
+    workbench sweep EXPERIMENT [--store DIR] [--reps R] [--workers W] [--allow-dirty]
     workbench sweep SCENARIO --param KEY --values a,b --policies p,q [--out DIR]
     workbench results [EXPERIMENT] [--baseline P]
+    workbench reproduce STORE/experiments/NAME/manifest.json --store NEW_STORE
     workbench export EXPERIMENT --format csv|parquet|latex [--out FILE]
     workbench robustness SCENARIO --policies a,b,c [--samples N] [--store DIR] [--name NAME]
     workbench calibrate --from samples.csv --out my-machine.yaml [--source TEXT]
     workbench validate [--calibration C] [--small]
     workbench explore SCENARIO --policy P [--schedules N] [--strategy random|pct|bounded]
     workbench replay FILE
+    workbench findings [--only NAME] [--check] [--store DIR] [--allow-dirty]
     workbench trace SCENARIO|RUN_DIR [--policy P] [--seed N] [--set k=v] --out run.json
 
 Bad input gives one line on stderr and exit status 2; nothing already on disk is touched.
@@ -32,9 +34,9 @@ from .common import UsageError
 VERBS = {  # verb -> the module of this package that runs it (imported on use: --help stays light)
     "scenarios": "info", "policies": "info", "calibration": "info",
     "run": "runs", "trace": "runs", "compare": "runs", "sweep": "runs",
-    "results": "results", "export": "results",
+    "results": "results", "export": "results", "reproduce": "results",
     "robustness": "analysis", "calibrate": "analysis", "validate": "analysis",
-    "explore": "racefinder", "replay": "racefinder",
+    "explore": "racefinder", "replay": "racefinder", "findings": "findings",
 }
 
 
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
         from .parser import build_parser
         args = build_parser().parse_args(argv)
         module = importlib.import_module(f".{VERBS[args.cmd]}", __name__)
-        getattr(module, f"cmd_{args.cmd}")(args)
+        rc = getattr(module, f"cmd_{args.cmd}")(args)
     except (UsageError, ConfigError, PolicyError) as err:
         print(f"workbench: error: {_one_line(err)}", file=sys.stderr)
         return 2
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
     finally:
         warnings.formatwarning = saved
         warnings.filters[:] = saved_filters
-    return 0
+    return rc or 0
 
 
 # a full disk, a quota, a read-only file system: the machine's state, not a bug of ours

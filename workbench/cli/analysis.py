@@ -44,13 +44,15 @@ def cmd_robustness(args) -> None:
         raise UsageError(f"--name {args.name[:60]!r}: letters, digits, '.', '_' and '-' "
                          f"only, at most {MAX_NAME} characters")
     st = Store(args.store)     # refused before the work if it is not a store
+    from ..experiments.fingerprint import check_clean
+    check_clean(args.allow_dirty)      # and from a tree with uncommitted changes
     timings = [t.strip() for t in args.timings.split(",") if t.strip()] if args.timings else None
     r = robustness(args.scenario, split_specs(args.policies), args.metric,
                    samples=args.samples, timings=timings, reps=args.reps, seed=args.seed,
                    sets=args.set, workers=args.workers,
                    lower_is_better=not args.higher_is_better)
     print(robustness_report(r))
-    print(f"\nstored as robustness run {save(r, args.name, st)} in {st.root} "
+    print(f"\nstored as robustness run {save(r, args.name, st, args.allow_dirty)} in {st.root} "
           "(workbench results lists it)")
 
 

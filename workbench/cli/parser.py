@@ -87,6 +87,28 @@ def build_parser() -> Parser:
         c.add_argument("--workers", type=int, default=None)
         c.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                        help="run on an existing Dask cluster (implies --engine dask)")
+    sw.add_argument("--allow-dirty", action="store_true",
+                    help="store runs from a checkout with uncommitted changes (marked dirty)")
+    rp = sub.add_parser("reproduce", help="run a stored experiment again from its manifest "
+                                          "and compare the tables bit for bit")
+    rp.add_argument("manifest", help="an experiment's manifest.json")
+    rp.add_argument("--store", required=True, help="a new results store to run into")
+    rp.add_argument("--engine", choices=("serial", "processes", "dask"), default=None)
+    rp.add_argument("--workers", type=int, default=None)
+    rp.add_argument("--allow-dirty", action="store_true",
+                    help="run from a checkout with uncommitted changes")
+    fi = sub.add_parser("findings", help="run the findings (data/findings) through the store "
+                                         "and write their sections of docs/findings.md")
+    fi.add_argument("--only", action="append", default=[], metavar="NAME",
+                    help="one finding (repeatable; default: all)")
+    fi.add_argument("--check", action="store_true",
+                    help="run nothing: say which sections differ from the stored results")
+    fi.add_argument("--store")
+    fi.add_argument("--docs", help="the document to write (default docs/findings.md)")
+    fi.add_argument("--engine", choices=("serial", "processes", "dask"), default=None)
+    fi.add_argument("--workers", type=int, default=None)
+    fi.add_argument("--allow-dirty", action="store_true",
+                    help="store runs from a checkout with uncommitted changes (marked dirty)")
     rs = sub.add_parser("results", help="list the stored experiments, or show one with "
                                         "intervals (the first line says where the store is)")
     rs.add_argument("experiment", nargs="?")
@@ -129,6 +151,8 @@ def build_parser() -> Parser:
     rb.add_argument("--seed", type=int, default=0)
     rb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     rb.add_argument("--workers", type=int, default=None)
+    rb.add_argument("--allow-dirty", action="store_true",
+                    help="store from a checkout with uncommitted changes (marked dirty)")
     rb.add_argument("--store", help=STORE + " to keep the run in")
     rb.add_argument("--name", help="name of the stored run (default: scenario-metric-hash)")
     cb = sub.add_parser("calibrate", help="turn SEAMCALL durations measured on your machine "

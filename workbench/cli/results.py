@@ -16,7 +16,7 @@ def sweep_experiment(args) -> None:
     engine, client = _cluster(args)
     c = run_experiment(args.scenario, store=args.store, reps=args.reps, seed=args.seed,
                        sets=args.set, engine=engine, workers=args.workers, client=client,
-                       record=args.record)
+                       record=args.record, allow_dirty=args.allow_dirty)
     print(experiment_report(c))
 
 
@@ -35,6 +35,20 @@ def experiment_report(c, baseline=None) -> str:
             f"{m.get('runs_from_store')} from the store; version {prov.get('version')}, commit "
             f"{(prov.get('git_commit') or '?')[:10]}{dirty}, {prov.get('engine')}, "
             f"{prov.get('started')} to {prov.get('finished')}"]
+    from ..experiments.runner import code_status
+    status = code_status(m)
+    if status["code"] == "stale":
+        head.append(f"STALE: {status['stale_runs']} of {len(m.get('runs', []))} stored runs "
+                    "were made by other code, calibration or SimPy/NumPy than this checkout's "
+                    f"(`workbench sweep {m.get('experiment_file') or m.get('name')}` computes "
+                    "them again)")
+    elif status["code"] == "unknown":
+        head.append("code: cannot plan this experiment with the current code (not checked)")
+    else:
+        head.append("code: the stored runs match the current code")
+    if status["dirty"]:
+        head.append("DIRTY: some runs were stored from a tree with uncommitted changes "
+                    "(--allow-dirty); their commit does not reproduce them")
     prec = m.get("precision")
     if prec:
         head.append(f"reps auto: {prec['reps']} replications; the 95 % interval of "
@@ -84,6 +98,44 @@ def cmd_results(args) -> None:
     if args.warmup_us is not None:
         c = c.warmup(args.warmup_us)
     print(experiment_report(c, args.baseline))
+
+
+@_session
+def cmd_reproduce(args) -> int:
+    """Run a manifest's experiment again into a new store; exit 1 when its tables differ
+    from the stored ones (beside the manifest) in any bit."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from ..core.config import ConfigError
+    from ..experiments.runner import reproduce
+    path = Path(args.manifest)
+    try:
+        m = json.loads(path.read_text())
+        m["experiment"], m["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(f"{path}: not an experiment's manifest.json") from None
+    if Path(args.store).resolve() == path.resolve().parent.parent.parent:
+        raise UsageError("--store: give a new store, not the one holding the manifest")
+    c, check = reproduce(m, store=args.store, engine=args.engine, workers=args.workers,
+                         allow_dirty=args.allow_dirty)
+    print(f"{m.get('name')}: {len(c.manifest['runs'])} runs, {c.manifest['runs_computed']} "
+          f"computed into {args.store}; run keys "
+          f"{'match the manifest' if check['keys_match'] else 'differ: ' + '; '.join(check['differs'])}")
+    old = path.parent / "summary.parquet"
+    if not old.is_file():
+        print("no stored summary beside the manifest: nothing to compare")
+        return 0
+    try:
+        same = c.summary.equals(pd.read_parquet(old)) and (
+            (path.parent / "table.csv").read_bytes()
+            == (Path(args.store) / "experiments" / m["name"] / "table.csv").read_bytes())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{old}: not a readable table ({type(err).__name__})") from None
+    print("tables identical, bit for bit" if same else "tables DIFFER from the stored ones")
+    return 0 if same else 1
 
 
 EXPORTS = {"csv": "stats.csv", "parquet": "stats.parquet", "latex": "table.tex"}

@@ -98,6 +98,14 @@ def close_session_cluster() -> None:
 
 
 # -- runs as they finish (the results store writes each one at once) ---------------------
+def default_engine() -> tuple[str, int | None]:
+    """What batch work (experiment files, ``run_experiment``, ``make paper``, ``make
+    findings``) runs on unless told otherwise: a process pool of one worker per core
+    (serial on one core). Results are the same on every engine."""
+    cpus = os.cpu_count() or 1
+    return ("processes", cpus) if cpus > 1 else ("serial", None)
+
+
 def _check(engine, workers) -> tuple[str, int]:
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or workers < 1):

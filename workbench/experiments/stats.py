@@ -349,27 +349,81 @@ def _tex(text) -> str:
     return "".join(out)
 
 
+PACKAGES = ("booktabs",)
+
+
+def plain_number(x: float, digits: int = 3) -> str:
+    """``x`` to ``digits`` significant digits in positional notation, never ``1e-05``:
+    ``0.0000123``, ``29.2``, ``3,303`` (numbers of ``digits`` or more integer digits are
+    rounded to a whole number, with thousands separators)."""
+    if not np.isfinite(x):
+        return "--"
+    if x == 0:
+        return "0"
+    if abs(x) >= 10 ** (digits - 1):
+        return f"{x:,.0f}"
+    return np.format_float_positional(x, precision=digits, unique=False, fractional=False,
+                                      trim="-")
+
+
 def latex_table(desc: pd.DataFrame, by=(), metrics=None, caption: str = "",
-                digits: int = 3) -> str:
-    """A booktabs LaTeX table from :func:`describe`: one row per group and policy, one
-    column per metric holding the mean and its 95 % t-interval."""
-    keys = [*by, "policy"]
+                digits: int = 3, label=None, scale=None) -> str:
+    """A booktabs LaTeX table from :func:`describe` that fits ``\\columnwidth``: per metric
+    a row naming it with its unit (``label(metric)``), then one row per group and policy
+    with the mean and its 95 % t-interval, numbers in positional notation (never
+    ``1e-05``). ``scale(metric)`` multiplies a metric's numbers (100 for a share shown in
+    percent). The packages it needs are named in a comment on its first line."""
+    label = label or (lambda m: str(m).replace("_", " "))
+    scale = scale or (lambda m: 1.0)
     if metrics is not None:
         desc = desc[desc["metric"].isin(metrics)]
     order = list(dict.fromkeys(desc["metric"]))
-
-    lines = [r"\begin{table}", r"\centering", r"\small",
-             r"\begin{tabular}{" + "l" * len(keys) + "r" * len(order) + "}", r"\toprule",
-             " & ".join(_tex(c) for c in [*keys, *order]) + r" \\", r"\midrule"]
-    for key, g in _groups(desc, keys):
-        cells = {r["metric"]: _cell(r, digits, "--") for _, r in g.iterrows()}
-        lines.append(" & ".join([*(_tex(k) for k in key),
-                                 *(_tex(cells.get(m, "--")) for m in order)]) + r" \\")
+    setting = len(by) > 0
+    head = ([r"\parbox[b]{2.2cm}{\raggedright " + _breakable(", ".join(label(b) for b in by))
+             + "}"]
+            if setting else []) + ["Policy", "Mean", r"95\,\% interval"]
+    needs = ", ".join(r"\usepackage{" + p + "}" for p in PACKAGES)
+    lines = [f"% needs: {needs}", r"\begin{table}", r"\centering", r"\footnotesize",
+             r"\setlength{\tabcolsep}{3pt}",
+             r"\begin{tabular}{@{}" + ("p{2.2cm}" if setting else "") + "p{2.3cm}rr@{}}",
+             r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
+    for i, m in enumerate(order):
+        if i:
+            lines.append(r"\addlinespace")
+        lines.append(r"\multicolumn{" + str(len(head)) + r"}{@{}l}{\textit{"
+                     + _tex(label(m)) + r"}} \\")
+        k, last = scale(m), None
+        for _, r in desc[desc["metric"] == m].iterrows():
+            cells = []
+            if setting:
+                where = ", ".join(_value(r[b]) for b in by)
+                cells.append(_breakable(where) if where != last else "")
+                last = where
+            ci = (plain_number(r["ci_low"] * k, digits) + "--"
+                  + plain_number(r["ci_high"] * k, digits)
+                  if np.isfinite(r["ci_low"]) else "--")
+            cells += [_breakable(r["policy"]), plain_number(r["mean"] * k, digits), ci]
+            lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if caption:
         lines.append(r"\caption{" + _tex(caption) + "}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
+
+
+def _breakable(text) -> str:
+    """``_tex(text)`` that may break after ``_ . = + ,`` (a narrow column's
+    ``HOST_PRIORITY``, ``shared.off`` or ``upstream+fault=resume-guest``)."""
+    out = _tex(text)
+    for ch in (r"\_", ".", "=", "+", ","):
+        out = out.replace(ch, ch + r"\allowbreak{}")
+    return out
+
+
+def _value(v) -> str:
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return plain_number(v) if isinstance(v, float) else str(v)
 
 
 # -- warm-up -------------------------------------------------------------------------------

@@ -90,9 +90,10 @@ def canonical(obj) -> str:
 
 
 def run_key(spec: dict) -> str:
-    """The key of a run: sha256 of the canonical JSON of what determines it (scenario after
-    overrides, policy spec, seed, replication, calibration, package version, store format).
-    """
+    """The key of a run: sha256 of the canonical JSON of what determines it
+    (:func:`workbench.experiments.runner.run_spec`: scenario after overrides, policy spec,
+    seed, replication, calibration content, package version, the fingerprint of the source
+    the run executes, SimPy and NumPy versions) and the store format."""
     return hashlib.sha256(canonical({**spec, "store_format": FORMAT}).encode()).hexdigest()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..core.version import __version__
 from . import plots
+from .plots.style import is_share, label
 from ..experiments.designs import factor_column, load_experiment
 from ..core.safeio import ConfigError, out_path
 
@@ -40,6 +41,12 @@ SWEEPS = {"zero-step-window": [("zero_step_armings", "timings.sept_add_us", None
           "lazy-accept-scaling": [
               (m, "vcpus.0.count", "shared.off", "memory_mb")
               for m in ("accept_throughput_per_ms", "accept_4K_p99_us")]}
+# The paper's cut of a shared design, so that `make paper` fits in 5 minutes on 2 cores:
+# lazy-accept-scaling's 64- and 32-vCPU runs are most of the paper's work, and of its seven
+# `shared.off` variants the paper keeps those that move the curve (docs/findings.md §10:
+# each of the other four changes throughput by under 1 %); `workbench sweep
+# lazy-accept-scaling` still runs all seven.
+PAPER_FACTORS = {"lazy-accept-scaling": {"shared.off": ["none", "hot_lines", "all"]}}
 # experiments whose x factor doubles (1 to 64 vCPUs): a log x axis
 LOG_X = {"lazy-accept-scaling"}
 TABLE_METRICS = ["zap_4k_p99_us", "wb_fault_wait_p99_us", "conversion_p99_us",
@@ -59,6 +66,7 @@ def experiments(reps=None, horizon_us: float = 0.0, values_per_factor: int = 0) 
             for s, (pols, _) in SCENARIOS.items()]
     for name in SWEEPS:
         e = load_experiment(name).model_dump(mode="json", exclude={"source"})
+        e["factors"] = {**e["factors"], **PAPER_FACTORS.get(name, {})}
         out.append({**{k: v for k, v in e.items() if v is not None}, "name": f"paper-{name}"})
     for e in out:
         if reps:
@@ -97,33 +105,56 @@ def lock_record(lock) -> dict:
             "differs_from_installed": differ}
 
 
-def figures(name: str, c, per_vcpu=None) -> dict:
+def figures(name: str, c, per_vcpu=None, max_panels: int | None = None) -> dict:
     """The figures of one stored experiment (``per_vcpu``: a Comparison with ``vcpus`` of
-    the same runs, for the per-vCPU figures the store does not keep)."""
+    the same runs, for the per-vCPU figures the store does not keep). ``max_panels``: the
+    print set, where a figure of more panels is split into figures of at most that many
+    (``-1``, ``-2``, ...) and the dashboard, whose panels are figures of their own, is
+    left out."""
     short = name.removeprefix("paper-")
     if short == "main":
         op = plots.main_op(c.ops)
         figs = {"main-dashboard": plots.dashboard(per_vcpu or c),
                 "main-tail": plots.latency_ccdf(c.complete_ops(), op),
                 "main-percentiles": plots.percentile_bars(c.complete_ops(), op),
-                "main-jain": plots.jain_interval(c.summary), "main-outcomes": plots.outcomes(c.table)}
+                "main-jain": plots.jain_interval(c.summary),
+                **_outcomes("main-outcomes", c.table, max_panels)}
+        if max_panels:
+            del figs["main-dashboard"]
         if per_vcpu is not None:
             figs["main-useful-work"] = plots.fairness(per_vcpu.vcpus)
             figs["main-time-breakdown"] = plots.time_breakdown(per_vcpu.vcpus)
         return figs
     if short in SCENARIOS:
-        return {f"{short}-outcomes": plots.outcomes(c.table),
+        return {**_outcomes(f"{short}-outcomes", c.table, max_panels),
                 f"{short}-latency": plots.percentile_bars(c.complete_ops(), SCENARIOS[short][1])}
     stats, figs = c.stats(), {}
     for metric, x, f, *split in SWEEPS[short]:
         name = f"{short}-{metric.replace('_', '-')}"
         parts = _split(stats, split[0]) if split else {"": stats}
         for suffix, s in parts.items():
-            fig = plots.interval_lines(s, metric, factor_column(x),
-                                       facet=factor_column(f) if f else None,
-                                       log_x=x.startswith("timings.") or short in LOG_X)
-            figs[name + suffix] = fig
+            fcol = factor_column(f) if f else None
+            groups = _chunks(list(dict.fromkeys(s[fcol])), max_panels) if fcol else [None]
+            for i, vals in enumerate(groups):
+                part = s if vals is None else s[s[fcol].isin(vals)]
+                fig = plots.interval_lines(part, metric, factor_column(x), facet=fcol,
+                                           log_x=x.startswith("timings.") or short in LOG_X)
+                figs[name + suffix + (f"-{i + 1}" if len(groups) > 1 else "")] = fig
     return figs
+
+
+def _chunks(values: list, n: int | None) -> list:
+    return [values] if not n or len(values) <= n else \
+        [values[i:i + n] for i in range(0, len(values), n)]
+
+
+def _outcomes(name: str, table, max_panels) -> dict:
+    """The outcome chart, or (``max_panels``) charts of at most that many outcomes each."""
+    cols, _ = plots.nonzero(table, None)
+    groups = _chunks(cols, max_panels)
+    if len(groups) <= 1:
+        return {name: plots.outcomes(table)}
+    return {f"{name}-{i + 1}": plots.outcomes(table, g) for i, g in enumerate(groups)}
 
 
 def _split(stats, factor: str) -> dict:
@@ -149,10 +180,14 @@ def tables(name: str, c, folder: Path) -> list[Path]:
     lines = verdict_lines(c.summary, c.by)
     desc.to_csv(csv, index=False)
     txt.write_text("\n".join(lines) + "\n")
-    tex.write_text(latex_table(desc, by=list(c.by), caption=(
-        f"{short}. " + "; ".join(lines) + ". Mean and 95 % interval over replications "
-        "(outcomes: runs of n, Clopper-Pearson; counts never below 0; latency and fairness "
-        "over complete runs only).")))
+    reps = len((c.manifest.get("seeds") or {}).get("replications") or []) or \
+        int(c.summary["replication"].nunique())
+    tex.write_text(latex_table(desc, by=list(c.by), label=label,
+                               scale=lambda m: 100.0 if is_share(m) else 1.0,
+                               caption=f"{short}. " + "; ".join(lines) + f". Mean and 95 % "
+                               f"interval over {reps} replications (outcomes: runs of n, "
+                               "Clopper-Pearson; counts never below 0; latency and fairness "
+                               "over complete runs only)."))
     return [csv, tex, txt]
 
 

@@ -4,6 +4,7 @@ figure of a report looks alike."""
 from .race_trace import counterexample
 from .dashboard import dashboard, main_op
 from .export import save, save_all
+from .paperfig import for_paper, save_paper
 from .fairness import (STATES, breakdown_table, fairness, jain_interval, jain_stats,
                        time_breakdown)
 from .latency import latency_ccdf, latency_ecdf, percentile_bars
@@ -14,7 +15,7 @@ from .robustness import holds_chart, timing_label, tornado
 from .sweeps import interval_lines, sweep_bands, sweep_lines
 from .timeline import busy_timeline, run_timeline
 
-__all__ = ["dashboard", "main_op", "save", "save_all", "STATES", "breakdown_table", "fairness",
+__all__ = ["dashboard", "main_op", "save", "save_all", "for_paper", "save_paper", "STATES", "breakdown_table", "fairness",
            "jain_interval", "jain_stats", "time_breakdown", "latency_ccdf", "latency_ecdf",
            "percentile_bars", "OUTCOME_COLUMNS", "OUTCOMES", "nonzero", "outcomes", "DASHES",
            "LABELS", "PALETTE", "PATTERNS", "PRESET_COLORS", "base_name", "variant", "slot", "THEME", "label", "policy_color", "title",
