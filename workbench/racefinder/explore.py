@@ -36,10 +36,11 @@ from dataclasses import dataclass
 from ..core.config import ConfigError
 from ..model.choices import Choices, stop_at_failure
 from ..model.td import Td
+from .reach import deepest
 from .schedule import (FAST, LAST, SLOW, Outcome, PctSource, make_target, prefix_source,
                        random_source, run_schedule)
 
-STRATEGIES = ("random", "pct", "bounded")
+STRATEGIES = ("random", "pct", "bounded", "guided")
 BATCH = 8                          # schedules per engine job
 KEEP_FAILURES = 8                  # failures looked at before the shortest is shrunk
 
@@ -60,8 +61,9 @@ def run_batch(args) -> list:
     out = []
     for i in indices:
         src = _source_for(strategy, seed, i, depth, plan)
-        o = run_schedule(target, src)
-        out.append((i, o.failure, o.signature, o.choices if o.failure else None, o.stopped_at))
+        o = run_schedule(target, src, reach=True)
+        out.append((i, o.failure, o.signature, o.choices if o.failure else None, o.stopped_at,
+                    o.reached))
     return out
 
 
@@ -84,6 +86,8 @@ class Verdict:
     covered: tuple | None = None       # bounded: (deviation sets run, in the bound)
     shrink_runs: int = 0
     target: object = None
+    reached: frozenset = frozenset()     # features reached (reach.py)
+    variant: dict | None = None         # guided: the swarm overrides the failure ran with
 
     @property
     def rate(self) -> float:
@@ -97,8 +101,16 @@ class Verdict:
                   "interleavings" + (f", {self.failures} failing" if self.failures else ""))
         if self.covered:
             head += f", {self.covered[0]} of {self.covered[1]} schedules within the bound"
+        deep = deepest(self.reached)
+        if deep:
+            head += ", most BUSY in one operation: " + ", ".join(
+                f"{site} {n}" for site, n in sorted(deep.items()))
         if self.failure is None:
             return f"No counterexample. {head}."
+        if self.variant:
+            head += "; on the swarm variant " + ", ".join(
+                f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in self.variant.items())
         return (f"COUNTEREXAMPLE ({self.failure[0]}): {self.failure[1]}\n{head}; "
                 f"the shortest is schedule {self.found_at}, shrunk from {len(self.choices)} to "
                 f"{len(self.shrunk.choices)} choices in {self.shrink_runs} runs")
@@ -107,51 +119,53 @@ class Verdict:
 def explore(scenario, policy="upstream", *, schedules: int = 200, strategy: str = "random",
             depth: int = 3, seed: int = 0, oracles=None, predicate=None, sets=None,
             livelock_us=None, starve_us=None, shrink: bool = True, shrink_seconds: float = 15.0,
-            engine=None, workers=None,
+            engine=None, workers=None, swarm: int = 3, max_seconds: float | None = None,
             client=None, progress=None) -> Verdict:
     """Search ``schedules`` schedules of ``scenario`` under ``policy`` for one that fails
     an oracle; once one fails, look a little further (up to ``KEEP_FAILURES`` failures or
     twice the schedules it took) and shrink the failing schedule with the fewest choices.
+    ``guided`` spreads its schedules over the scenario and ``swarm`` variants of it.
+    ``max_seconds`` ends the search early (looked at between batches only).
     Returns a :class:`Verdict`."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
-    for name, v, lo in (("schedules", schedules, 1), ("depth", depth, 1), ("seed", seed, 0)):
+    for name, v, lo in (("schedules", schedules, 1), ("depth", depth, 1), ("seed", seed, 0),
+                        ("swarm", swarm, 0)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ConfigError(f"{name} must be a whole number >= {lo}, not {v!r}")
-    if not (isinstance(shrink_seconds, (int, float)) and shrink_seconds >= 0):
-        raise ConfigError(f"shrink_seconds must be a number >= 0, not {shrink_seconds!r}")
+    for name, v in (("shrink_seconds", shrink_seconds), ("max_seconds", max_seconds)):
+        if v is not None and not (isinstance(v, (int, float)) and v >= 0):
+            raise ConfigError(f"{name} must be a number >= 0, not {v!r}")
     target = make_target(scenario, policy, sets=sets, oracles=oracles, predicate=predicate,
                          livelock_us=livelock_us, starve_us=starve_us)
     t0 = time.monotonic()
-    plan, covered = _plan(target, strategy, depth, schedules)
-    n = len(plan["deviations"]) if strategy == "bounded" else schedules
-    found, seen, done, failures, first_at = None, set(), 0, 0, None
-    jobs = [(target, strategy, seed, depth, plan, list(range(a, min(n, a + BATCH))))
-            for a in range(0, n, BATCH)]
+    deadline = None if max_seconds is None else t0 + max_seconds
     if predicate is not None:
         engine = "serial"        # a user's callable need not pickle
-    bar = _bar(n, f"{target.cfg.name} / {target.pset.name}", progress)
-    from ..experiments.engines import imap_jobs
-    try:
-        for _, rows in imap_jobs(run_batch, jobs, engine, workers, client):
-            for i, failure, sig, chs, _ in rows:
-                done += 1
-                seen.add(sig)
-                if failure:
-                    failures += 1
-                    first_at = done if first_at is None else first_at
-                    # the failure with the fewest choices: it fails earliest, shrinks best
-                    if found is None or (len(chs), i) < (len(found[2]), found[0]):
-                        found = (i, failure, chs)
-            bar.update(len(rows))
-            bar.set_postfix(per_s=f"{done / max(1e-9, time.monotonic() - t0):.1f}")
-            if found and (failures >= KEEP_FAILURES or done >= 2 * first_at + 2 * BATCH):
-                break
-    finally:
-        bar.close()
+    variant = None
+    if strategy == "guided":
+        from .guided import search
+        n, covered = schedules, 0
+        bar = _bar(n, f"{target.cfg.name} / {target.pset.name}", progress)
+        try:
+            found, variants, seen, done, failures, reached = search(
+                target, schedules=schedules, seed=seed, swarm=swarm, engine=engine,
+                workers=workers, client=client, bar=bar, deadline=deadline,
+                keep_failures=KEEP_FAILURES)
+        finally:
+            bar.close()
+        if found:
+            variant = variants[found[3]].sets or None
+            target = variants[found[3]].target
+            found = found[:3]
+    else:
+        found, seen, done, failures, reached, covered = _search(
+            target, strategy, depth, seed, schedules, engine, workers, client, progress,
+            deadline)
     v = Verdict(target.cfg.name, target.pset.name, strategy, depth, done,
                 time.monotonic() - t0, len(seen), failures=failures,
-                covered=(done, covered) if strategy == "bounded" else None)
+                covered=(done, covered) if strategy == "bounded" else None,
+                reached=frozenset(reached), variant=variant)
     if found:
         v.found_at, v.failure, v.choices = found
         if shrink:
@@ -163,6 +177,40 @@ def explore(scenario, policy="upstream", *, schedules: int = 200, strategy: str 
             v.shrunk = run_schedule(target, prefix_source(v.choices), keep=True)
     v.target = target
     return v
+
+
+def _search(target, strategy, depth, seed, schedules, engine, workers, client, progress,
+            deadline):
+    """random, pct, bounded: batches of schedules drawn independently of each other."""
+    t0 = time.monotonic()
+    plan, covered = _plan(target, strategy, depth, schedules)
+    n = len(plan["deviations"]) if strategy == "bounded" else schedules
+    found, seen, done, failures, first_at, reached = None, set(), 0, 0, None, set()
+    jobs = [(target, strategy, seed, depth, plan, list(range(a, min(n, a + BATCH))))
+            for a in range(0, n, BATCH)]
+    bar = _bar(n, f"{target.cfg.name} / {target.pset.name}", progress)
+    from ..experiments.engines import imap_jobs
+    try:
+        for _, rows in imap_jobs(run_batch, jobs, engine, workers, client):
+            for i, failure, sig, chs, _, feats in rows:
+                done += 1
+                seen.add(sig)
+                reached |= feats
+                if failure:
+                    failures += 1
+                    first_at = done if first_at is None else first_at
+                    # the failure with the fewest choices: it fails earliest, shrinks best
+                    if found is None or (len(chs), i) < (len(found[2]), found[0]):
+                        found = (i, failure, chs)
+            bar.update(len(rows))
+            bar.set_postfix(per_s=f"{done / max(1e-9, time.monotonic() - t0):.1f}")
+            if found and (failures >= KEEP_FAILURES or done >= 2 * first_at + 2 * BATCH):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                break
+    finally:
+        bar.close()
+    return found, seen, done, failures, reached, covered
 
 
 def _plan(target, strategy, depth, budget) -> tuple[dict, int]:

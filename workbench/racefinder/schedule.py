@@ -74,6 +74,7 @@ class Outcome:
     td: object = None
     decisions: list = field(default_factory=list)
     calls_hash: str = ""
+    reached: frozenset = frozenset()   # with reach=True: its features (reach.py)
 
 
 class _Traced:
@@ -93,9 +94,10 @@ class _Traced:
 
 
 def run_schedule(target: Target, source, *, until: float | None = None,
-                 keep: bool = False) -> Outcome:
+                 keep: bool = False, reach: bool = False) -> Outcome:
     """Run ``target`` once with its choices from ``source(kind, index)``; the run stops at
-    the instant the TD stops (a failure needs no more schedule)."""
+    the instant the TD stops (a failure needs no more schedule). ``reach``: also say what
+    it reached (:func:`workbench.racefinder.reach.features`)."""
     choices = Choices(source)
     log: list = []
     holder = {}
@@ -113,10 +115,14 @@ def run_schedule(target: Target, source, *, until: float | None = None,
     td.run()
     choices.halted = True
     failure = judge(td, target.oracles, target.params, target.predicate)
+    reached = frozenset()
+    if reach:
+        from .reach import features
+        reached = frozenset(features(td, log))
     return Outcome(failure, choices.made, _hash([(c[3], c[2], c[5]) for c in td.rec.calls
                                                  if status_class(c[5]) in _BUSY]),
                    td.stopped_at or td.env.now, len(td.rec.calls), td if keep else None, log,
-                   _hash(td.rec.calls))
+                   _hash(td.rec.calls), reached)
 
 
 _BUSY = (TDX_OPERAND_BUSY, TDX_OPERAND_BUSY_HOST_PRIORITY)
