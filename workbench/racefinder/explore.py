@@ -87,6 +87,7 @@ class Verdict:
     shrink_runs: int = 0
     target: object = None
     reached: frozenset = frozenset()     # features reached (reach.py)
+    first_at: tuple | None = None       # (schedules, seconds) when the first failure came
     variant: dict | None = None         # guided: the swarm overrides the failure ran with
 
     @property
@@ -148,7 +149,7 @@ def explore(scenario, policy="upstream", *, schedules: int = 200, strategy: str 
         n, covered = schedules, 0
         bar = _bar(n, f"{target.cfg.name} / {target.pset.name}", progress)
         try:
-            found, variants, seen, done, failures, reached = search(
+            found, variants, seen, done, failures, reached, first = search(
                 target, schedules=schedules, seed=seed, swarm=swarm, engine=engine,
                 workers=workers, client=client, bar=bar, deadline=deadline,
                 keep_failures=KEEP_FAILURES)
@@ -159,13 +160,14 @@ def explore(scenario, policy="upstream", *, schedules: int = 200, strategy: str 
             target = variants[found[3]].target
             found = found[:3]
     else:
-        found, seen, done, failures, reached, covered = _search(
+        found, seen, done, failures, reached, covered, first = _search(
             target, strategy, depth, seed, schedules, engine, workers, client, progress,
             deadline)
     v = Verdict(target.cfg.name, target.pset.name, strategy, depth, done,
                 time.monotonic() - t0, len(seen), failures=failures,
                 covered=(done, covered) if strategy == "bounded" else None,
-                reached=frozenset(reached), variant=variant)
+                reached=frozenset(reached), variant=variant,
+                first_at=None if first is None else (first[0], first[1] - t0))
     if found:
         v.found_at, v.failure, v.choices = found
         if shrink:
@@ -186,6 +188,7 @@ def _search(target, strategy, depth, seed, schedules, engine, workers, client, p
     plan, covered = _plan(target, strategy, depth, schedules)
     n = len(plan["deviations"]) if strategy == "bounded" else schedules
     found, seen, done, failures, first_at, reached = None, set(), 0, 0, None, set()
+    first = None
     jobs = [(target, strategy, seed, depth, plan, list(range(a, min(n, a + BATCH))))
             for a in range(0, n, BATCH)]
     bar = _bar(n, f"{target.cfg.name} / {target.pset.name}", progress)
@@ -198,7 +201,8 @@ def _search(target, strategy, depth, seed, schedules, engine, workers, client, p
                 reached |= feats
                 if failure:
                     failures += 1
-                    first_at = done if first_at is None else first_at
+                    if first_at is None:
+                        first_at, first = done, (done, time.monotonic())
                     # the failure with the fewest choices: it fails earliest, shrinks best
                     if found is None or (len(chs), i) < (len(found[2]), found[0]):
                         found = (i, failure, chs)
@@ -210,7 +214,7 @@ def _search(target, strategy, depth, seed, schedules, engine, workers, client, p
                 break
     finally:
         bar.close()
-    return found, seen, done, failures, reached, covered
+    return found, seen, done, failures, reached, covered, first
 
 
 def _plan(target, strategy, depth, budget) -> tuple[dict, int]:

@@ -91,7 +91,7 @@ class _Recorded:
 def run_children(args) -> list:
     """Engine job: ``(target, items)``, items ``(index, prefix, fill_seed)``. Per child:
     (index, failure, signature, choices, stopped_at, features, times, kinds, busy, holds)."""
-    from .reach import holders
+    from .reach import holders, in_flight
     target, items = args
     out = []
     for i, prefix, fill_seed in items:
@@ -99,7 +99,8 @@ def run_children(args) -> list:
         o = run_schedule(target, src, keep=True, reach=True)
         calls = o.td.rec.calls
         busy = [(t, attempt) for t, _, _, _, attempt, _ in o.decisions]
-        holds = sorted({(calls[j][0] - h[2], calls[j][0]) for j, h in holders(calls).items()})
+        held = holders(calls, in_flight(o.td))
+        holds = sorted({(calls[j][0] - h[2], calls[j][0]) for j, h in held.items()})
         out.append((i, o.failure, o.signature, o.choices, o.stopped_at, o.reached,
                     src.times[:len(o.choices)], src.kinds[:len(o.choices)], busy, holds))
     return out
@@ -171,14 +172,15 @@ def mutate(e: Entry, r: random.Random) -> list:
 # ------------------------------------------------------------------ the search
 def search(target, *, schedules: int, seed: int, swarm: int, engine, workers, client,
            bar, deadline: float | None, keep_failures: int):
-    """Run the guided search. Returns (found, signatures seen, schedules run, failures,
-    states reached); ``found``: (choices, index, failure, choices, variant) of the failing
-    schedule with the fewest choices, or None."""
+    """Run the guided search. Returns (found, variants, signatures seen, schedules run,
+    failures, features reached, (schedules, monotonic time) at the first failure); ``found``: (index, failure, choices, variant index) of
+    the failing schedule with the fewest choices, or None."""
     from ..experiments.engines import imap_jobs
     variants = [Variant(replace(target, cfg=with_overrides(target.cfg, s)) if s else target,
                         s) for s in swarm_sets(target.cfg, seed, swarm)]
     r = random.Random(f"guided/{seed}")
     found, sigs, done, failures, first_at, reached = None, set(), 0, 0, None, set()
+    first = None
     while done < schedules:
         jobs, plan = [], []
         for a in range(done, min(schedules, done + GENERATION), BATCH):
@@ -205,7 +207,8 @@ def search(target, *, schedules: int, seed: int, swarm: int, engine, workers, cl
                     var.corpus.append(Entry(chs, times, kinds, busy, holds, len(new)))
                 if failure:
                     failures += 1
-                    first_at = done if first_at is None else first_at
+                    if first_at is None:
+                        first_at, first = done, (done, time.monotonic())
                     if found is None or (len(chs), i) < (len(found[2]), found[0]):
                         found = (i, failure, chs, v)
             bar.update(len(results[j]))
@@ -213,4 +216,4 @@ def search(target, *, schedules: int, seed: int, swarm: int, engine, workers, cl
             break
         if deadline is not None and time.monotonic() > deadline:
             break
-    return found, variants, sigs, done, failures, reached
+    return found, variants, sigs, done, failures, reached, first

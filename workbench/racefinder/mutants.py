@@ -119,13 +119,15 @@ class FaultKthBusyFatal(_Mutant):
 
 class FaultKickAndRetryOnce(_Mutant):
     name = "mutant-fault-kick-and-retry-once"
-    mistake = ("the install path copies the zap path's tdh_do_no_vcpus: kick, retry once, "
-               "TDX_BUG_ON if still BUSY; but faults run under the shared mmu_lock, so "
-               "another vCPU's fault can still hold the SPTE or the entry")
+    mistake = ("the install path copies the zap path's tdh_do_no_vcpus for a BUSY AUG or "
+               "SEPT.ADD: kick, retry once, TDX_BUG_ON if still BUSY; but a fault may not "
+               "be the only host task on the tree (faults run under the shared mmu_lock)")
     origin = "race-finder mutant: " + mistake
     sites = (Site.FAULT,)
 
     def on_busy(self, ctx, rng):
+        if not ctx.status:           # a frozen SPTE or a stale fault: the merged local retry
+            return ResumeGuest() if ctx.events_pending else Retry()
         return BugVm() if ctx.kicked else KickAndRetry()
 
 
@@ -243,8 +245,8 @@ def score(*, strategy: str = "guided", seconds: float = 60.0, seed: int = 0, eng
                     workers=workers, swarm=swarm, max_seconds=seconds, progress=False)
         found = v.failure is not None
         rows.append(Score(label, scenario, found,
-                          v.found_at + 1 if found and v.found_at is not None else v.schedules,
-                          time.monotonic() - t0 if not found else v.seconds, strategy,
+                          v.first_at[0] if found else v.schedules,
+                          v.first_at[1] if found else time.monotonic() - t0, strategy,
                           f"{v.failure[0]}: {v.failure[1]}" if found else "", expect))
     return rows
 

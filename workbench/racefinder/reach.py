@@ -53,11 +53,35 @@ def _takes(operand: int, busy_row, row) -> bool:
     return True
 
 
-def holders(calls) -> dict:
+def in_flight(td) -> list:
+    """Call rows ``(t0, inf, leaf, actor, gpa, 0)`` of the module calls still under way
+    when the run stopped (a run stops at the instant the TD fails, so the holder of the
+    lock the last BUSY met is often one): read off each vCPU process's suspended
+    generators, the innermost frame of a ``tdh_*`` or ``tdg_*`` call with its start ``t0``."""
+    rows = []
+    for v in td.vcpus:
+        proc = getattr(v.tdv, "proc", None)
+        g = getattr(proc, "_generator", None)
+        while g is not None:
+            code, frame = getattr(g, "gi_code", None), getattr(g, "gi_frame", None)
+            if code is not None and frame is not None and code.co_name[:4] in ("tdh_", "tdg_") \
+                    and "t0" in frame.f_locals:
+                loc = frame.f_locals
+                gpa = loc.get("gpa", -1)
+                rows.append((loc["t0"], float("inf"), code.co_name.upper().replace("_", "."),
+                             v.name, gpa if isinstance(gpa, int) else -1, 0))
+                break
+            g = getattr(g, "gi_yieldfrom", None)
+    return rows
+
+
+def holders(calls, under_way=()) -> dict:
     """For each BUSY call (its index in ``calls``): ``(holder actor, holder call, held
     for us)``, or no entry when no other call was under way (a lock held outside a call,
-    e.g. a module-internal holder)."""
-    order = sorted(range(len(calls)), key=lambda i: calls[i][0])
+    e.g. a module-internal holder). ``under_way``: rows of calls not finished
+    (:func:`in_flight`)."""
+    calls_all = list(calls) + list(under_way)
+    order = sorted(range(len(calls_all)), key=lambda i: calls_all[i][0])
     out = {}
     for i, row in enumerate(calls):
         st = row[5]
@@ -65,7 +89,7 @@ def holders(calls) -> dict:
             continue
         t0, operand = row[0], st & 0xFFFF_FFFF
         for j in order:
-            other = calls[j]
+            other = calls_all[j]
             if other[0] > t0:
                 break
             if other[1] > t0 and other[3] != row[3] and not status_class(other[5]) in BUSY_CLASSES \
@@ -80,7 +104,7 @@ def features(td, decisions) -> set:
     calls = td.rec.calls
     feats = {("state", *s) for s in states(decisions)}
     feats |= {("deep", site, attempt) for _, site, _, _, attempt, _ in decisions}
-    for i, (actor, leaf, _) in holders(calls).items():
+    for i, (actor, leaf, _) in holders(calls, in_flight(td)).items():
         feats.add(("held", calls[i][2], status_name(calls[i][5]), leaf))
     return feats
 

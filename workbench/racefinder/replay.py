@@ -26,10 +26,10 @@ def trace_rows(outcome) -> list[tuple]:
     names; ``held_by``: for a BUSY, who held that lock, in which call and for how long
     already, :func:`workbench.racefinder.reach.holders`), the policy's decision on each
     BUSY, and the stop."""
-    from .reach import holders
+    from .reach import holders, in_flight
     td = outcome.td
     decisions = list(outcome.decisions)
-    held = holders(td.rec.calls)
+    held = holders(td.rec.calls, in_flight(td))
     rows = []
     order = sorted(range(len(td.rec.calls)), key=lambda i: (td.rec.calls[i][1], td.rec.calls[i][0]))
     for k in order:
