@@ -132,3 +132,36 @@ def test_explore_mutants_and_coverage_on_the_command_line(capsys):
     assert "coverage: states (call x status x retry)" in out and "full-size" in out
     assert main(["explore"]) == 2
     assert "name a scenario" in capsys.readouterr().err
+
+
+def test_an_invariant_is_checked_as_the_run_goes_and_names_the_call_that_broke_it(monkeypatch):
+    """A planted model bug: the TD epoch lock grants every try, so a TRACK (exclusive)
+    and a VP.ENTER (shared) hold it together; the oracle names the module call after
+    which the invariant first failed, not only the end of the run."""
+    from workbench.core.tdx_errno import TDX_SUCCESS
+    from workbench.model.locks import Mode, SharexLock
+
+    def grant_all(self, owner, mode=Mode.EXCLUSIVE, side=None):
+        if mode is Mode.EXCLUSIVE:
+            self.exclusive_owner = owner
+        else:
+            self.shared_owners[owner] = self.shared_owners.get(owner, 0) + 1
+        return TDX_SUCCESS
+
+    def release_any(self, owner, mode=Mode.EXCLUSIVE):
+        if mode is Mode.EXCLUSIVE:
+            self.exclusive_owner = None
+        elif self.shared_owners.get(owner, 0) > 1:
+            self.shared_owners[owner] -= 1
+        else:
+            self.shared_owners.pop(owner, None)
+
+    monkeypatch.setattr(SharexLock, "try_acquire", grant_all)
+    monkeypatch.setattr(SharexLock, "release", release_any)
+    t = make_target("conversion-storm-small", "upstream", oracles=["invariants"])
+    broken = [o for o in (run_schedule(t, random_source(s)) for s in range(16)) if o.failure]
+    assert broken
+    why = broken[0].failure[1]
+    assert "exclusive" in why and "shared holders together" in why
+    step = int(why.split("broken after module call ")[1].split(",")[0])
+    assert 1 <= step < broken[0].steps

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from ..core.config import ConfigError, load_calibration
 from ..model.choices import TOP, Choices, stop_at_failure
 from ..model.td import Td
-from .oracles import check_oracles, judge
+from .oracles import check_oracles, judge, watch_invariants
 from ..core.tdx_errno import TDX_OPERAND_BUSY, TDX_OPERAND_BUSY_HOST_PRIORITY, status_class
 from ..policies import resolve_policy
 from ..core.scenarios import load_scenario
@@ -109,6 +109,8 @@ def run_schedule(target: Target, source, *, until: float | None = None,
         update={"horizon_us": h / target.cfg.size})
     td = Td(cfg, pset, target.cal, 0, 0, choices=choices)
     holder["env"] = td.env
+    if "invariants" in target.oracles:
+        watch_invariants(td)
     if hasattr(source, "bind"):
         source.bind(choices)
     stop_at_failure(td)
