@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..core.config import ConfigError
 from ..model.choices import Choices, stop_at_failure
@@ -42,6 +42,7 @@ from .schedule import (FAST, LAST, SLOW, Outcome, PctSource, make_target, prefix
 
 STRATEGIES = ("random", "pct", "bounded", "guided")
 BATCH = 8                          # schedules per engine job
+WINDOW = 32                        # engine jobs handed out at once
 KEEP_FAILURES = 8                  # failures looked at before the shortest is shrunk
 
 
@@ -89,6 +90,18 @@ class Verdict:
     reached: frozenset = frozenset()     # features reached (reach.py)
     first_at: tuple | None = None       # (schedules, seconds) when the first failure came
     variant: dict | None = None         # guided: the swarm overrides the failure ran with
+    reduced: list = field(default_factory=list)   # scenario reductions the shrink kept
+    target_sizes: tuple = ()             # (vCPUs, pages converted per MapGPA) as found
+    reduced_from: tuple | None = None    # (sizes as found, sizes after the shrink)
+
+    @property
+    def shrunk_length(self) -> int:
+        """Choices of the shrunk schedule up to its last one that is not the default (0):
+        past it the default schedule is all it needs."""
+        c = list(self.shrunk.choices)
+        while c and c[-1] == 0:
+            c.pop()
+        return len(c)
 
     @property
     def rate(self) -> float:
@@ -112,9 +125,14 @@ class Verdict:
             head += "; on the swarm variant " + ", ".join(
                 f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in self.variant.items())
-        return (f"COUNTEREXAMPLE ({self.failure[0]}): {self.failure[1]}\n{head}; "
+        text = (f"COUNTEREXAMPLE ({self.failure[0]}): {self.failure[1]}\n{head}; "
                 f"the shortest is schedule {self.found_at}, shrunk from {len(self.choices)} to "
-                f"{len(self.shrunk.choices)} choices in {self.shrink_runs} runs")
+                f"{self.shrunk_length} choices in {self.shrink_runs} runs")
+        if self.reduced_from:
+            (v0, p0), (v1, p1) = self.reduced_from
+            text += (f"; the TD shrunk from {v0} to {v1} vCPUs and {p0} to {p1} pages per "
+                     f"conversion ({'; '.join(self.reduced)})")
+        return text
 
 
 def explore(scenario, policy="upstream", *, schedules: int = 200, strategy: str = "random",
@@ -170,10 +188,19 @@ def explore(scenario, policy="upstream", *, schedules: int = 200, strategy: str 
                 first_at=None if first is None else (first[0], first[1] - t0))
     if found:
         v.found_at, v.failure, v.choices = found
+        v.target_sizes = _sizes(target.cfg)
         if shrink:
-            from .shrink import shrink_choices
-            v.shrunk, v.shrink_runs = shrink_choices(target, v.choices, v.failure[0],
-                                                     max_seconds=shrink_seconds)
+            from .shrink import shrink_choices, shrink_scenario
+            t_end = time.monotonic() + shrink_seconds
+            # the TD first (a few runs, at most half the time), then the choices
+            smaller, chs, v.reduced, runs = shrink_scenario(target, v.choices, v.failure[0],
+                                                      max_seconds=shrink_seconds / 2)
+            if v.reduced:
+                target = smaller
+                v.reduced_from = (v.target_sizes, _sizes(target.cfg))
+            v.shrunk, v.shrink_runs = shrink_choices(
+                target, chs, v.failure[0], max_seconds=max(0.0, t_end - time.monotonic()))
+            v.shrink_runs += runs
             v.failure = v.shrunk.failure
         else:
             v.shrunk = run_schedule(target, prefix_source(v.choices), keep=True)
@@ -189,32 +216,43 @@ def _search(target, strategy, depth, seed, schedules, engine, workers, client, p
     n = len(plan["deviations"]) if strategy == "bounded" else schedules
     found, seen, done, failures, first_at, reached = None, set(), 0, 0, None, set()
     first = None
-    jobs = [(target, strategy, seed, depth, plan, list(range(a, min(n, a + BATCH))))
-            for a in range(0, n, BATCH)]
     bar = _bar(n, f"{target.cfg.name} / {target.pset.name}", progress)
     from ..experiments.engines import imap_jobs
+    stop = False
     try:
-        for _, rows in imap_jobs(run_batch, jobs, engine, workers, client):
-            for i, failure, sig, chs, _, feats in rows:
-                done += 1
-                seen.add(sig)
-                reached |= feats
-                if failure:
-                    failures += 1
-                    if first_at is None:
-                        first_at, first = done, (done, time.monotonic())
-                    # the failure with the fewest choices: it fails earliest, shrinks best
-                    if found is None or (len(chs), i) < (len(found[2]), found[0]):
-                        found = (i, failure, chs)
-            bar.update(len(rows))
-            bar.set_postfix(per_s=f"{done / max(1e-9, time.monotonic() - t0):.1f}")
-            if found and (failures >= KEEP_FAILURES or done >= 2 * first_at + 2 * BATCH):
+        for w in range(0, n, WINDOW * BATCH):     # jobs made as needed, not all at once
+            if stop:
                 break
-            if deadline is not None and time.monotonic() > deadline:
-                break
+            jobs = [(target, strategy, seed, depth, plan, list(range(a, min(n, a + BATCH))))
+                    for a in range(w, min(n, w + WINDOW * BATCH), BATCH)]
+            for _, rows in imap_jobs(run_batch, jobs, engine, workers, client):
+                for i, failure, sig, chs, _, feats in rows:
+                    done += 1
+                    seen.add(sig)
+                    reached |= feats
+                    if failure:
+                        failures += 1
+                        if first_at is None:
+                            first_at, first = done, (done, time.monotonic())
+                        # the failure with the fewest choices: it fails earliest, shrinks best
+                        if found is None or (len(chs), i) < (len(found[2]), found[0]):
+                            found = (i, failure, chs)
+                bar.update(len(rows))
+                bar.set_postfix(per_s=f"{done / max(1e-9, time.monotonic() - t0):.1f}")
+                stop = bool(found and (failures >= KEEP_FAILURES
+                                       or done >= 2 * first_at + 2 * BATCH)) \
+                    or (deadline is not None and time.monotonic() > deadline)
+                if stop:
+                    break
     finally:
         bar.close()
     return found, seen, done, failures, reached, covered, first
+
+
+def _sizes(cfg) -> tuple:
+    """(vCPUs, 4 KB pages converted per conversion, summed over converters)."""
+    return (cfg.n_vcpus, sum(g.count * g.range_kb // 4 for g in cfg.vcpus
+                             if "converter" in g.role))
 
 
 def _plan(target, strategy, depth, budget) -> tuple[dict, int]:

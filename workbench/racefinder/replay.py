@@ -23,9 +23,9 @@ LOCK_OF_OPERAND = {"RCX": "S-EPT entry", "SEPT_TREE": "S-EPT tree", "TD_EPOCH": 
 def trace_rows(outcome) -> list[tuple]:
     """``(step, t_us, actor, call, gpa, lock, status, action, held_by)`` of a kept run, up
     to its end: every module call (at its SEAMRET/TDCALL return; ``lock``: the one a BUSY
-    names; ``held_by``: for a BUSY, who held that lock, in which call and for how long
-    already, :func:`workbench.racefinder.reach.holders`), the policy's decision on each
-    BUSY, and the stop."""
+    names; ``held_by``: for a BUSY, who held that lock, in which call, and how long that
+    call had been under way when the BUSY call began, :func:`workbench.racefinder.reach.holders`),
+    the policy's decision on each BUSY, and the stop."""
     from .reach import holders, in_flight
     td = outcome.td
     decisions = list(outcome.decisions)
