@@ -23,6 +23,22 @@ BUSY_CLASSES = (TDX_OPERAND_BUSY, TDX_OPERAND_BUSY_HOST_PRIORITY)
 EPOCH_USERS = ("TDH.VP.ENTER", "TDH.MEM.TRACK")
 
 
+class Traced:
+    """A policy that logs every decision (time, site, leaf, status, action) for the trace."""
+
+    def __init__(self, policy, log, env_of):
+        self._p, self._log, self._env = policy, log, env_of
+
+    def __getattr__(self, name):
+        return getattr(self._p, name)
+
+    def on_busy(self, ctx, rng):
+        action = self._p.on_busy(ctx, rng)
+        self._log.append((self._env().now, ctx.site.value, ctx.leaf, ctx.status,
+                          ctx.attempt, type(action).__name__))
+        return action
+
+
 def status_name(status: int) -> str:
     """``OPERAND_BUSY|RCX``; a fault's RET_PF_RETRY without a SEAMCALL (frozen SPTE, stale
     fault) has status 0."""
@@ -139,7 +155,6 @@ def full_size_states(scenario, policy, *, seeds=(0, 1, 2), horizon_us=None) -> s
     from ..core.scenarios import load_scenario
     from ..model.td import Td
     from ..policies import resolve_policy
-    from .schedule import _Traced
 
     cfg = load_scenario(scenario, {"horizon_us": horizon_us} if horizon_us else None)
     cal, _ = load_calibration(cfg.calibration, cfg.timings)
@@ -148,7 +163,7 @@ def full_size_states(scenario, policy, *, seeds=(0, 1, 2), horizon_us=None) -> s
         log: list = []
         holder: dict = {}
         pset = resolve_policy(policy)
-        pset = replace(pset, **{s: _Traced(getattr(pset, s), log, lambda: holder["env"])
+        pset = replace(pset, **{s: Traced(getattr(pset, s), log, lambda: holder["env"])
                                 for s in ("fault", "zap", "vp_enter", "accept")})
         td = Td(cfg, pset, cal, seed, 0)
         holder["env"] = td.env

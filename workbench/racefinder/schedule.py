@@ -15,6 +15,7 @@ from ..core.config import ConfigError, load_calibration
 from ..model.choices import TOP, Choices, stop_at_failure
 from ..model.td import Td
 from .oracles import check_oracles, judge, watch_invariants
+from .reach import Traced, features
 from ..core.tdx_errno import TDX_OPERAND_BUSY, TDX_OPERAND_BUSY_HOST_PRIORITY, status_class
 from ..policies import resolve_policy
 from ..core.scenarios import load_scenario
@@ -77,22 +78,6 @@ class Outcome:
     reached: frozenset = frozenset()   # with reach=True: its features (reach.py)
 
 
-class _Traced:
-    """A policy that logs every decision (time, site, leaf, status, action) for the trace."""
-
-    def __init__(self, policy, log, env_of):
-        self._p, self._log, self._env = policy, log, env_of
-
-    def __getattr__(self, name):
-        return getattr(self._p, name)
-
-    def on_busy(self, ctx, rng):
-        action = self._p.on_busy(ctx, rng)
-        self._log.append((self._env().now, ctx.site.value, ctx.leaf, ctx.status,
-                          ctx.attempt, type(action).__name__))
-        return action
-
-
 def run_schedule(target: Target, source, *, until: float | None = None,
                  keep: bool = False, reach: bool = False) -> Outcome:
     """Run ``target`` once with its choices from ``source(kind, index)``; the run stops at
@@ -102,7 +87,7 @@ def run_schedule(target: Target, source, *, until: float | None = None,
     log: list = []
     holder = {}
     pset = target.pset
-    pset = replace(pset, **{s: _Traced(getattr(pset, s), log, lambda: holder["env"])
+    pset = replace(pset, **{s: Traced(getattr(pset, s), log, lambda: holder["env"])
                             for s in ("fault", "zap", "vp_enter", "accept")})
     h = target.horizon_us if until is None else min(until, target.horizon_us)
     cfg = target.cfg if h == target.horizon_us else target.cfg.model_copy(
@@ -119,7 +104,6 @@ def run_schedule(target: Target, source, *, until: float | None = None,
     failure = judge(td, target.oracles, target.params, target.predicate)
     reached = frozenset()
     if reach:
-        from .reach import features
         reached = frozenset(features(td, log))
     return Outcome(failure, choices.made, _hash([(c[3], c[2], c[5]) for c in td.rec.calls
                                                  if status_class(c[5]) in _BUSY]),
