@@ -192,6 +192,11 @@ MUTANTS = (
        "zero-step-small"),
     _m("zap-3rd-busy-fatal", "zap", {"policy": "mutant-zap-kth-busy-fatal", "k": 3},
        "zero-step-small"),
+    # the same two mistakes where only TRACK against VP.ENTER on the TD epoch can repeat
+    _m("zap-2nd-busy-fatal/epoch", "zap", {"policy": "mutant-zap-kth-busy-fatal", "k": 2},
+       "conversion-storm-small"),
+    _m("zap-3rd-busy-fatal/epoch", "zap", {"policy": "mutant-zap-kth-busy-fatal", "k": 3},
+       "conversion-storm-small"),
     _m("zap-kick-on-sept-tree-only", "zap", "mutant-zap-kick-on-sept-tree-only",
        "malicious-accept-small"),
     _m("zap-kick-on-entry-only", "zap", "mutant-zap-kick-on-entry-only",
