@@ -165,3 +165,20 @@ def test_an_invariant_is_checked_as_the_run_goes_and_names_the_call_that_broke_i
     assert "exclusive" in why and "shared holders together" in why
     step = int(why.split("broken after module call ")[1].split(",")[0])
     assert 1 <= step < broken[0].steps
+
+
+def test_the_td_itself_is_shrunk_and_still_fails_the_same_way():
+    """Delta debugging over the scenario: fewer vCPUs or pages per conversion, each kept
+    only if the same choices still fail the same oracle."""
+    from workbench.racefinder.explore import _sizes
+    from workbench.racefinder.shrink import shrink_scenario
+    m = _mutant("zap-kick-on-entry-only")
+    t = make_target(m.scenario, m.policy, oracles=["vm_bugged"])
+    o = next(o for o in (run_schedule(t, random_source(s)) for s in range(40)) if o.failure)
+    small, chs, kept, runs = shrink_scenario(t, o.choices, "vm_bugged", max_seconds=1e6,
+                                             max_runs=12)
+    assert kept and runs <= 12
+    before, after = _sizes(t.cfg), _sizes(small.cfg)
+    assert after != before and all(a <= b for a, b in zip(after, before))
+    again = run_schedule(small, prefix_source(chs))
+    assert again.failure and again.failure[0] == "vm_bugged"

@@ -194,7 +194,7 @@ def coverage_report(features, small: str, policy, seeds=(0, 1, 2)) -> str:
            f"against {len(seeds)} ordinary runs of {full_name}",
            f"{'call':<22} {'status':<30} {'max retry small':>15} {'full-size':>9}"]
     for key in sorted(set(a) | set(b)):
-        out.append(f"{key[0]:<22} {key[1]:<30} {a.get(key, 0):>15} {b.get(key, 0):>9}")
+        out.append(f"{key[0]:<22} {key[1]:<30} {a.get(key, '-'):>15} {b.get(key, '-'):>9}")
     both = small_states & full
     out.append(f"states: {len(small_states)} small, {len(full)} full-size, {len(both)} in "
                f"both; {len(full - small_states)} full-size states not reached small")
