@@ -19,7 +19,10 @@ Strategies (how schedule ``i`` of a search is drawn):
 - ``bounded``: the default schedule (SimPy's order, median durations) and every schedule
   that departs from it at up to ``depth`` choice points (a tie run last, a duration at its
   2.5 % or 97.5 % quantile), fewest departures first: preemption bounding as in CHESS,
-  exhaustive when the budget covers the bound; the verdict says how much it covered.
+  exhaustive when the budget covers the bound; the verdict says how much it covered;
+- ``guided``: a search guided by contention (:mod:`workbench.racefinder.guided`): keeps
+  the schedules that reach a state not seen before (:mod:`workbench.racefinder.reach`) and
+  mutates them towards overlapping holds, over the scenario and swarm variants of it.
 
 Every strategy counts the distinct lock-acquisition interleavings it saw: the sequence of
 (caller, call, BUSY status with its lock) of a run, i.e. which call met which held lock in
