@@ -14,10 +14,12 @@ same held lock most often in one operation. The mutations lean towards overlappi
 - *havoc*: redraw a few consecutive choices anywhere.
 
 Past the mutated part a child keeps its parent's choices (the same future where it still
-fits) or, half of the time, draws the rest at random.
+fits) or, half of the time, draws the rest at random. One schedule in five is fresh, drawn
+uniformly or as PCT draws it (depth 3), half and half: PCT's priorities find the races
+of one process running ahead of the others, the corpus the repeated ones.
 
-Swarm testing (Groce et al., ISSTA 2012): the schedules are spread over the scenario as
-given and ``swarm`` variants of it whose knobs (vCPUs per role, spam gap, pages per
+Swarm testing (Groce et al., ISSTA 2012): half the schedules run on the scenario as
+given, the other half in turn on ``swarm`` variants of it whose knobs (vCPUs per role, spam gap, pages per
 conversion, think and interval times) are redrawn within the scenario's size, each variant
 with its own corpus. A counterexample's replay file holds the variant it ran on.
 
@@ -32,10 +34,11 @@ import time
 from dataclasses import dataclass, field, replace
 
 from ..core.config import ConfigError, with_overrides
-from .schedule import FAST, SLOW, run_schedule
+from .schedule import FAST, SLOW, PctSource, prefix_source, run_schedule
 
 BATCH = 8
 GENERATION = 16
+PCT_DEPTH = 3            # fresh schedules drawn as PCT draws them use this depth
 
 
 # ------------------------------------------------------------------ swarm variants
@@ -69,33 +72,39 @@ def swarm_sets(cfg, seed: int, n: int) -> list[dict]:
 
 # ------------------------------------------------------------------ one schedule, recorded
 class _Recorded:
-    """A prefix, then seeded random choices; records when (simulated time) and of which
-    kind each choice was made, for the mutations."""
+    """A prefix, then seeded random choices (or, for a fresh schedule with ``pct``, PCT's
+    choices); records when (simulated time) and of which kind each choice was made, for
+    the mutations."""
 
-    def __init__(self, prefix, fill_seed: int):
+    def __init__(self, prefix, fill_seed: int, pct=None):
         self.prefix, self.bits = prefix, random.Random(fill_seed).getrandbits
+        self.pct = PctSource(fill_seed, *pct) if pct else None
         self.times: list = []
         self.kinds: list = []
         self._choices = None
 
     def bind(self, choices) -> None:
         self._choices = choices
+        if self.pct is not None:
+            self.pct.bind(choices)
 
     def __call__(self, kind, i):
         env = self._choices.env if self._choices is not None else None
         self.times.append(env.now if env is not None else 0.0)
         self.kinds.append(kind)
-        return self.prefix[i] if i < len(self.prefix) else self.bits(16)
+        if i < len(self.prefix):
+            return self.prefix[i]
+        return self.pct(kind, i) if self.pct is not None else self.bits(16)
 
 
 def run_children(args) -> list:
-    """Engine job: ``(target, items)``, items ``(index, prefix, fill_seed)``. Per child:
+    """Engine job: ``(target, items)``, items ``(index, prefix, fill_seed, pct)``. Per child:
     (index, failure, signature, choices, stopped_at, features, times, kinds, busy, holds)."""
     from .reach import holders, in_flight
     target, items = args
     out = []
-    for i, prefix, fill_seed in items:
-        src = _Recorded(prefix, fill_seed)
+    for i, prefix, fill_seed, pct in items:
+        src = _Recorded(prefix, fill_seed, pct)
         o = run_schedule(target, src, keep=True, reach=True)
         calls = o.td.rec.calls
         busy = [(t, attempt) for t, _, _, _, attempt, _ in o.decisions]
@@ -128,6 +137,7 @@ class Variant:
     sets: dict
     corpus: list = field(default_factory=list)
     seen: set = field(default_factory=set)
+    k: int = 1                    # choices of the default schedule (PCT's change points)
 
 
 def _value(kind: str, r: random.Random, slower: bool | None = None) -> int:
@@ -178,20 +188,27 @@ def search(target, *, schedules: int, seed: int, swarm: int, engine, workers, cl
     from ..experiments.engines import imap_jobs
     variants = [Variant(replace(target, cfg=with_overrides(target.cfg, s)) if s else target,
                         s) for s in swarm_sets(target.cfg, seed, swarm)]
+    for var in variants:         # PCT's k: the default schedule's length on each variant
+        var.k = len(run_schedule(var.target, prefix_source(())).choices)
     r = random.Random(f"guided/{seed}")
     found, sigs, done, failures, first_at, reached = None, set(), 0, 0, None, set()
     first = None
     while done < schedules:
         jobs, plan = [], []
         for a in range(done, min(schedules, done + GENERATION), BATCH):
-            v = (a // BATCH) % len(variants)
+            # half the jobs on the scenario as given, the other half over the variants
+            job = a // BATCH
+            v = 0 if job % 2 == 0 or len(variants) == 1 else \
+                1 + (job // 2) % (len(variants) - 1)
             var = variants[v]
             items = []
             for i in range(a, min(schedules, a + BATCH)):
                 parent = (r.choices(var.corpus, weights=[e.weight for e in var.corpus])[0]
-                          if var.corpus and r.random() < 0.9 else None)
+                          if var.corpus and r.random() < 0.8 else None)
                 prefix = mutate(parent, r) if parent else []
-                items.append((i, prefix, r.getrandbits(32)))
+                # a fresh schedule: uniform choices or PCT's (depth 3), half and half
+                pct = None if parent or r.random() < 0.5 else (PCT_DEPTH, var.k)
+                items.append((i, prefix, r.getrandbits(32), pct))
             jobs.append((var.target, items))
             plan.append(v)
         results = dict(imap_jobs(run_children, jobs, engine, workers, client))
