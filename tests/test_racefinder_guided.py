@@ -114,12 +114,15 @@ def test_a_busy_in_the_trace_names_the_holder_and_how_long_it_held_the_lock():
 
 
 def test_the_shrunk_patch_09_21_counterexample_is_at_most_half_its_found_length():
-    """Deterministic: a run budget, no wall clock (the shrink stops at 200 runs)."""
+    """The failing schedule explore picks (the shortest of its failures), shrunk within a
+    run budget of 150, no wall clock: at most half as many choices."""
     t = make_target("malicious-accept-small", "patch-09-21", oracles=["vm_bugged"])
-    o = next(o for o in (run_schedule(t, random_source(s)) for s in range(40)) if o.failure)
-    s, runs = shrink_choices(t, o.choices, "vm_bugged", max_seconds=1e6, max_runs=200)
-    assert s.failure[0] == "vm_bugged" and runs <= 201
-    assert 2 * len(s.choices) <= len(o.choices), (len(o.choices), len(s.choices))
+    v = explore(t.cfg, "patch-09-21", schedules=64, oracles=["vm_bugged"], shrink=False,
+                progress=False, engine="serial")
+    assert v.failure and v.failure[0] == "vm_bugged"
+    s, runs = shrink_choices(t, v.choices, "vm_bugged", max_seconds=1e6, max_runs=150)
+    assert s.failure[0] == "vm_bugged" and runs <= 151
+    assert 2 * len(s.choices) <= len(v.choices), (len(v.choices), len(s.choices))
     again = run_schedule(t, prefix_source(s.choices))
     assert again.failure == s.failure
 
