@@ -9,9 +9,9 @@ so the guided search also tells apart a BLOCK that met an ACCEPT from one that m
 VP.ENTER under zero-step.
 
 The holder of a lock a BUSY met is read off the run's calls: the call of another actor
-under way at that instant that takes the same lock (the same 4 KB entry for RCX, the S-EPT
-tree, the TD epoch), the one that began first; how long it had held it is the time from its
-start to the BUSY call's start.
+under way during the BUSY call that takes the same lock (the same 4 KB entry for RCX, the
+S-EPT tree, the TD epoch), the one that began first; how long it had held it is bounded by
+the time from its start to the BUSY call's return, which the trace prints.
 """
 from __future__ import annotations
 
@@ -92,8 +92,10 @@ def in_flight(td) -> list:
 
 
 def holders(calls, under_way=()) -> dict:
-    """For each BUSY call (its index in ``calls``): ``(holder actor, holder call, held
-    for us)``, or no entry when no other call was under way (a lock held outside a call,
+    """For each BUSY call (its index in ``calls``): ``(holder actor, holder call, us)``:
+    the call of another actor under way during the BUSY call that takes the same lock (the
+    earliest begun), and how long it had been under way when the BUSY call returned; no
+    entry when no other call was under way (a lock held outside a call,
     e.g. a module-internal holder). ``under_way``: rows of calls not finished
     (:func:`in_flight`)."""
     calls_all = list(calls) + list(under_way)
@@ -103,14 +105,14 @@ def holders(calls, under_way=()) -> dict:
         st = row[5]
         if status_class(st) not in BUSY_CLASSES:
             continue
-        t0, operand = row[0], st & 0xFFFF_FFFF
+        t0, t1, operand = row[0], row[1], st & 0xFFFF_FFFF
         for j in order:
             other = calls_all[j]
-            if other[0] > t0:
+            if other[0] >= t1:
                 break
-            if other[1] > t0 and other[3] != row[3] and not status_class(other[5]) in BUSY_CLASSES \
+            if other[1] > t0 and other[3] != row[3] and status_class(other[5]) not in BUSY_CLASSES \
                     and _takes(operand, row, other):
-                out[i] = (other[3], other[2], t0 - other[0])
+                out[i] = (other[3], other[2], t1 - other[0])
                 break
     return out
 

@@ -24,7 +24,7 @@ def trace_rows(outcome) -> list[tuple]:
     """``(step, t_us, actor, call, gpa, lock, status, action, held_by)`` of a kept run, up
     to its end: every module call (at its SEAMRET/TDCALL return; ``lock``: the one a BUSY
     names; ``held_by``: for a BUSY, who held that lock, in which call, and how long that
-    call had been under way when the BUSY call began, :func:`workbench.racefinder.reach.holders`),
+    call had been under way when the BUSY call returned, :func:`workbench.racefinder.reach.holders`),
     the policy's decision on each BUSY, and the stop."""
     from .reach import holders, in_flight
     td = outcome.td
@@ -44,7 +44,7 @@ def trace_rows(outcome) -> list[tuple]:
         h = held.get(k)
         rows.append([t1, caller, leaf, gpa, LOCK_OF_OPERAND.get(operand, operand),
                      name.removeprefix("TDX_"), action,
-                     f"{h[0]} {h[1]} for {h[2]:.3f} us" if h else ""])
+                     f"{h[0]} {h[1]}, under way {h[2]:.3f} us" if h else ""])
     for t, site, leaf, st, attempt, act in decisions:
         rows.append([t, site, f"(policy on {leaf})", None, "", decode(st)[0], act, ""])
     for t, what, actor, detail in td.rec.events:
