@@ -135,7 +135,9 @@ def test_a_replay_file_that_no_longer_reproduces_is_an_error(tmp_path, capsys):
 
 
 def test_a_search_on_a_process_pool_sees_what_a_serial_one_sees():
-    kw = dict(schedules=8, progress=False, sets={"horizon_us": 300}, seed=3)
+    # no shrinking: it is bounded by the wall clock, the search is not (since the lock
+    # model of issue 23, a 300 us horizon's 150 us livelock bound fails some schedules)
+    kw = dict(schedules=8, progress=False, sets={"horizon_us": 300}, seed=3, shrink=False)
     a = explore("malicious-accept-small", "upstream", engine="serial", **kw)
     b = explore("malicious-accept-small", "upstream", engine="processes", workers=2, **kw)
     assert (a.failure, a.schedules, a.interleavings) == (b.failure, b.schedules, b.interleavings)
@@ -155,10 +157,13 @@ def test_shrinking_is_a_function_of_the_schedule_and_the_run_budget(monkeypatch)
     (a busy machine) stops it between runs, never raises, and keeps a failing schedule."""
     from workbench.racefinder import shrink
     t = make_target("malicious-accept-small", "patch-09-21", oracles=["vm_bugged"])
-    o = next(o for o in (run_schedule(t, random_source(s)) for s in range(40)) if o.failure)
-    a, runs_a = shrink.shrink_choices(t, o.choices, "vm_bugged", max_seconds=1e6, max_runs=60)
-    b, runs_b = shrink.shrink_choices(t, o.choices, "vm_bugged", max_seconds=1e6, max_runs=60)
-    assert (a.choices, runs_a) == (b.choices, runs_b) and runs_a <= 61
+    # the shortest of the failures (as explore picks): since the lock model of issue 23
+    # the first one fails only late, and 60 runs do not shorten it
+    o = min((o for o in (run_schedule(t, random_source(s)) for s in range(40)) if o.failure),
+            key=lambda o: len(o.choices))
+    a, runs_a = shrink.shrink_choices(t, o.choices, "vm_bugged", max_seconds=1e6, max_runs=120)
+    b, runs_b = shrink.shrink_choices(t, o.choices, "vm_bugged", max_seconds=1e6, max_runs=120)
+    assert (a.choices, runs_a) == (b.choices, runs_b) and runs_a <= 121
     assert a.failure[0] == "vm_bugged" and len(a.choices) < len(o.choices)
     clock = iter(range(0, 10**6, 7))        # every look at the clock is 7 s later
     monkeypatch.setattr(shrink.time, "monotonic", lambda: next(clock))

@@ -181,10 +181,23 @@ def _add_explore(sub) -> None:
     """``explore`` and ``replay``: the race finder (workbench.racefinder)."""
     e = sub.add_parser("explore", help="search the schedules of a small scenario for one "
                                        "that breaks a policy; print the shrunk counterexample")
-    e.add_argument("scenario", help="a scenario, best a small one (malicious-accept-small)")
+    e.add_argument("scenario", nargs="?",
+                   help="a scenario, best a small one (malicious-accept-small); none with "
+                        "--mutants")
     e.add_argument("--policy", default="upstream")
     e.add_argument("--schedules", type=int, default=400)
-    e.add_argument("--strategy", choices=("random", "pct", "bounded"), default="random")
+    e.add_argument("--strategy", choices=("random", "pct", "bounded", "guided"),
+                   default="random")
+    e.add_argument("--swarm", type=int, default=3,
+                   help="guided: variants of the scenario's knobs searched besides it")
+    e.add_argument("--max-seconds", type=float, default=None,
+                   help="end the search after this many seconds (between batches)")
+    e.add_argument("--coverage", action="store_true",
+                   help="also print the states reached (call x status x retry) against "
+                        "those of ordinary runs of the full-size scenario")
+    e.add_argument("--mutants", action="store_true",
+                   help="score the race finder: search each planted-bug policy's scenario "
+                        "(--max-seconds each, default 60) and upstream on every small one")
     e.add_argument("--depth", type=int, default=3,
                    help="pct: priority-change points + 1; bounded: departures from the "
                         "default schedule")

@@ -76,11 +76,41 @@ def starvation(td, p):
 
 
 def invariants(td, p):
-    """The model's invariants at the end of the run: no two exclusive holders, no shared
-    and exclusive holder together, the S-EPT tree not held by a vCPU in the TD, epoch
-    refcounts equal to the vCPUs inside (tests/test_lock_invariants.py checks every step)."""
+    """The model's invariants: no two exclusive holders, no shared and exclusive holder
+    together, the S-EPT tree not held by a vCPU in the TD, epoch refcounts equal to the
+    vCPUs inside. Checked after every module call as the run goes (:func:`watch_invariants`)
+    and at its end; the first break is reported with the call after which it held no more
+    (tests/test_lock_invariants.py checks every SimPy step of the module alone)."""
+    broke = getattr(td, "invariant_broke", None)
+    if broke:
+        step, t, why = broke
+        return f"{why} (broken after module call {step}, t={t:.3f} us)"
+    return _invariants_now(td)
+
+
+def watch_invariants(td) -> None:
+    """Check the invariants after each module call the run records; keep the first break
+    in ``td.invariant_broke`` as (call number, time, reason)."""
+    rec, record = td.rec, td.rec.call
+
+    def call(t_start, t_end, leaf, caller, gpa, status):
+        record(t_start, t_end, leaf, caller, gpa, status)
+        if getattr(td, "invariant_broke", None) is None:
+            why = _invariants_now(td, entries=False)
+            if why:
+                td.invariant_broke = (len(rec.calls), t_end, why)
+    rec.call = call
+
+
+def _invariants_now(td, entries: bool = True):
+    """The first invariant that does not hold now, or None. ``entries=False`` leaves out
+    the S-EPT entry locks (exclusive only: they cannot have shared holders), the check
+    made after every call."""
     m = td.module
-    for lock in m.locks():
+    locks = m.locks() if entries else (m.tdr, m.tree_lock, m.epoch_lock,
+                                       *(v.tdvpr for v in m.vcpus.values()),
+                                       *m.pamt_locks.values())
+    for lock in locks:
         if isinstance(lock, SharexLock) and lock.exclusive_owner is not None \
                 and lock.shared_owners:
             return f"{lock.name}: exclusive {lock.exclusive_owner} and shared holders together"

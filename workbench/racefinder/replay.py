@@ -23,13 +23,19 @@ LOCK_OF_OPERAND = {"RCX": "S-EPT entry", "SEPT_TREE": "S-EPT tree", "TD_EPOCH": 
 
 
 def trace_rows(outcome) -> list[tuple]:
-    """``(step, t_us, actor, call, gpa, lock, status, action)`` of a kept run, up to its end:
-    every module call (at its SEAMRET/TDCALL return; ``lock``: the one a BUSY names), the
-    policy's decision on each BUSY, and the stop."""
+    """``(step, t_us, actor, call, gpa, lock, status, action, held_by)`` of a kept run, up
+    to its end: every module call (at its SEAMRET/TDCALL return; ``lock``: the one a BUSY
+    names; ``held_by``: for a BUSY, who held that lock, in which call, and how long that
+    call had been under way when the BUSY call returned, :func:`workbench.racefinder.reach.holders`),
+    the policy's decision on each BUSY, and the stop."""
+    from .reach import holders, in_flight
     td = outcome.td
     decisions = list(outcome.decisions)
+    held = holders(td.rec.calls, in_flight(td))
     rows = []
-    for t0, t1, leaf, caller, gpa, st in sorted(td.rec.calls, key=lambda c: (c[1], c[0])):
+    order = sorted(range(len(td.rec.calls)), key=lambda i: (td.rec.calls[i][1], td.rec.calls[i][0]))
+    for k in order:
+        t0, t1, leaf, caller, gpa, st = td.rec.calls[k]
         name, operand = decode(st)
         action = ""
         for j, (t, site, dleaf, dst, attempt, act) in enumerate(decisions):
@@ -37,12 +43,14 @@ def trace_rows(outcome) -> list[tuple]:
                 action = f"{site}: {act}"
                 del decisions[j]
                 break
+        h = held.get(k)
         rows.append([t1, caller, leaf, gpa, LOCK_OF_OPERAND.get(operand, operand),
-                     name.removeprefix("TDX_"), action])
+                     name.removeprefix("TDX_"), action,
+                     f"{h[0]} {h[1]}, under way {h[2]:.3f} us" if h else ""])
     for t, site, leaf, st, attempt, act in decisions:
-        rows.append([t, site, f"(policy on {leaf})", None, "", decode(st)[0], act])
+        rows.append([t, site, f"(policy on {leaf})", None, "", decode(st)[0], act, ""])
     for t, what, actor, detail in td.rec.events:
-        rows.append([t, actor, what.upper(), None, "", "", detail])
+        rows.append([t, actor, what.upper(), None, "", "", detail, ""])
     rows.sort(key=lambda r: r[0])
     return [(i + 1, *r) for i, r in enumerate(rows)]
 
@@ -54,10 +62,11 @@ def trace_table(outcome):
     starts = {}
     for t0, t1, leaf, caller, gpa, st in outcome.td.rec.calls:
         starts.setdefault((t1, caller, leaf), t0)
-    rows = [(step, starts.get((t, actor, call), t), t, actor, call, gpa, lock, status, action)
-            for step, t, actor, call, gpa, lock, status, action in trace_rows(outcome)]
+    rows = [(step, starts.get((t, actor, call), t), t, actor, call, gpa, lock, status, action,
+             held)
+            for step, t, actor, call, gpa, lock, status, action, held in trace_rows(outcome)]
     return pd.DataFrame(rows, columns=["step", "t_start_us", "t_end_us", "actor", "call",
-                                       "gpa", "lock", "status", "action"])
+                                       "gpa", "lock", "status", "action", "held_by"])
 
 
 def _same_leaf(decided: str, called: str) -> bool:
@@ -72,10 +81,10 @@ def format_trace(outcome, max_steps: int = 60) -> str:
         out.append(f"     ... {len(rows) - max_steps} earlier steps (the whole trace: "
                    "workbench replay FILE --steps 0)")
         rows = rows[-max_steps:]
-    for step, t, actor, call, gpa, lock, status, action in rows:
+    for step, t, actor, call, gpa, lock, status, action, held in rows:
         g = f"{gpa:#x}" if gpa is not None and gpa >= 0 else ""
         out.append(f"{step:>4} {t:>10.3f}  {actor:<10} {call:<24} {g:>9}  {lock:<11} "
-                   f"{status:<22} {action}")
+                   f"{status:<22} {action}" + (f"  [held by {held}]" if held else ""))
     return "\n".join(out)
 
 

@@ -15,7 +15,8 @@ from ..core.config import ConfigError, load_calibration
 from ..core.limits import MAX_EXPLORE_HORIZON_US, check_config
 from ..model.choices import TOP, Choices, stop_at_failure
 from ..model.td import Td
-from .oracles import check_oracles, judge
+from .oracles import check_oracles, judge, watch_invariants
+from .reach import Traced, features
 from ..core.tdx_errno import TDX_OPERAND_BUSY, TDX_OPERAND_BUSY_HOST_PRIORITY, status_class
 from ..policies import resolve_policy
 from ..policies.registry import user_policy_error
@@ -81,39 +82,27 @@ class Outcome:
     td: object = None
     decisions: list = field(default_factory=list)
     calls_hash: str = ""
-
-
-class _Traced:
-    """A policy that logs every decision (time, site, leaf, status, action) for the trace."""
-
-    def __init__(self, policy, log, env_of):
-        self._p, self._log, self._env = policy, log, env_of
-
-    def __getattr__(self, name):
-        return getattr(self._p, name)
-
-    def on_busy(self, ctx, rng):
-        action = self._p.on_busy(ctx, rng)
-        self._log.append((self._env().now, ctx.site.value, ctx.leaf, ctx.status,
-                          ctx.attempt, type(action).__name__))
-        return action
+    reached: frozenset = frozenset()   # with reach=True: its features (reach.py)
 
 
 def run_schedule(target: Target, source, *, until: float | None = None,
-                 keep: bool = False) -> Outcome:
+                 keep: bool = False, reach: bool = False) -> Outcome:
     """Run ``target`` once with its choices from ``source(kind, index)``; the run stops at
-    the instant the TD stops (a failure needs no more schedule)."""
+    the instant the TD stops (a failure needs no more schedule). ``reach``: also say what
+    it reached (:func:`workbench.racefinder.reach.features`)."""
     choices = Choices(source)
     log: list = []
     holder = {}
     pset = target.pset
-    pset = replace(pset, **{s: _Traced(getattr(pset, s), log, lambda: holder["env"])
+    pset = replace(pset, **{s: Traced(getattr(pset, s), log, lambda: holder["env"])
                             for s in ("fault", "zap", "vp_enter", "accept")})
     h = target.horizon_us if until is None else min(until, target.horizon_us)
     cfg = target.cfg if h == target.horizon_us else target.cfg.model_copy(
         update={"horizon_us": h / target.cfg.size})
     td = Td(cfg, pset, target.cal, 0, 0, choices=choices)
     holder["env"] = td.env
+    if "invariants" in target.oracles:
+        watch_invariants(td)
     if hasattr(source, "bind"):
         source.bind(choices)
     stop_at_failure(td)
@@ -126,10 +115,13 @@ def run_schedule(target: Target, source, *, until: float | None = None,
         raise theirs from None
     choices.halted = True
     failure = judge(td, target.oracles, target.params, target.predicate)
+    reached = frozenset()
+    if reach:
+        reached = frozenset(features(td, log))
     return Outcome(failure, choices.made, _hash([(c[3], c[2], c[5]) for c in td.rec.calls
                                                  if status_class(c[5]) in _BUSY]),
                    td.stopped_at or td.env.now, len(td.rec.calls), td if keep else None, log,
-                   _hash(td.rec.calls))
+                   _hash(td.rec.calls), reached)
 
 
 _BUSY = (TDX_OPERAND_BUSY, TDX_OPERAND_BUSY_HOST_PRIORITY)

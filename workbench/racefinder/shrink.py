@@ -118,3 +118,59 @@ def _lower_values(best: list, fails, budget: _Budget) -> list:
                 best = _trim(cand)
                 break
     return best
+
+
+def _reductions(cfg) -> list[dict]:
+    """One-step reductions of a scenario, smallest first: one vCPU fewer in a role, half
+    the pages of a conversion, one spammer fewer per page."""
+    out = []
+    for g, grp in enumerate(cfg.vcpus):
+        if grp.count > 1:
+            out.append({f"vcpus.{g}.count": grp.count - 1})
+        if "converter" in grp.role and grp.range_kb > 4:
+            out.append({f"vcpus.{g}.range_kb": max(4, grp.range_kb // 8 * 4)})
+        if grp.per_page > 1:
+            out.append({f"vcpus.{g}.per_page": grp.per_page - 1})
+    return out
+
+
+def shrink_scenario(target, choices, oracle: str, max_seconds: float = 10.0,
+                    max_runs: int = 40):
+    """Delta debugging over the scenario itself: each reduction of :func:`_reductions`
+    is kept when the schedule still fails the same oracle on the smaller TD (the same
+    choices, which now fall elsewhere). ``(target, choices, kept, runs)``: the smallest
+    target, the choices its failing run made, the reductions kept as ``key: old -> new``
+    and the runs it took."""
+    from dataclasses import replace
+
+    from ..core.config import ConfigError, with_overrides
+    from .schedule import prefix_source, run_schedule
+
+    budget = _Budget(max_runs, max_seconds)
+    kept: list = []
+    changed = True
+    while changed and not budget.spent():
+        changed = False
+        for sets in _reductions(target.cfg):
+            if budget.spent():
+                break
+            try:
+                smaller = replace(target, cfg=with_overrides(target.cfg, sets))
+            except ConfigError:
+                continue
+            budget.runs += 1
+            o = run_schedule(smaller, prefix_source(choices))
+            if o.failure and o.failure[0] == oracle:
+                (key, new), = sets.items()
+                old = _get(target.cfg, key)
+                kept.append(f"{key}: {old} -> {new}")
+                target, choices, changed = smaller, _trim(o.choices), True
+                break
+    return target, choices, kept, budget.runs
+
+
+def _get(cfg, key: str):
+    node = cfg.model_dump()
+    for part in key.split("."):
+        node = node[int(part)] if isinstance(node, (list, tuple)) else node[part]
+    return node
