@@ -145,3 +145,67 @@ def test_identical_columns_are_named_with_why_in_one_line():
     assert ("identical numbers, run for run: upstream · HP on = upstream · HP off"
             in panel.status.value)
     assert "HOST_PRIORITY has nothing to act on" in panel.status.value
+
+
+def test_after_cancel_save_export_and_review_say_they_keep_the_previous_result(
+        tmp_path, monkeypatch):
+    panel = widgets.ComparePanel(columns=("upstream", "patch-09-21"), store=tmp_path / "st",
+                                 figures_dir=tmp_path / "figs", **{**SMALL, "reps": 1})
+    panel.run()
+    panel.wait()
+    assert panel.latest
+    panel.save("first")
+    assert "previous complete Run" not in panel.status.value
+    shown = panel.result
+    gate = threading.Event()
+    real = widgets.run
+    monkeypatch.setattr(widgets, "run", lambda *a, **k: (gate.wait(10), real(*a, **k))[1])
+    panel.seed.value = 4
+    panel.run()
+    panel.cancel()
+    gate.set()
+    panel.wait()
+    assert panel.result is shown and not panel.latest
+    panel.save("after-cancel")
+    assert "the previous complete Run, fault-storm seed 3" in panel.status.value
+    m = workbench.results("after-cancel", store=tmp_path / "st", table="summary")
+    assert set(m["seed"]) == {3}
+    panel.export(formats=())
+    assert "wrote" in panel.status.value and "previous complete Run" in panel.status.value
+    review = panel.review()
+    assert review.exists() and "previous complete Run" in panel.status.value
+
+
+def test_a_panel_save_lists_its_seed_and_runs(tmp_path, capsys):
+    from workbench.cli import main
+    panel = widgets.ComparePanel(columns=("upstream", "zero-tolerance"), store=tmp_path / "st",
+                                 **{**SMALL, "reps": 2})
+    panel.run()
+    panel.wait()
+    panel.save("panel-listed")
+    row = workbench.results(store=tmp_path / "st").set_index("experiment").loc["panel-listed"]
+    assert (row["policies"], row["reps"], row["runs"]) == (2, 2, 4)
+    assert main(["results", "panel-listed", "--store", str(tmp_path / "st")]) == 0
+    out = capsys.readouterr().out
+    assert "(seed 3, common random numbers)" in out and "4 runs: 4 computed" in out
+
+
+def test_the_status_line_says_which_policy_bugged_the_vm():
+    panel = widgets.ComparePanel(columns=("upstream", "patch-09-21"), reps=1,
+                                 knobs={"vcpus.1.per_page": 4})
+    panel.run()
+    panel.wait()
+    bugged = int(panel.result.summary.set_index("policy").loc["patch-09-21 · HP on",
+                                                               "vm_bugged"])
+    assert bugged, "patch 09/21 bugs the VM in the default scenario (docs/findings.md)"
+    assert "patch-09-21 · HP on: VM bugged in 1 of 1 runs" in panel.status.value
+    assert "latency not compared" in panel.status.value
+
+
+def test_the_presentation_runs_on_opening_with_the_controls_folded():
+    panel = widgets.ComparePanel(columns=("upstream",), present=True, **{**SMALL, "reps": 1})
+    panel.wait()
+    assert panel.result is not None and panel.latest
+    assert panel.controls.selected_index is None
+    kids = list(panel.children)
+    assert kids.index(panel.status) < kids.index(panel.output) < kids.index(panel.controls)

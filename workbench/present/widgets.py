@@ -36,7 +36,7 @@ WHY_IDENTICAL = ("the switches that separate them never came into play in this s
 STYLE = """<style>
 .wb-stale {opacity: 0.35; filter: grayscale(1);}
 .wb-column {border: 1px solid #ddd; padding: 4px; margin: 2px;}
-.wb-status {line-height: 1.35;}
+.wb-status, .wb-status .widget-html-content {line-height: 1.35;}
 .wb-verdicts {margin: 2px 0 4px; padding-left: 20px;} .wb-verdicts li {margin: 0;}
 </style>"""
 

@@ -71,7 +71,7 @@ def dashboard(c, op: str | None = None) -> go.Figure:
     none = ("<br>" + _wrap("0 for every policy (not drawn): "
                            + ", ".join(title(x) for x in zero), 130, all_lines=True)
             if zero else "")
-    head_px = 160 + 16 * none.count("<br>")
+    head_px = 145 + 16 * none.count("<br>")
     plot_px = TOP_PX + (rows - 1) * ROW_PX + (rows - 1) * GAP_PX
     fig = make_subplots(rows=rows, cols=GRID_COLS, specs=specs, subplot_titles=tops + bottoms,
                         row_heights=[TOP_PX] + [ROW_PX] * (rows - 1),
@@ -119,7 +119,7 @@ def dashboard(c, op: str | None = None) -> go.Figure:
     # the title and subtitle grow downwards from the top, the policy legend sits under
     # them, never over the panel titles
     return fig.update_layout(title_yref="container", title_y=1.0, title_yanchor="top",
-                             title_pad_t=24, legend_y=1.0 - (82 + 16 * none.count("<br>")) /
+                             title_pad_t=24, legend_y=1.0 - (78 + 16 * none.count("<br>")) /
                              fig.layout.height)
 
 
