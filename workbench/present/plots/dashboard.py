@@ -35,8 +35,9 @@ def _wrap(text: str, width: int = 22, all_lines: bool = False) -> str:
 # to 1,920 px wide) and three panels per row whatever the number of outcomes, so nothing
 # is cut at any width; the height follows the number of rows
 GRID_COLS = 3
-TOP_PX, ROW_PX, GAP_PX, LEGEND_PX = 300, 190, 115, 110
+TOP_PX, ROW_PX, GAP_PX, LEGEND_PX = 300, 190, 115, 190
 EXPORT_WIDTH = 1280
+TITLE_CHARS, SUB_CHARS = 26, 80   # panel titles and subtitle lines wrap here (560 px wide)
 
 
 def dashboard(c, op: str | None = None) -> go.Figure:
@@ -46,8 +47,9 @@ def dashboard(c, op: str | None = None) -> go.Figure:
     index with its interval. Then where the vCPUs' time goes and one panel per outcome
     that is non-zero for some policy, three a row. Policy axes share one order; a legend
     click hides a policy's line everywhere it is grouped. The width is the container's
-    (``EXPORT_WIDTH`` when written to an image); the policy legend sits above the panels,
-    the vCPU states' legend below them."""
+    (``EXPORT_WIDTH`` when written to an image; titles wrap so that 560 px hold them); one
+    legend under the panels, the policies first, then the vCPU states: plotly makes room
+    for it however many rows it takes at the width drawn."""
     from plotly.subplots import make_subplots
     names = policies(c.summary)
     if not 1 <= len(names) <= MAX_POLICIES:
@@ -66,14 +68,18 @@ def dashboard(c, op: str | None = None) -> go.Figure:
     tops = [f"{op_name(op)} tail: share of successes slower than x",
             "useful work per vCPU" if has_v else "useful work: per-vCPU data not in this comparison",
             "Jain's index of useful work (95 % interval)"]
-    bottoms = [_wrap(t, 40) for t in (["where vCPU time goes"] if has_v else [])
-               + [title(x) for x in cols]]
-    none = ("<br>" + _wrap("0 for every policy (not drawn): "
-                           + ", ".join(title(x) for x in zero), 130, all_lines=True)
-            if zero else "")
-    head_px = 145 + 16 * none.count("<br>")
+    bottoms = (["where vCPU time goes"] if has_v else []) + [title(x) for x in cols]
+    subtitle = _wrap(f"{len(names)} policy sets, "
+                     f"{int(table['reps'].max()) if 'reps' in table.columns else 1} "
+                     "replication(s) each on the same seeds; failures are named in the "
+                     "legend, never drawn as fast", SUB_CHARS, all_lines=True)
+    if zero:
+        subtitle += "<br>" + _wrap("0 for every policy (not drawn): "
+                                   + ", ".join(title(x) for x in zero), SUB_CHARS, all_lines=True)
+    head_px = 100 + 17 * subtitle.count("<br>")
     plot_px = TOP_PX + (rows - 1) * ROW_PX + (rows - 1) * GAP_PX
-    fig = make_subplots(rows=rows, cols=GRID_COLS, specs=specs, subplot_titles=tops + bottoms,
+    fig = make_subplots(rows=rows, cols=GRID_COLS, specs=specs,
+                        subplot_titles=[_wrap(t, TITLE_CHARS, True) for t in tops + bottoms],
                         row_heights=[TOP_PX] + [ROW_PX] * (rows - 1),
                         vertical_spacing=GAP_PX / plot_px if rows > 1 else 0.0,
                         horizontal_spacing=0.07)
@@ -91,7 +97,7 @@ def dashboard(c, op: str | None = None) -> go.Figure:
     for x, (r, k) in zip((["breakdown"] if has_v else []) + cols, cells):
         if x == "breakdown":
             for t in breakdown_traces(vcpus, legend=True):
-                fig.add_trace(t.update(legend="legend2"), row=r, col=k)
+                fig.add_trace(t, row=r, col=k)
             fig.update_yaxes(tickformat=".0%", range=[0, 1], row=r, col=k)
             continue
         fig.add_trace(bar(table, x, horizontal=False), row=r, col=k)
@@ -99,28 +105,20 @@ def dashboard(c, op: str | None = None) -> go.Figure:
             fig.update_yaxes(tickformat=".2~%", row=r, col=k)
     for r in range(2, rows + 1):
         fig.update_xaxes(categoryorder="array", categoryarray=names, row=r)
-    fig.update_xaxes(tickangle=30, tickfont_size=11, labelalias=_aliases(names),
+    fig.update_xaxes(tickangle=45, tickfont_size=11, labelalias=_aliases(names),
                      selector=lambda a: a.anchor and a.type != "log")
-    legend_px = LEGEND_PX if has_v else 0
-    fig.update_layout(barmode="stack", height=head_px + plot_px + 110 + legend_px,
-                      autosize=True, width=None,
-                      legend=dict(orientation="h", yref="container", y=1.0, yanchor="top",
-                                  x=0, xanchor="left", title_text="policy",
-                                  entrywidthmode="pixels", font_size=12),
-                      legend2=dict(orientation="h", yref="container", y=0.0, yanchor="bottom",
-                                   x=0, xanchor="left", title_text="vCPU state",
-                                   font_size=12, traceorder="normal"))
+    fig.update_layout(barmode="stack", height=head_px + plot_px + 110 + LEGEND_PX,
+                      autosize=True, width=None)
     fig.update_annotations(font_size=12)
-    reps = int(table["reps"].max()) if "reps" in table.columns else 1
-    fig = themed(fig, "Latency, fairness and costs side by side",
-                  f"{len(names)} policy sets, {reps} replication(s) each on the same seeds; "
-                  f"failures are named in the legend, never drawn as fast{none}")
-    fig.update_layout(legend_title_text="policy", margin=dict(t=head_px, b=60 + legend_px))
-    # the title and subtitle grow downwards from the top, the policy legend sits under
-    # them, never over the panel titles
-    return fig.update_layout(title_yref="container", title_y=1.0, title_yanchor="top",
-                             title_pad_t=24, legend_y=1.0 - (78 + 16 * none.count("<br>")) /
-                             fig.layout.height)
+    fig = themed(fig, "Latency, fairness and costs side by side", subtitle,
+                 legend="policy · vCPU state")
+    # the title and subtitle grow downwards from the top; the legend hangs under the
+    # bottom row's tick labels and plotly widens the bottom margin to hold all its rows
+    return fig.update_layout(
+        margin=dict(t=head_px, b=60), title_yref="container", title_y=1.0,
+        title_yanchor="top", title_pad_t=22,
+        legend=dict(orientation="h", yref="paper", y=-95 / plot_px, yanchor="top", x=0,
+                    xanchor="left", font_size=12, title_side="top left"))
 
 
 def _aliases(names) -> dict:
