@@ -209,3 +209,21 @@ def test_the_presentation_runs_on_opening_with_the_controls_folded():
     assert panel.controls.selected_index is None
     kids = list(panel.children)
     assert kids.index(panel.status) < kids.index(panel.output) < kids.index(panel.controls)
+
+
+def test_export_writes_every_figure_in_one_browser_session(tmp_path, monkeypatch):
+    from workbench.present import plots
+    from workbench.present.plots.dashboard import EXPORT_WIDTH
+    calls = []
+    monkeypatch.setattr(plots, "save_all", lambda figs, folder, formats, quiet=False: (
+        calls.append((dict(figs), formats)), [folder / f"{k}.html" for k in figs])[1])
+    panel = widgets.ComparePanel(columns=("upstream",), **{**SMALL, "reps": 1})
+    panel.run()
+    panel.wait()
+    panel.export(tmp_path)
+    assert len(calls) == 1
+    figs, formats = calls[0]
+    assert set(figs) == {"dashboard", "tail", "percentiles", "time-breakdown"}
+    assert formats == ("png",) and figs["dashboard"].layout.width == EXPORT_WIDTH
+    assert panel.figure.layout.width is None          # the panel's own fills its output
+    assert "(HTML only: no browser for the images" in panel.status.value
