@@ -36,6 +36,7 @@ def test_the_review_file_answers_the_question_policy_by_policy(review):
     assert "The question: A hostile guest spams TDG.MEM.PAGE.ACCEPT" in words
     assert "upstream: 4 KB zap p99" in words
     assert re.search(r"patch-09-21: VM bugged in 1 of 1 runs; .*latency not compared", words)
+    assert "no successful 4 KB zap under patch-09-21" in words   # no line, said so
     for heading in ("How long is the tail of the 4 KB zap", "Who gets work done",
                     "Where does the vCPUs' time go", "What does each policy cost"):
         assert heading in words

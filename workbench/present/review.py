@@ -48,7 +48,7 @@ def review_html(c, *, command: str | None = None, robustness=None, op: str | Non
     verdicts = verdict_lines(c, op)
     vcpus = getattr(c, "vcpus", None)
     has_v = vcpus is not None and len(vcpus)
-    latency = _tail(c.ops, op)
+    latency = _tail(c.ops, op, list(verdicts))
     fairness = plots.fairness(vcpus) if has_v else plots.jain_interval(c.summary)
     fairness.update_yaxes(title_text="useful work per vCPU" if has_v else "Jain's index")
     figs = [_figure(latency, HALF_W, FIG_H, first=True), _figure(fairness, HALF_W, FIG_H)]
@@ -88,7 +88,7 @@ def write_review(c, path, **kw) -> Path:
     return p
 
 
-def _tail(ops, op: str):
+def _tail(ops, op: str, names):
     """The tail of ``op`` alone (the failures are counted in the legend and the verdicts):
     at half a page wide, a bar chart of failures beside it would squash both."""
     import plotly.graph_objects as go
@@ -97,11 +97,15 @@ def _tail(ops, op: str):
     fig = go.Figure(ccdf_traces(ops, op))
     if not fig.data:
         return plots.latency_ccdf(ops, op)      # says there is no such op
+    drawn = {t.name.split(" (")[0] for t in fig.data if len(t.x)}
+    none = [n for n in names if n not in drawn]
     fig.update_xaxes(type="log", title_text=f"{op_name(op)} latency of successes (µs, log)")
     fig.update_yaxes(type="log", dtick=1, title_text="share of successes slower than x")
     return themed(fig, f"How long is the tail of the {op_name(op)}, by policy?",
                               "further left and lower is better; failed operations are "
-                              "counted in the legend, never drawn as fast")
+                              "counted in the legend, never drawn as fast"
+                              + (f"; no successful {op_name(op)} under {', '.join(none)}"
+                                 if none else ""))
 
 
 def _figure(fig, width: int, height: int, first: bool = False) -> str:
