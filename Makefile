@@ -17,6 +17,8 @@ PORT    ?= 8866
 NB      := $(VENV)/.installed-notebook,export
 # JupyterLab refuses to start as root unless told (--allow-root); Voila has no such check
 ROOT_OK := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# more JupyterLab flags, e.g. LAB_FLAGS="--port=8890 --no-browser"
+LAB_FLAGS ?=
 # a kernel whose page was closed (no connection left) is shut down after CULL_S idle seconds
 # (looked for every CULL_EVERY seconds)
 CULL_S  ?= 60
@@ -51,7 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 lab: $(NB)
-	$(BIN)/jupyter lab notebooks/ $(ROOT_OK)
+	$(BIN)/jupyter lab notebooks/ $(ROOT_OK) $(LAB_FLAGS)
 
 # one token, drawn once in the recipe's shell: the URL printed is the one Voila accepts
 present: $(NB)
