@@ -8,6 +8,13 @@ on a tree whose results are the reference.
 
 The 13 runs with fastpath passes were re-recorded on 2026-11-30 after those passes moved to
 streams of their own (issue 11, ``workbench/model/fastpath.py``; see tests/golden.py).
+
+Every run was re-recorded on 2026-12-06 (issue 23), on purpose: with the hot lock lines on,
+each try is now judged when its lock word is reached, and the releases, TDCS op_state, the
+TDR's PAMT walk, the child count and the guest pages' PAMT entries are booked as the
+module's source does them (docs/model.md §10.1); DEMOTE and PAMT.ADD follow the source's
+order; scenario huge-accept-boot is new. With the mechanisms off the model is unchanged
+(tests/golden.py still passes against 5883c98).
 """
 from __future__ import annotations
 

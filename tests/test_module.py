@@ -973,11 +973,15 @@ def test_accept_2m_uninterrupted_takes_all_512_pages():
 
 
 # ------------------------------------------------------------------------ §10.1: versions
-@pytest.mark.parametrize("version,contend", [("1.5.01", True), ("1.5.06", True),
-                                             ("1.5.08", False), ("2.0.12", False)])
+@pytest.mark.parametrize("version,contend", [
+    ("1.5.01", True), ("1.5.06", True), ("1.5.08", True), ("1.5.16", True),
+    ("1.5.20", False), ("1.5.25", False), ("1.5.28", False),
+    ("2.0.01", True), ("2.0.04", True), ("2.0.12", False)])
 def test_two_armed_vcpus_contend_on_the_tree_only_on_older_modules(version, contend):
-    """Fact 9.1 holds where td_entry_stepping_filter takes the tree exclusive (1.5.01-1.5.06);
-    from 1.5.08 it takes it shared, so two armed entries pass each other."""
+    """Fact 9.1 holds where td_entry_stepping_filter takes the tree exclusive: checked in
+    the source of 1.5.01, 1.5.06, 1.5.08 (301ebc6) and 1.5.16 (b2be91c); from 1.5.20
+    (e2c6b0a) it takes it shared (acquire_sharex_lock_hp_sh), so two armed entries pass
+    each other. The 2.0.x rows are domain §10.1's (no source here)."""
     env, rec, m, (a, b) = _armed(ModuleOptions(version=version), names=("v0", "v1"))
     first = call(env, 0.0, m.tdh_vp_enter(a, RIP))
     second = call(env, CAL0.epoch_hold_us + 0.05, m.tdh_vp_enter(b, RIP))

@@ -92,8 +92,8 @@ class Calibration(Frozen):
         return self
 
 
-ModuleVersionName = Literal["1.5.01", "1.5.06", "1.5.08", "1.5.28", "2.0.01", "2.0.04",
-                            "2.0.12"]
+ModuleVersionName = Literal["1.5.01", "1.5.06", "1.5.08", "1.5.16", "1.5.20", "1.5.25",
+                            "1.5.28", "2.0.01", "2.0.04", "2.0.12"]
 
 
 class ModuleOptions(Frozen):

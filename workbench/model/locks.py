@@ -32,12 +32,18 @@ class SharexLock:
     any shared holder defeats it; a shared try fails only while the exclusive bit is set.
     """
 
-    __slots__ = ("name", "operand", "exclusive_owner", "shared_owners")
+    # ``line``: the cache line of the lock's word when the host's hot lines are modelled
+    # (shared.py), else None. ``contended``: False for a lock that no call takes exclusive
+    # while vCPUs run, so that a shared try cannot fail and no one can tell when a hold
+    # starts or ends (shared.py judges and releases it at once, paying only its line)
+    __slots__ = ("name", "operand", "exclusive_owner", "shared_owners", "line", "contended")
 
     def __init__(self, name: str, operand: int):
         self.name, self.operand = name, operand
         self.exclusive_owner = None
         self.shared_owners: dict = {}
+        self.line = None
+        self.contended = True
 
     def is_free(self) -> bool:
         return self.exclusive_owner is None and not self.shared_owners
@@ -133,3 +139,17 @@ class SeptEntryLock(SharexHpLock):
         if side is _HOST:                                   # granted(), in place
             self.host_priority = False
         return TDX_SUCCESS
+
+
+class Word:
+    """A word of module metadata that every try or update pulls into the CPU's cache but
+    that decides nothing in this model: the child count of the TDR
+    (``_lock_xadd_64b(&tdr->management_fields.chldcnt)``) and the 1 GB and 2 MB PAMT entries
+    that ``pamt_walk`` takes shared on the way to a 4 KB entry (no call here takes them
+    exclusive). In a call's lock list it stands with mode None; it matters only with the
+    host's hot lines on (shared.py), which give it a line."""
+
+    __slots__ = ("name", "line")
+
+    def __init__(self, name: str):
+        self.name, self.line = name, None

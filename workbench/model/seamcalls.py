@@ -27,8 +27,10 @@ class MemSeamcalls:
     """TDH.MEM.SEPT.ADD, PAGE.AUG, PAGE.ADD, RANGE.BLOCK, TRACK, PAGE.REMOVE, WBINVD."""
 
     def _entry_locks(self, e, tree: Mode) -> list:
-        """TDR shared, the S-EPT tree, the entry's host lock (if the walk reached it)."""
-        return [(self.tdr, SHARED), (self.tree_lock, tree)] + ([(e.lock, EXCLUSIVE)] if e else [])
+        """TDR shared (with the hot lines: its PAMT walk and op_state too), the S-EPT tree
+        (``lock_sept_check_and_walk_private_gpa``), the entry's host lock
+        (``sept_lock_acquire_host``, if the walk reached the entry)."""
+        return self._tdr_sh + [(self.tree_lock, tree)] + ([(e.lock, EXCLUSIVE)] if e else [])
 
     def tdh_mem_sept_add(self, caller: str, gpa: int, level: int):
         """Turn the FREE entry at ``level`` into a non-leaf (adds the table below it)."""
@@ -46,25 +48,38 @@ class MemSeamcalls:
         yield env.timeout(duration(cal.seamcall_entry_us))
         e, err = self._walk_to(gpa, level)
         locks = self._entry_locks(e, SHARED)
-        if aug:
-            locks += self.pamt_locks_for(gpa, level)
-        st, taken = ((yield from self.hot.take(self, caller, locks, HOST, OPERAND_ID_RDX))
-                     if self.hot else self._take(caller, locks, HOST, OPERAND_ID_RDX))
+        hot = self.hot
+        if hot:
+            st, taken, owed = yield from hot.take(self, caller, locks, HOST, OPERAND_ID_RDX)
+        else:
+            (st, taken), owed = self._take(caller, locks, HOST, OPERAND_ID_RDX), 0.0
         if not st and self._internal and self._internal.next() < self.opts.busy_without_vcpus:
             st = busy(OPERAND_ID_OP_STATE)     # what-if: an internal holder, no vCPU needed
         if not st:
-            st = self._must_be_free(e, err)
-            if not st and aug:
+            st = self._must_be_free(e, err)    # the entry, read again under its lock
+        if not st and aug:    # then check_and_lock_free_range_hpa: the new page's PAMT walk
+            pamt = self.pamt_locks_for(gpa, level)
+            if pamt:
+                if hot:
+                    st, more, o = yield from hot.take(self, caller, pamt, HOST)
+                    owed += o
+                else:
+                    st, more = self._take(caller, pamt, HOST)
+                taken = taken + more
+            if not st:
                 st = self.pamt_missing(gpa, level)
-        if st:
-            self._release(caller, taken)
-        else:
+        if not st:
             yield env.timeout(duration(cal.page_aug_us if aug else cal.sept_add_us))
             if aug:
                 e.state, e.accept_counter = State.PENDING, 0
                 self.rec.count("aug_ok")
             else:
                 e.state = State.NON_LEAF
+        if hot:     # on success the child count's xadd, then the releases
+            owed += hot.let_go(caller, ([(self.chldcnt, None)] if not st else []) + taken[::-1])
+            if owed:
+                yield from hot.pay(caller, owed)
+        else:
             self._release(caller, taken)
         yield env.timeout(duration(cal.seamcall_exit_us))
         self.rec.call(t0, env.now, leaf, caller, gpa, st)
@@ -109,7 +124,7 @@ class MemSeamcalls:
             self.epoch += 1
 
         def plan():
-            return ([(self.tdr, SHARED), (self.epoch_lock, EXCLUSIVE)], check,
+            return (self._tdr_sh + [(self.epoch_lock, EXCLUSIVE)], check,
                     self.cal.track_us, effect)
         return self._seamcall("TDH.MEM.TRACK", caller, -1, plan, OPERAND_ID_RCX)
 
@@ -135,7 +150,8 @@ class MemSeamcalls:
                 e.state = State.FREE
                 self.rec.count("pages_removed")
             return self._entry_locks(e, SHARED), check, self.cal.page_remove_us, effect
-        return self._seamcall("TDH.MEM.PAGE.REMOVE", caller, gpa, plan, OPERAND_ID_RDX)
+        return self._seamcall("TDH.MEM.PAGE.REMOVE", caller, gpa, plan, OPERAND_ID_RDX,
+                              [(self.chldcnt, None)])
 
     def tdh_phymem_page_wbinvd(self, caller: str, gpa: int):
         """Write back and invalidate a removed page's cache lines. No TD lock."""

@@ -11,6 +11,7 @@ from ..core.tdx_errno import (
     TDX_EXIT_EPT_VIOLATION, TDX_SUCCESS,
 )
 from .locks import Mode, Side
+from .shared import cpu_of
 
 if TYPE_CHECKING:
     from .tdvps import TdVcpu
@@ -25,13 +26,25 @@ class VpEntry:
     def tdh_vp_enter(self, v: TdVcpu, rip: int):
         """Enter the TD at ``rip``. Returns ``(status, gpa)``: SUCCESS (the vCPU runs),
         BUSY|TD_EPOCH, BUSY|SEPT_TREE (zero-step armed, tree taken), or a synthesised
-        EPT-violation exit with the first listed GPA that would still fault (EPFS)."""
-        env, t0, cal = self.env, self.env.now, self.cal
+        EPT-violation exit with the first listed GPA that would still fault (EPFS).
+
+        In the order of ``tdh_vp_enter.c``: TDVPR and the implicit TDR shared, op_state
+        shared (with the hot lines), ``adjust_tlb_tracking_state`` (epoch lock shared, the
+        refcount's xadd, release), ``td_entry_stepping_filter`` (the tree, when armed),
+        op_state released, the tree released just before VM entry; TDR and TDVPR stay held
+        until the TD exits."""
+        env, t0, cal, hot, name = self.env, self.env.now, self.cal, self.hot, v.name
         yield env.timeout(self.duration(cal.seamcall_entry_us))
-        locks = [(self.tdr, SHARED), (v.tdvpr, SHARED), (self.epoch_lock, SHARED)]
-        st, taken = ((yield from self.hot.take(self, v.name, locks, HOST)) if self.hot
-                     else self._take(v.name, locks, HOST))
+        if hot:
+            locks = [(v.tdvpr, SHARED), (self.tdr, SHARED), (self.op_state, SHARED),
+                     (self.epoch_lock, SHARED)]
+            st, taken, owed = yield from hot.take(self, name, locks, HOST)
+        else:
+            locks = [(v.tdvpr, SHARED), (self.tdr, SHARED), (self.epoch_lock, SHARED)]
+            (st, taken), owed = self._take(name, locks, HOST), 0.0
         if st:
+            if owed:
+                yield from hot.pay(name, owed)
             return (yield from self._enter_failed(v, t0, st, -1))
         epoch_shared = self.epoch_lock.shared_owners
         if len(epoch_shared) == 1:
@@ -39,30 +52,77 @@ class VpEntry:
         yield env.timeout(self.duration(cal.epoch_hold_us))
         parity = self.epoch & 1
         self.epoch_refcount[parity] += 1
-        self.epoch_lock.release(v.name, SHARED)
-        if not epoch_shared:
-            self.epoch_occupancy.set_a(env.now, False)
-        held = taken[:2]
-        if v.epf_gpas:          # zero_step_armed: exclusive (1.5.01-1.5.06) or shared (1.5.08+)
-            tree = self.version.zero_step_tree
-            st = self.tree_lock.try_acquire(v.name, tree, HOST)
+        owed = self._epoch_let_go(name)
+        held = taken[:-1]                   # TDVPR, TDR (, op_state)
+        if v.epf_gpas:          # zero_step_armed: exclusive (1.5.01-1.5.16) or shared (1.5.20+)
+            tree = [(self.tree_lock, self.version.zero_step_tree)]
+            if hot:
+                if owed:
+                    yield from hot.pay(name, owed)
+                st, _, owed = yield from hot.take(self, name, tree, HOST)
+            else:
+                st = self.tree_lock.try_acquire(name, tree[0][1], HOST)
             if st:
-                self.epoch_refcount[parity] -= 1
-                self._release(v.name, held)
+                owed += self._revert_and_let_go(name, parity, held)
+                if owed:
+                    yield from hot.pay(name, owed)
                 return (yield from self._enter_failed(v, t0, st, -1))
             yield env.timeout(self.duration(cal.zero_step_walk_us * len(v.epf_gpas)))
             faulting = next((g for g in v.epf_gpas if self.sept.would_fault(g)), None)
             if faulting is not None:
-                self.tree_lock.release(v.name, tree)
-                self.epoch_refcount[parity] -= 1
-                self._release(v.name, held)
+                owed = self._revert_and_let_go(name, parity, held + tree)
+                if owed:
+                    yield from hot.pay(name, owed)
                 return (yield from self._enter_failed(v, t0, TDX_EXIT_EPT_VIOLATION, faulting))
+            if hot:
+                owed = hot.let_go(name, held[2:])           # op_state, before the tree
             yield env.timeout(self.duration(cal.zero_step_hold_us))
-            self.tree_lock.release(v.name, tree)  # just before VM entry
+            if hot:
+                owed += hot.let_go(name, tree)              # just before VM entry
+            else:
+                self.tree_lock.release(name, tree[0][1])
+        elif hot:
+            owed += hot.let_go(name, held[2:])
+        if owed:
+            yield from hot.pay(name, owed)
         yield env.timeout(self.duration(cal.vp_enter_us))
         v.entry_rip, v.epoch_parity = rip, parity       # TDR and TDVPR stay held shared
-        self.rec.call(t0, env.now, "TDH.VP.ENTER", v.name, -1, TDX_SUCCESS)
+        self.rec.call(t0, env.now, "TDH.VP.ENTER", name, -1, TDX_SUCCESS)
         return TDX_SUCCESS, -1
+
+    def _epoch_let_go(self, name: str) -> float:
+        """The refcount's xadd and the epoch lock's release (both on the epoch's line);
+        the lock is free, and its occupancy ends, once the release's transfer is done.
+        Returns the time owed."""
+        lock, hot = self.epoch_lock, self.hot
+
+        def release():
+            lock.release(name, SHARED)
+            if not lock.shared_owners:
+                self.epoch_occupancy.set_a(self.env.now, False)
+        if hot is None:
+            release()
+            return 0.0
+        cpu, line, now = cpu_of(name), lock.line, self.env._now
+        d = line.access(now, cpu)[0]                # xadd, under the lock
+        d += line.access(now + d, cpu)[0]           # release
+        hot.later(d, release)
+        return d
+
+    def _revert_and_let_go(self, name: str, parity: int, seq) -> float:
+        """A failed entry: ``revert_tlb_tracking_state`` (the refcount's xadd back, on the
+        epoch's line), then the releases of ``seq`` (in reverse). Returns the time owed."""
+        hot, counts = self.hot, self.epoch_refcount
+        if hot is None:
+            counts[parity] -= 1
+            self._release(name, seq)
+            return 0.0
+        d = self.epoch_lock.line.access(self.env._now, cpu_of(name))[0]
+
+        def revert():
+            counts[parity] -= 1
+        hot.later(d, revert)
+        return hot.let_go(name, seq[::-1], d)
 
     def _enter_failed(self, v: TdVcpu, t0: float, st: int, gpa: int):
         yield self.env.timeout(self.duration(self.cal.seamcall_exit_us))
@@ -87,10 +147,23 @@ class VpEntry:
         if private_ept_violation_gpa is not None:
             self._count_epf(v, private_ept_violation_gpa)
         yield self.env.timeout(self.duration(self.cal.td_exit_us))
-        self.epoch_refcount[v.epoch_parity] -= 1
+        hot, counts, parity, name = self.hot, self.epoch_refcount, v.epoch_parity, v.name
         v.epoch_parity, v.irq_pending = None, False
-        v.tdvpr.release(v.name, SHARED)
-        self.tdr.release(v.name, SHARED)
+        if hot is None:
+            counts[parity] -= 1
+            v.tdvpr.release(name, SHARED)
+            self.tdr.release(name, SHARED)
+            return
+        # the refcount's xadd on the epoch's line, then the implicit TDR's release and the
+        # TDVPR's unwalk (td_exit.c), each in effect when its transfer is done
+        d = self.epoch_lock.line.access(self.env._now, cpu_of(name))[0]
+
+        def leave():
+            counts[parity] -= 1
+        hot.later(d, leave)
+        owed = hot.let_go(name, [(self.tdr, SHARED), (v.tdvpr, SHARED)], d)
+        if owed:
+            yield from hot.pay(name, owed)
 
     def note_rip(self, v: TdVcpu, rip: int) -> None:
         """On every exit into the module: progress since VP.ENTER clears zero-step."""
