@@ -191,14 +191,14 @@ def test_a_panel_save_lists_its_seed_and_runs(tmp_path, capsys):
 
 
 def test_the_status_line_says_which_policy_bugged_the_vm():
-    panel = widgets.ComparePanel(columns=("upstream", "patch-09-21"), reps=1,
-                                 knobs={"vcpus.1.per_page": 4})
+    panel = widgets.ComparePanel(columns=("upstream", "patch-09-21"), reps=2,
+                                 horizon_us=3000.0, knobs={"vcpus.1.per_page": 4})
     panel.run()
     panel.wait()
-    bugged = int(panel.result.summary.set_index("policy").loc["patch-09-21 · HP on",
-                                                               "vm_bugged"])
-    assert bugged, "patch 09/21 bugs the VM in the default scenario (docs/findings.md)"
-    assert "patch-09-21 · HP on: VM bugged in 1 of 1 runs" in panel.status.value
+    s = panel.result.summary
+    bugged = int((s.loc[s["policy"] == "patch-09-21 · HP on", "vm_bugged"] > 0).sum())
+    assert bugged, "patch 09/21 bugs the VM under ACCEPT spam (docs/findings.md)"
+    assert f"patch-09-21 · HP on: VM bugged in {bugged} of 2 runs" in panel.status.value
     assert "latency not compared" in panel.status.value
 
 
