@@ -2,7 +2,7 @@
 # make test    - run the whole test suite
 # make bench   - run the benchmarks (not part of make test)
 # make lab     - open the notebooks in JupyterLab (installs the notebook and export extras)
-# make present - the notebooks without code (Voila) on localhost, with a token
+# make present - the design-review presentation (Voila, no code) on 127.0.0.1, with a token
 # make paper   - rebuild every figure and table of the paper into data/figures/ (headless;
 #                every core: WORKERS=1 for serial; ALLOW_DIRTY=True from a tree with changes)
 # make findings - run data/findings/*.yaml through the store and rewrite the generated
@@ -15,12 +15,20 @@ EXTRAS  ?= dev
 STAMP   := $(VENV)/.installed-$(EXTRAS)
 LOCK    ?= requirements.lock
 FIGURES ?= data/figures
-PRESENT ?= notebooks/00-start-here.ipynb
+PRESENT ?= notebooks/08-design-review.ipynb
 PORT    ?= 8866
 NB      := $(VENV)/.installed-notebook,export
 WORKERS ?= 0
 ALLOW_DIRTY ?= False
 TOKEN   ?= $(shell $(PY) -c "import secrets; print(secrets.token_hex(16))")
+# JupyterLab refuses to start as root unless told (--allow-root); Voila has no such check
+ROOT_OK := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# more JupyterLab flags, e.g. LAB_FLAGS="--port=8890 --no-browser"
+LAB_FLAGS ?=
+# a kernel whose page was closed (no connection left) is shut down after CULL_S idle seconds
+# (looked for every CULL_EVERY seconds)
+CULL_S  ?= 60
+CULL_EVERY ?= 10
 
 .PHONY: demo test bench lab present paper findings lock clean
 
@@ -51,12 +59,16 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 lab: $(NB)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(ROOT_OK) $(LAB_FLAGS)
 
+# one token, drawn once in the recipe's shell: the URL printed is the one Voila accepts
 present: $(NB)
-	@echo "presenting $(PRESENT) at http://127.0.0.1:$(PORT)/?token=$(TOKEN)"
-	$(BIN)/voila $(PRESENT) --no-browser --Voila.ip=127.0.0.1 --port=$(PORT) \
-	    --token=$(TOKEN) --strip_sources=True --theme=light
+	@token=$$($(BIN)/python -c "import secrets; print(secrets.token_hex(16))"); \
+	echo "presenting $(PRESENT) at http://127.0.0.1:$(PORT)/?token=$$token (Ctrl-C stops)"; \
+	exec $(BIN)/voila $(PRESENT) --no-browser --Voila.ip=127.0.0.1 --port=$(PORT) \
+	    --token=$$token --strip_sources=True --theme=light \
+	    --MappingKernelManager.cull_idle_timeout=$(CULL_S) \
+	    --MappingKernelManager.cull_interval=$(CULL_EVERY)
 
 # with a lock file: the locked versions; without: the notebook and export extras
 paper: $(if $(wildcard $(LOCK)),$(VENV)/.installed-lock,$(NB))

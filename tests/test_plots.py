@@ -185,3 +185,18 @@ def test_the_time_breakdown_draws_every_state_the_model_keeps():
     assert b["share"].sum() == pytest.approx(1.0)
     names = {t.name for t in plots.time_breakdown(v).data}
     assert plots.STATES["hot_line"] in names
+
+
+def test_counterexample_step_numbers_never_print_on_top_of_each_other():
+    """Three calls within a hair of each other on one lane: one number above, one below,
+    the third left to the hover (and counted in the subtitle)."""
+    trace = pd.DataFrame({
+        "step": [1, 2, 3, 4], "actor": ["vcpu1"] * 3 + ["zap:vcpu0"],
+        "call": ["TDG.MEM.PAGE.ACCEPT"] * 3 + ["TDH.MEM.RANGE.BLOCK"],
+        "t_start_us": [0.0, 0.1, 0.2, 50.0], "t_end_us": [1.0, 1.1, 1.2, 60.0],
+        "status": ["SUCCESS"] * 3 + ["OPERAND_BUSY"], "lock": ["S-EPT entry"] * 4,
+        "action": ["", "", "", "BugVm"]})
+    fig = plots.counterexample(trace)
+    printed = {t.textposition: list(t.text) for t in fig.data if t.mode == "text"}
+    assert printed == {"top center": ["1", "4"], "bottom center": ["2"]}
+    assert "1 too close to another to print" in fig.layout.title.text

@@ -145,3 +145,85 @@ def test_identical_columns_are_named_with_why_in_one_line():
     assert ("identical numbers, run for run: upstream · HP on = upstream · HP off"
             in panel.status.value)
     assert "HOST_PRIORITY has nothing to act on" in panel.status.value
+
+
+def test_after_cancel_save_export_and_review_say_they_keep_the_previous_result(
+        tmp_path, monkeypatch):
+    panel = widgets.ComparePanel(columns=("upstream", "patch-09-21"), store=tmp_path / "st",
+                                 figures_dir=tmp_path / "figs", **{**SMALL, "reps": 1})
+    panel.run()
+    panel.wait()
+    assert panel.latest
+    panel.save("first")
+    assert "previous complete Run" not in panel.status.value
+    shown = panel.result
+    gate = threading.Event()
+    real = widgets.run
+    monkeypatch.setattr(widgets, "run", lambda *a, **k: (gate.wait(10), real(*a, **k))[1])
+    panel.seed.value = 4
+    panel.run()
+    panel.cancel()
+    gate.set()
+    panel.wait()
+    assert panel.result is shown and not panel.latest
+    panel.save("after-cancel")
+    assert "the previous complete Run, fault-storm seed 3" in panel.status.value
+    m = workbench.results("after-cancel", store=tmp_path / "st", table="summary")
+    assert set(m["seed"]) == {3}
+    panel.export(formats=())
+    assert "wrote" in panel.status.value and "previous complete Run" in panel.status.value
+    review = panel.review()
+    assert review.exists() and "previous complete Run" in panel.status.value
+
+
+def test_a_panel_save_lists_its_seed_and_runs(tmp_path, capsys):
+    from workbench.cli import main
+    panel = widgets.ComparePanel(columns=("upstream", "zero-tolerance"), store=tmp_path / "st",
+                                 **{**SMALL, "reps": 2})
+    panel.run()
+    panel.wait()
+    panel.save("panel-listed")
+    row = workbench.results(store=tmp_path / "st").set_index("experiment").loc["panel-listed"]
+    assert (row["policies"], row["reps"], row["runs"]) == (2, 2, 4)
+    assert main(["results", "panel-listed", "--store", str(tmp_path / "st")]) == 0
+    out = capsys.readouterr().out
+    assert "(seed 3, common random numbers)" in out and "4 runs: 4 computed" in out
+
+
+def test_the_status_line_says_which_policy_bugged_the_vm():
+    panel = widgets.ComparePanel(columns=("upstream", "patch-09-21"), reps=2,
+                                 horizon_us=3000.0, knobs={"vcpus.1.per_page": 4})
+    panel.run()
+    panel.wait()
+    s = panel.result.summary
+    bugged = int((s.loc[s["policy"] == "patch-09-21 · HP on", "vm_bugged"] > 0).sum())
+    assert bugged, "patch 09/21 bugs the VM under ACCEPT spam (docs/findings.md)"
+    assert f"patch-09-21 · HP on: VM bugged in {bugged} of 2 runs" in panel.status.value
+    assert "latency not compared" in panel.status.value
+
+
+def test_the_presentation_runs_on_opening_with_the_controls_folded():
+    panel = widgets.ComparePanel(columns=("upstream",), present=True, **{**SMALL, "reps": 1})
+    panel.wait()
+    assert panel.result is not None and panel.latest
+    assert panel.controls.selected_index is None
+    kids = list(panel.children)
+    assert kids.index(panel.status) < kids.index(panel.output) < kids.index(panel.controls)
+
+
+def test_export_writes_every_figure_in_one_browser_session(tmp_path, monkeypatch):
+    from workbench.present import plots
+    from workbench.present.plots.dashboard import EXPORT_WIDTH
+    calls = []
+    monkeypatch.setattr(plots, "save_all", lambda figs, folder, formats, quiet=False: (
+        calls.append((dict(figs), formats)), [folder / f"{k}.html" for k in figs])[1])
+    panel = widgets.ComparePanel(columns=("upstream",), **{**SMALL, "reps": 1})
+    panel.run()
+    panel.wait()
+    panel.export(tmp_path)
+    assert len(calls) == 1
+    figs, formats = calls[0]
+    assert set(figs) == {"dashboard", "tail", "percentiles", "time-breakdown"}
+    assert formats == ("png",) and figs["dashboard"].layout.width == EXPORT_WIDTH
+    assert panel.figure.layout.width is None          # the panel's own fills its output
+    assert "(HTML only: no browser for the images" in panel.status.value

@@ -16,6 +16,7 @@
     workbench replay FILE
     workbench findings [--only NAME] [--check] [--store DIR] [--allow-dirty]
     workbench trace SCENARIO|RUN_DIR [--policy P] [--seed N] [--set k=v] --out run.json
+    workbench review SCENARIO --policies a,b,c --out review.html [--reps R] [--samples N]
 
 Bad input gives one line on stderr and exit status 2; nothing already on disk is touched.
 Ctrl-C prints ``interrupted`` and exits 130 with nothing stored half-way. A run that
@@ -37,6 +38,7 @@ VERBS = {  # verb -> the module of this package that runs it (imported on use: -
     "results": "results", "export": "results", "reproduce": "results",
     "robustness": "analysis", "calibrate": "analysis", "validate": "analysis",
     "explore": "racefinder", "replay": "racefinder", "findings": "findings",
+    "review": "review",
 }
 
 

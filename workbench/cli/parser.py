@@ -174,7 +174,27 @@ def build_parser() -> Parser:
     va.add_argument("--folder", help="validation entries (default: the shipped ones, "
                                      "data/validation)")
     _add_explore(sub)
+    _add_review(sub)
     return p
+
+
+def _add_review(sub) -> None:
+    """``review``: the self-contained HTML file a presenter sends before a design review."""
+    v = sub.add_parser("review", help="compare policies and write one self-contained HTML "
+                                      "file for a design review (opens offline, prints)")
+    v.add_argument("scenario", help="a scenario name or a YAML path")
+    v.add_argument("--policies", required=True,
+                   help="comma-separated presets, policies or per-site specs")
+    v.add_argument("--out", required=True, help="HTML file to write (never replaced)")
+    v.add_argument("--reps", type=int, default=3)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario field, e.g. horizon_us=2000")
+    v.add_argument("--samples", type=int, default=0,
+                   help="also rank the policies under N calibrations drawn over the guessed "
+                        "timings (workbench robustness; default 0: none, the file says so)")
+    v.add_argument("--import", dest="imports", action="append", default=[],
+                   metavar="MODULE", help="import a module that registers policies")
 
 
 def _add_explore(sub) -> None:

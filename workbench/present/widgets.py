@@ -16,7 +16,7 @@ from . import plots
 from ..core.config import ConfigError, ModuleVersionName
 from ..core.paths import output_root
 from ..experiments.comparison import Comparison, run
-from .plots.dashboard import MAX_POLICIES
+from .plots.dashboard import EXPORT_WIDTH, MAX_POLICIES
 from ..policies import PRESETS, REGISTRY, PolicyError, Site, resolve_policy
 from ..core.scenarios import load_scenario, scenario_names
 
@@ -36,6 +36,8 @@ WHY_IDENTICAL = ("the switches that separate them never came into play in this s
 STYLE = """<style>
 .wb-stale {opacity: 0.35; filter: grayscale(1);}
 .wb-column {border: 1px solid #ddd; padding: 4px; margin: 2px;}
+.wb-status, .wb-status .widget-html-content {line-height: 1.35;}
+.wb-verdicts {margin: 2px 0 4px; padding-left: 20px;} .wb-verdicts li {margin: 0;}
 </style>"""
 
 
@@ -148,7 +150,7 @@ class ComparePanel(w.VBox):
 
     def __init__(self, scenario: str = "malicious-accept", columns=DEFAULT_COLUMNS,
                  reps: int = 2, seed: int = 1, horizon_us: float = 1500.0, knobs=None,
-                 store=None, figures_dir=None):
+                 store=None, figures_dir=None, present: bool = False):
         self._store = store
         self.figures_dir = figures_dir or output_root() / "figures" / "panel"
         names = scenario_names()
@@ -165,6 +167,8 @@ class ComparePanel(w.VBox):
         self.cancel_button = w.Button(description="Cancel", icon="stop", disabled=True)
         self.save_button = w.Button(description="Save", icon="save", disabled=True)
         self.export_button = w.Button(description="Export figures", icon="image", disabled=True)
+        self.review_button = w.Button(description="Review file", icon="file", disabled=True,
+                                      tooltip="one self-contained HTML file of the result shown")
         self.progress = w.IntProgress(value=0, min=0, max=1, description="runs")
         self.progress_text = w.Label()
         self.status = w.HTML()
@@ -172,6 +176,7 @@ class ComparePanel(w.VBox):
         self.result: Comparison | None = None
         self.figure = None
         self.elapsed_s = None
+        self.latest = False      # whether the result shown is that of the last Run pressed
         self._thread = None
         self._cancel = threading.Event()
         self._cfg = load_scenario(scenario)
@@ -184,17 +189,34 @@ class ComparePanel(w.VBox):
         self.cancel_button.on_click(lambda _: self.cancel())
         self.save_button.on_click(lambda _: self.save())
         self.export_button.on_click(lambda _: self.export())
+        self.review_button.on_click(lambda _: self.review())
         for x, cls in ((self.run_button, "wb-run"), (self.status, "wb-status"),
                        (self.output, "wb-output"), (self.add_button, "wb-add"),
-                       (self.cancel_button, "wb-cancel")):
+                       (self.cancel_button, "wb-cancel"), (self.save_button, "wb-save"),
+                       (self.export_button, "wb-export"), (self.review_button, "wb-review")):
             x.add_class(cls)
         shared = w.HBox([w.VBox([self.scenario, self.reps, self.seed, self.horizon]),
                          self.knobs])
+        self.columns_box.layout = w.Layout(flex_flow="row wrap")
         buttons = w.HBox([self.add_button, self.run_button, self.cancel_button,
-                          self.save_button, self.export_button])
-        super().__init__([w.HTML(STYLE), shared, self.columns_box, buttons,
-                          w.HBox([self.progress, self.progress_text]), self.status, self.output])
+                          self.save_button, self.export_button, self.review_button],
+                         layout=w.Layout(flex_flow="row wrap"))
+        progress = w.HBox([self.progress, self.progress_text])
+        if present:
+            # the presentation: the answer first (status with its verdict lines, the
+            # dashboard), the controls folded away below; it runs once on opening
+            self.controls = w.Accordion([w.VBox([shared, self.columns_box, buttons])],
+                                        selected_index=None, titles=("controls",))
+            self.controls.add_class("wb-controls")
+            kids = [w.HTML(STYLE), self.status, progress, self.output, self.controls]
+        else:
+            self.controls = None
+            kids = [w.HTML(STYLE), shared, self.columns_box, buttons, progress, self.status,
+                    self.output]
+        super().__init__(kids)
         self.add_class("wb-compare-panel")
+        if present:
+            self.run()
 
     # -- controls ----------------------------------------------------------------------
     @property
@@ -296,6 +318,7 @@ class ComparePanel(w.VBox):
             self.status.value = f"<b>error:</b> {html.escape(_short(err))}"
             return
         self._cancel.clear()
+        self.latest = False
         jobs = [(col, r) for col in plan for r in range(self.reps.value)]
         self._busy(True, len(jobs))
         self._thread = threading.Thread(target=self._work, args=(jobs, self.scenario.value,
@@ -329,8 +352,11 @@ class ComparePanel(w.VBox):
         try:
             for i, ((label, spec, sets), rep) in enumerate(jobs):
                 if self._cancel.is_set():
+                    self.latest = False
                     self.status.value = (f"cancelled after {i} of {len(jobs)} runs; the "
-                                         "greyed figures are the previous result")
+                                         "greyed figures are the previous result"
+                                         if self.result is not None else
+                                         f"cancelled after {i} of {len(jobs)} runs")
                     return
                 r = run(scenario, seed=seed, policy=spec, replication=rep, sets=sets)
                 parts.append([_relabel(t, label) for t in (r.summary, r.ops, r.vcpus)])
@@ -348,25 +374,27 @@ class ComparePanel(w.VBox):
             fig = plots.dashboard(c)
             self._show(c, fig, time.perf_counter() - t0)
         except Exception as err:     # ConfigError, PolicyError, or a policy of yours that raises
+            self.latest = False
             kind = "" if isinstance(err, (ConfigError, PolicyError)) else f"{type(err).__name__}: "
             self.status.value = f"<b>error:</b> {html.escape(kind + _short(err))}"
         finally:
             self._busy(False)
 
     def _show(self, c: Comparison, fig, elapsed: float) -> None:
-        self.result, self.figure, self.elapsed_s = c, fig, elapsed
+        self.result, self.figure, self.elapsed_s, self.latest = c, fig, elapsed, True
         self.output.outputs = (figure_output(fig),)
         self.output.remove_class("wb-stale")
         self.save_button.disabled = self.export_button.disabled = False
-        from ..experiments.verdicts import verdict_lines
-        labels = c.manifest["columns"]
-        note = identical_note(c.summary)
-        self.status.value = (
-            "<br>".join(html.escape(v) for v in verdict_lines(c.summary)) + "<br>"
-            f"{html.escape(c.manifest['scenario'])}, seed {c.manifest['seed']}, "
-            f"{c.manifest['reps']} replications per column on the same seeds, "
-            f"{elapsed:.1f} s: " + "; ".join(html.escape(x["label"]) for x in labels)
-            + (f"<br><b>note:</b> {html.escape(note)}" if note else ""))
+        self.review_button.disabled = False
+        self.status.value = status_html(c, elapsed)
+
+    def _which(self) -> str:
+        """What Save, Export and Review keep: said plainly when it is not the last Run."""
+        if self.latest:
+            return ""
+        m = self.result.manifest
+        return (f" (the result shown: the previous complete Run, {m['scenario']} seed "
+                f"{m['seed']}, not the Run after it: cancelled, failed or still running)")
 
     # -- keeping -----------------------------------------------------------------------
     def save(self, name: str | None = None):
@@ -379,11 +407,18 @@ class ComparePanel(w.VBox):
             return None
         c = self.result
         name = name or f"panel-{c.manifest['scenario']}-{now().replace(':', '')[:15]}"
-        c.manifest.update({"format": FORMAT, "name": name, "factors": {}, "runs": [], "provenance": provenance(),
+        runs = [str(x) for x in c.summary["run_id"]] if "run_id" in c.summary else []
+        c.manifest.update({"format": FORMAT, "name": name, "factors": {}, "runs": runs,
+                           "runs_computed": len(c.summary), "runs_from_store": 0,
+                           "provenance": {**provenance(), "engine": "panel"},
                            "experiment": {"scenario": c.manifest["scenario"],
+                                          "seed": c.manifest["seed"],
                                           "policies": [x["label"] for x in c.manifest["columns"]]},
                            "seeds": {"root": c.manifest["seed"],
                                      "replications": list(range(c.manifest["reps"]))}})
+        if not self.latest:
+            c.manifest["note"] = ("saved after a cancelled or failed Run: this is the "
+                                  "previous complete result")
         try:
             st = Store(self._store)
             with st:
@@ -391,28 +426,75 @@ class ComparePanel(w.VBox):
         except (ConfigError, OSError) as err:
             self.status.value = f"<b>error:</b> {html.escape(_short(err))}"
             return None
-        self.status.value = f"saved as {html.escape(name)} in {html.escape(str(st.root))}"
+        self.status.value = (f"saved as {html.escape(name)} in {html.escape(str(st.root))}"
+                             f"{html.escape(self._which())}")
         return st.experiment_dir(name)
 
     def export(self, folder=None, formats=("png",)) -> list:
         """Write the dashboard and its companion figures (HTML, and PNG where a browser
         exists) to ``folder`` (default ``data/figures/panel`` of this checkout)."""
         from pathlib import Path
+
+        import plotly.graph_objects as go
         if self.result is None:
             self.status.value = "<b>error:</b> nothing to export yet: press Run"
             return []
         c, folder = self.result, Path(folder or self.figures_dir)
         op = plots.main_op(c.ops)
-        figs = {"dashboard": self.figure, "tail": plots.latency_ccdf(c.ops, op),
+        figs = {"dashboard": go.Figure(self.figure).update_layout(width=EXPORT_WIDTH), "tail": plots.latency_ccdf(c.ops, op),
                 "percentiles": plots.percentile_bars(c.ops, op),
                 "time-breakdown": plots.time_breakdown(c.vcpus)}
         try:
-            written = [p for k, f in figs.items() for p in plots.save(f, folder / k, formats)]
+            # one browser session for every image (a browser start each costs ~2 s)
+            written = plots.save_all(figs, folder, formats, quiet=True)
         except (ConfigError, OSError) as err:
             self.status.value = f"<b>error:</b> {html.escape(_short(err))}"
             return []
-        self.status.value = f"wrote {len(written)} files to {html.escape(str(folder))}"
+        images = [p for p in written if p.suffix != ".html"]
+        none = ("" if images or not formats else
+                " (HTML only: no browser for the images; install Debian's chromium)")
+        self.status.value = (f"wrote {len(written)} files to {html.escape(str(folder))}"
+                             f"{none}{html.escape(self._which())}")
         return written
+
+    def review(self, path=None):
+        """Write the review file of the result shown (one self-contained HTML file, see
+        :mod:`workbench.present.review`) to ``path`` (default ``review-<scenario>-<time>.html``
+        beside the exported figures); returns the path."""
+        from ..experiments.store import now
+        from .review import write_review
+        if self.result is None:
+            self.status.value = "<b>error:</b> nothing to review yet: press Run"
+            return None
+        c = self.result
+        stamp = now().replace(":", "")[:15]
+        path = path or self.figures_dir / f"review-{c.manifest['scenario']}-{stamp}.html"
+        cmd = (f"ComparePanel(scenario={c.manifest['scenario']!r}, columns="
+               f"{[x['policy'] for x in c.manifest['columns']]!r}, reps={c.manifest['reps']}, "
+               f"seed={c.manifest['seed']}) in a notebook; Run; Review file")
+        try:
+            p = write_review(c, path, command=cmd)
+        except (ConfigError, OSError) as err:
+            self.status.value = f"<b>error:</b> {html.escape(_short(err))}"
+            return None
+        self.status.value = (f"wrote the review file {html.escape(str(p))} (opens offline in "
+                             f"any browser){html.escape(self._which())}")
+        return p
+
+
+def status_html(c: Comparison, elapsed: float) -> str:
+    """The status line of a comparison: what ran, then one verdict line per column (a
+    bugged VM first), then the note on identical columns."""
+    from .verdict import verdict_lines
+    note = identical_note(c.summary)
+    verdicts = verdict_lines(c)
+    items = "".join(f"<li>{html.escape(v)}</li>" for v in verdicts.values())
+    return (f"{html.escape(c.manifest['scenario'])}, seed {c.manifest['seed']}, "
+            f"{c.manifest['reps']} replications per column on the same seeds, "
+            f"{elapsed:.1f} s: " + "; ".join(html.escape(x["label"])
+                                              for x in c.manifest["columns"])
+            + f"<ul class='wb-verdicts'>{items}</ul>"
+            + (f"<b>note:</b> {html.escape(note)}" if note else ""))
 
 
 def identical_groups(summary: pd.DataFrame) -> list[list[str]]:

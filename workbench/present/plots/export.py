@@ -75,6 +75,7 @@ def save_all(figs: dict, folder, formats=("png",), quiet: bool = False) -> list[
     jobs = [(f, folder / f"{name}{e}") for name, f in figs.items() for e in exts]
     if not jobs:
         return written
+    pio.defaults.mathjax = None     # no figure here uses LaTeX; MathJax would be fetched
     try:
         pio.write_images([f for f, _ in jobs], [p for _, p in jobs],
                          width=[size(f)[0] for f, _ in jobs],

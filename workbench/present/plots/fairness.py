@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 
 from ...experiments.metrics import HOSTILE_ROLES, jain
 from ...experiments.stats import t_interval
-from .style import empty, policies, policy_color, symbol, themed
+from .style import TIME_COLORS, empty, policies, policy_color, symbol, themed
 
 # the per-vCPU states of ``RunResult.vcpus`` (``{state}_us``) and how a person calls them
 STATES = {"guest": "in guest", "kvm": "in KVM", "retry": "retrying",
@@ -15,11 +15,7 @@ STATES = {"guest": "in guest", "kvm": "in KVM", "retry": "retrying",
           "hot_line": "waiting for hot lock lines", "host_alloc": "waiting on page allocation",
           "mem_bw": "waiting on memory bandwidth", "guest_lock": "waiting on guest locks",
           "halted": "halted (idle)", "idle": "idle", "stopped": "stopped"}
-STATE_COLORS = {"guest": "#54A24B", "kvm": "#4C78A8", "retry": "#E45756",
-                "mmu_wait": "#F58518", "zap_wait": "#EECA3B", "userspace": "#B279A2",
-                "pamt_wait": "#9D755D", "hot_line": "#FF9DA6", "host_alloc": "#72B7B2",
-                "mem_bw": "#2F8F8A", "guest_lock": "#BAB0AC", "halted": "#EEEEEE",
-                "idle": "#D8D8D8", "stopped": "#555555"}
+STATE_COLORS = TIME_COLORS
 
 
 def _friendly(vcpus: pd.DataFrame) -> pd.DataFrame:
@@ -144,7 +140,8 @@ def breakdown_table(vcpus: pd.DataFrame) -> pd.DataFrame:
 def breakdown_traces(vcpus: pd.DataFrame, legend: bool = True):
     b = breakdown_table(vcpus)
     return [go.Bar(x=g["policy"], y=g["share"], name=STATES[state], showlegend=legend,
-                   marker_color=STATE_COLORS[state], legendgroup=f"state-{state}",
+                   marker=dict(color=STATE_COLORS[state], line=dict(color="white", width=0.5)),
+                   legendgroup=f"state-{state}",
                    hovertemplate=f"{STATES[state]}: %{{y:.1%}}<extra>%{{x}}</extra>")
             for state, g in b.groupby("state", sort=False) if g["share"].any()]
 

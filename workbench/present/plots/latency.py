@@ -94,7 +94,10 @@ def latency_ccdf(ops: pd.DataFrame, op: str = "zap_4k") -> go.Figure:
     fig.update_yaxes(type="log", title_text="share of successes slower than x (log)",
                      row=1, col=1)
     fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=1, col=2)
-    fig.update_layout(height=480)
+    fig.update_xaxes(tickangle=30, row=1, col=2)
+    # the legend (long names: failures counted in them) under the panels, not beside them
+    fig.update_layout(height=560, margin_b=80 + 22 * len(rows),
+                      legend=dict(orientation="h", yref="container", y=0, yanchor="bottom"))
     return themed(fig, head, "further left and lower is better; failures are counted on the "
                   "right, never in the tail")
 

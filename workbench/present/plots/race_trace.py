@@ -23,9 +23,16 @@ def counterexample(trace: pd.DataFrame) -> go.Figure:
         x, y = _segments(g, "actor")
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=leaf,
                                  line=dict(width=8, color=PALETTE[i % len(PALETTE)])))
-    fig.add_trace(go.Scatter(x=calls["t_end_us"], y=calls["actor"], mode="text",
-                             text=calls["step"].astype(str), textposition="top center",
-                             showlegend=False, hoverinfo="skip"))
+    where, hidden = _step_labels(calls)
+    for pos in ("top center", "bottom center"):
+        g = calls[where == pos]
+        fig.add_trace(go.Scatter(x=g["t_end_us"], y=g["actor"], mode="text",
+                                 text=g["step"].astype(str), textposition=pos,
+                                 showlegend=False, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=calls["t_end_us"], y=calls["actor"], mode="markers",
+                             marker=dict(size=6, opacity=0), showlegend=False,
+                             text=calls["step"].astype(str) + ": " + calls["call"],
+                             hovertemplate="step %{text}<extra>%{y}</extra>"))
     busy = calls[calls["status"].str.contains("BUSY")]
     fig.add_trace(go.Scatter(
         x=busy["t_start_us"], y=busy["actor"], mode="markers", name=f"BUSY ({len(busy)})",
@@ -44,4 +51,24 @@ def counterexample(trace: pd.DataFrame) -> go.Figure:
     fig.update_xaxes(title_text="simulated time (µs)")
     fig.update_layout(height=max(360, 34 * len(lanes) + 160))
     return themed(fig, HEAD, f"{len(trace)} steps; red x: a call the TDX module refused "
-                  "with BUSY; numbers: the trace's steps", legend="SEAMCALL / TDCALL")
+                  "with BUSY; numbers: the trace's steps"
+                  + (f" ({hidden} too close to another to print: hover)" if hidden else ""),
+                  legend="SEAMCALL / TDCALL")
+
+
+def _step_labels(calls: pd.DataFrame, per_lane: int = 40) -> tuple[pd.Series, int]:
+    """Where each call's step number goes: above its bar, below it when the label above
+    would touch the previous one on its lane, nowhere when both would (the hover still
+    has it); labels count as touching within 1/``per_lane`` of the time span. Returns the
+    positions and how many are not printed."""
+    span = float(calls["t_end_us"].max() - calls["t_start_us"].min()) or 1.0
+    gap = span / per_lane
+    where = pd.Series("", index=calls.index)
+    for _, g in calls.sort_values("t_end_us").groupby("actor", sort=False):
+        last = {"top center": -float("inf"), "bottom center": -float("inf")}
+        for i, t in zip(g.index, g["t_end_us"]):
+            pos = next((p for p in last if t - last[p] >= gap), "")
+            if pos:
+                last[pos] = t
+            where[i] = pos
+    return where, int((where == "").sum())

@@ -8,14 +8,22 @@ import plotly.graph_objects as go
 
 THEME = dict(template="plotly_white", font=dict(family="DejaVu Sans, Arial", size=13),
              margin=dict(l=70, r=30, t=90, b=60), legend=dict(title_text="policy"))
-# One colour per policy label in every figure of every session: the shipped presets have
-# fixed colours; any other label gets one from its name (a stable hash, not the order).
-PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6",
-           "#9D755D", "#BAB0AC", "#EECA3B", "#2F4B7C", "#A05195", "#D45087", "#665191")
-PRESET_COLORS = {"upstream": "#4C78A8", "patch-09-21": "#E45756", "zero-tolerance": "#54A24B",
-                 "sean-per-path": "#F58518", "host-priority-retry": "#B279A2",
-                 "vm-spinlock": "#9D755D", "paolo-bounded": "#72B7B2",
-                 "mmu-lock-write": "#EECA3B", "blind-retry-all": "#FF9DA6"}
+# Policies own the hues: one colour per policy label in every figure of every session. The
+# shipped presets have fixed colours (Okabe-Ito's plus two blue-violets, chosen so every
+# pair stays apart under deuteranopia and protanopia: tests/test_colour.py); any other
+# label gets one of them from its name (a stable hash, not the order).
+PRESET_COLORS = {"upstream": "#0072B2", "patch-09-21": "#D55E00", "zero-tolerance": "#009E73",
+                 "sean-per-path": "#E69F00", "host-priority-retry": "#CC79A7",
+                 "vm-spinlock": "#56B4E9", "paolo-bounded": "#4B00FF",
+                 "mmu-lock-write": "#222222", "blind-retry-all": "#7869FF"}
+PALETTE = tuple(PRESET_COLORS.values())
+# Where time goes (in guest, in KVM, waiting on mmu_lock, ...) has its own muted palette
+# that never reuses a policy's colour; pale for idle states, dark for stopped.
+TIME_COLORS = {"guest": "#B4D2FF", "kvm": "#B4B4A5", "retry": "#87694B",
+               "mmu_wait": "#D2B487", "zap_wait": "#FFE1B4", "userspace": "#696996",
+               "pamt_wait": "#3C7878", "hot_line": "#A5C3D2", "host_alloc": "#3C4B3C",
+               "mem_bw": "#2D4B5A", "guest_lock": "#4B4B1E", "halted": "#F0E1D2",
+               "idle": "#C3F0FF", "stopped": "#2D4B78"}
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 # A variant of a preset (``upstream · HP off``, ``upstream+accept=linux-guest``) keeps the
 # preset's colour and takes its own dash, bar pattern and marker symbol (same slot in each).
