@@ -23,7 +23,7 @@
 # %% tags=["parameters"]
 scenario = "malicious-accept-small"
 policies = ["patch-09-21", "upstream"]
-schedules = 16
+schedules = 64
 reps = 1              # unused: the notebooks' shared small parameters
 horizon_us = 2000.0
 seed = 0

@@ -23,7 +23,7 @@ SMALL = {
     "05-paper": {"reps": 1, "horizon_us": 500.0, "values_per_factor": 1,
                  "formats": ["png"] if CHROMIUM.exists() else [],
                  "vector": CHROMIUM.exists()},
-    "06-race-finder": {"schedules": 8},
+    "06-race-finder": {"schedules": 48},
     "07-robustness": {"samples": 4, "reps": 2, "horizon_us": 2000.0},
     "08-design-review": {"reps": 1, "horizon_us": 1000.0, "columns": ["upstream"]},
 }
