@@ -1140,7 +1140,7 @@ def _api_cases_3():
         "run_experiment(5)": lambda d: workbench.run_experiment(5),
         "results(5)": lambda d: workbench.results(5, store=d / "st"),
         "results(store=5)": lambda d: workbench.results(store=5),
-        "tails(n_resamples=0)": lambda d: c.tails(n_resamples=0),
+        "tails(level=2)": lambda d: c.tails(level=2),
         "stats(level=2)": lambda d: c.stats(level=2),
         "stats(level=95)": lambda d: c.stats(level=95),
         "write_trace(None)": lambda d: trace.write_trace(None, d / "t.json"),

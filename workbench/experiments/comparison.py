@@ -312,7 +312,7 @@ class Comparison:
         return paired_diff(self.summary, baseline, by=self.by, metrics=_metrics(metrics),
                            level=_level(level))
 
-    def tails(self, level: float = 0.95, **_ignored) -> pd.DataFrame:
+    def tails(self, level: float = 0.95) -> pd.DataFrame:
         """p99 and p99.9 latency per policy and op: each complete run's, their mean over
         replications and its t-interval, where every run had enough ops for its coverage
         (``enough``; else the interval is NaN and ``min_ops`` says what it needs)."""
