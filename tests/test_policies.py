@@ -237,7 +237,7 @@ def test_compare_returns_tidy_tables_and_one_row_per_policy():
     assert len(c.summary) == 4 and set(c.summary["replication"]) == {0, 1}
     assert list(c.table["policy"]) == ["upstream", "zero-tolerance"]
     assert (c.table["reps"] == 2).all()
-    for col in ("private_fault_p99_us", "host_busy_rate", "retries_fault", "retries_zap",
+    for col in ("wb_private_fault_p99_us", "host_busy_rate", "retries_fault", "retries_zap",
                 "error_exits", "memory_fault_exits",
                 "vm_bugged", "guest_panics", "hp_timeouts", "zero_step_armings", "kicks",
                 "host_retry_cpu_us", "accept_throughput_per_ms", "jain_work"):
