@@ -31,6 +31,18 @@ class _Mutant(Policy):
     mistake = ""
 
 
+class _KthBusyFatal(_Mutant):
+    """Retries a BUSY at once and gives up (TDX_BUG_ON / KVM_BUG_ON) at the k-th of one call."""
+
+    def __init__(self, k: int = 2):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            raise ValueError(f"k must be a whole number >= 2, not {k!r}")
+        self.k = k
+
+    def on_busy(self, ctx, rng):
+        return BugVm() if ctx.attempt >= self.k else Retry()
+
+
 class ZapBusyFatal(_Mutant):
     name = "mutant-zap-busy-fatal"
     mistake = ("tdh_do_no_vcpus kicks but never calls again: TDX_BUG_ON on the first "
@@ -42,20 +54,12 @@ class ZapBusyFatal(_Mutant):
         return BugVm()
 
 
-class ZapKthBusyFatal(_Mutant):
+class ZapKthBusyFatal(_KthBusyFatal):
     name = "mutant-zap-kth-busy-fatal"
     mistake = ("the zap retries BUSY at once, without setting wait_for_sept_zap or kicking, "
                "and gives up (TDX_BUG_ON) at the k-th BUSY of one SEAMCALL")
     origin = "race-finder mutant: " + mistake
     sites = (Site.ZAP,)
-
-    def __init__(self, k: int = 2):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-            raise ValueError(f"k must be a whole number >= 2, not {k!r}")
-        self.k = k
-
-    def on_busy(self, ctx, rng):
-        return BugVm() if ctx.attempt >= self.k else Retry()
 
 
 class ZapKickOnTreeOnly(_Mutant):
@@ -99,7 +103,7 @@ class FaultBusyFatal(_Mutant):
         return ResumeGuest() if ctx.events_pending else Retry()
 
 
-class FaultKthBusyFatal(_Mutant):
+class FaultKthBusyFatal(_KthBusyFatal):
     name = "mutant-fault-kth-busy-fatal"
     mistake = ("the local retry of tdx_handle_ept_violation counts the BUSY SEAMCALLs of "
                "one fault and gives up with KVM_BUG_ON at the k-th (a bound far too small)")
@@ -107,9 +111,7 @@ class FaultKthBusyFatal(_Mutant):
     sites = (Site.FAULT,)
 
     def __init__(self, k: int = 3):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-            raise ValueError(f"k must be a whole number >= 2, not {k!r}")
-        self.k = k
+        super().__init__(k)
 
     def on_busy(self, ctx, rng):
         if ctx.status and ctx.attempt >= self.k:
@@ -143,20 +145,12 @@ class VpEnterBusyFatal(_Mutant):
         return BugVm()
 
 
-class VpEnterKthBusyFatal(_Mutant):
+class VpEnterKthBusyFatal(_KthBusyFatal):
     name = "mutant-vp-enter-kth-busy-fatal"
     mistake = ("the fastpath re-enters after a BUSY VP.ENTER but bounds the re-entries and "
                "gives up (KVM_BUG_ON) at the k-th BUSY in a row")
     origin = "race-finder mutant: " + mistake
     sites = (Site.VP_ENTER,)
-
-    def __init__(self, k: int = 2):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-            raise ValueError(f"k must be a whole number >= 2, not {k!r}")
-        self.k = k
-
-    def on_busy(self, ctx, rng):
-        return BugVm() if ctx.attempt >= self.k else Retry()
 
 
 for _cls in (ZapBusyFatal, ZapKthBusyFatal, ZapKickOnTreeOnly, ZapKickOnEntryOnly,
